@@ -1,0 +1,1 @@
+"""Layer Lab analyses: pure Python/torch, never imports streamlit."""

@@ -1,0 +1,156 @@
+"""Removing blocks and sublayers, and what it costs (DESIGN.md sections 3 and 5).
+
+Block l removed: its output equals its input (attention and MLP outputs zeroed);
+attention l removed: `blocks.l.hook_attn_out` is zero; MLP l removed:
+`blocks.l.hook_mlp_out` is zero. Removing something at layer k changes nothing before
+k, so `suffix_logits` restarts from the clean residual entering the first changed layer
+instead of recomputing the prefix. `naive_logits` is the plain full forward with the
+same hooks, kept as the reference the fast path must equal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from analysis.collect import token_nll
+
+KINDS = ("blocks", "attn", "mlp")
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Sets of 0-based layer indices removed, per kind."""
+
+    blocks: frozenset = field(default_factory=frozenset)
+    attn: frozenset = field(default_factory=frozenset)
+    mlp: frozenset = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, blocks=(), attn=(), mlp=()) -> "Removal":
+        return cls(frozenset(int(x) for x in blocks), frozenset(int(x) for x in attn), frozenset(int(x) for x in mlp))
+
+    def zeroed(self) -> tuple[set, set]:
+        """Layers whose attention / MLP output is zero (a removed block zeroes both)."""
+        return set(self.attn) | set(self.blocks), set(self.mlp) | set(self.blocks)
+
+    def first_layer(self) -> int | None:
+        layers = set(self.blocks) | set(self.attn) | set(self.mlp)
+        return min(layers) if layers else None
+
+    def is_empty(self) -> bool:
+        return self.first_layer() is None
+
+    def to_dict(self) -> dict:
+        return {k: sorted(getattr(self, k)) for k in KINDS}
+
+
+class RemovalHooks:
+    """Zeroing hooks on every attention/MLP output whose active set can be switched
+    between forwards, so one hook context serves a whole sweep."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.attn: set = set()
+        self.mlp: set = set()
+        self.n_layers = n_layers
+
+    def set(self, removal: Removal) -> None:
+        self.attn, self.mlp = removal.zeroed()
+
+    def _zero(self, layers_attr: str, layer: int):
+        def hook(tensor, hook):
+            return torch.zeros_like(tensor) if layer in getattr(self, layers_attr) else tensor
+        return hook
+
+    def fwd_hooks(self) -> list:
+        return ([(f"blocks.{l}.hook_attn_out", self._zero("attn", l)) for l in range(self.n_layers)]
+                + [(f"blocks.{l}.hook_mlp_out", self._zero("mlp", l)) for l in range(self.n_layers)])
+
+
+def readout_logits(model, resid: torch.Tensor) -> torch.Tensor:
+    """Model logits from the residual after the last block: final norm + unembedding."""
+    return model.bridge.unembed(model.bridge.ln_final(resid))
+
+
+def block_kwargs(model, resid: torch.Tensor) -> dict:
+    """Arguments a block needs when run on its own: rotary position embeddings if any."""
+    positions = torch.arange(resid.shape[1], device=resid.device).unsqueeze(0)
+    kwargs = {"attention_mask": None, "position_ids": positions}
+    rotary = getattr(model.bridge, "rotary_emb", None)
+    if rotary is not None:
+        kwargs["position_embeddings"] = rotary(resid, positions)
+    return kwargs
+
+
+def run_blocks(model, resid: torch.Tensor, start: int, kwargs: dict) -> torch.Tensor:
+    """Run blocks start..L-1 on `resid` (the residual entering block `start`)."""
+    for block in model.bridge.blocks[start:]:
+        out = block(resid, **kwargs)
+        resid = out[0] if isinstance(out, tuple) else out
+    return resid
+
+
+@dataclass
+class CleanStates:
+    """Residuals of the unmodified model for one batch: h_0..h_L and resid_mid_l."""
+
+    tokens: torch.Tensor
+    resid: list
+    mid: list
+    logits: torch.Tensor
+
+
+def clean_states(model, tokens: torch.Tensor) -> CleanStates:
+    """One unmodified forward keeping every residual (call with the model lock held)."""
+    L = model.n_layers
+    resid, mid = [None] * (L + 1), [None] * L
+
+    def keep(store, i):
+        def hook(tensor, hook):
+            store[i] = tensor.detach()
+            return tensor
+        return hook
+
+    fwd = [(f"blocks.{l}.hook_resid_pre", keep(resid, l)) for l in range(L)]
+    fwd.append((f"blocks.{L - 1}.hook_resid_post", keep(resid, L)))
+    if not model.parallel_attn_mlp:
+        fwd += [(f"blocks.{l}.hook_resid_mid", keep(mid, l)) for l in range(L)]
+    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd):
+        logits = model.bridge(tokens, return_type="logits")
+    return CleanStates(tokens, resid, mid, logits)
+
+
+def suffix_logits(model, clean: CleanStates, removal: Removal, hooks: RemovalHooks) -> torch.Tensor:
+    """Logits with `removal` applied, re-using the clean prefix.
+
+    Must run inside `model.bridge.hooks(fwd_hooks=hooks.fwd_hooks())` with the lock
+    held. The restart point is the first changed layer k: after a removed block k or
+    MLP k the next block starts from h_k or resid_mid_k directly.
+    """
+    k = removal.first_layer()
+    if k is None:
+        return clean.logits
+    hooks.set(removal)
+    attn_zero, mlp_zero = removal.zeroed()
+    if k in removal.blocks:
+        start, resid = k + 1, clean.resid[k]
+    elif k in mlp_zero and k not in attn_zero and not model.parallel_attn_mlp:
+        start, resid = k + 1, clean.mid[k]
+    else:
+        start, resid = k, clean.resid[k]
+    with torch.inference_mode():
+        if start < model.n_layers:
+            resid = run_blocks(model, resid, start, block_kwargs(model, resid))
+        return readout_logits(model, resid)
+
+
+def naive_logits(model, tokens: torch.Tensor, removal: Removal) -> torch.Tensor:
+    """Reference: a full forward with zeroing hooks (call with the lock held)."""
+    hooks = RemovalHooks(model.n_layers)
+    hooks.set(removal)
+    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
+        return model.bridge(tokens, return_type="logits")
+
+
+def nll_sum(logits: torch.Tensor, tokens: torch.Tensor) -> float:
+    return float(token_nll(logits, tokens).double().sum())

@@ -1,0 +1,83 @@
+"""`python -m analysis bench`: speed ratios against baselines measured in the same run.
+
+- exact removal sweep with prefix re-use / naive sweep (one full forward per removal);
+- instrumented pass / a bare `transformers` forward over the same windows (a separate,
+  unwrapped copy of the model), without and with the logit lens;
+- median single-toggle update in the playground / one full forward over the same corpus.
+Timing never decides a test; this prints figures for the closing notes and README.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from analysis.collect import Perplexity, batches, run_pass
+from analysis.corpus import load_file, make_windows
+from analysis.lens import LensReducer
+from analysis.removal import exact_sweep
+from analysis.similarity import SimilarityReducer
+from analysis.sparsity import SparsityReducer
+from analysis.sublayers import SublayerReducer
+
+
+def timed(fn, repeats: int = 1) -> float:
+    """Median wall time of fn over `repeats` runs (after nothing: callers warm up)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bare_forward(hf, windows, batch_tokens: int = 2048) -> None:
+    with torch.inference_mode():
+        for _, chunk in batches(windows, batch_tokens):
+            hf(chunk).logits
+
+
+def instrumented(model, windows, with_lens: bool) -> None:
+    L = model.n_layers
+    n_repr = windows.shape[0] * (windows.shape[1] - 1)
+    reducers = [Perplexity(), SimilarityReducer(L, model.d_model, n_repr, windows.shape[0]),
+                SublayerReducer(L, model.parallel_attn_mlp), SparsityReducer(L, model.d_mlp)]
+    if with_lens:
+        reducers.append(LensReducer(L, model.bridge.cfg.d_vocab, windows.shape[0]))
+    run_pass(model, windows, reducers)
+
+
+def run_bench(args, model) -> int:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    corpus = load_file(args.corpus)
+    max_windows = args.max_windows or 8
+    windows = make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, max_windows)
+    print(f"model {model.name} ({model.n_layers} layers) on {model.device}, {torch.get_num_threads()} threads; "
+          f"{windows.shape[0]} windows x {windows.shape[1]} tokens")
+    if model.source_dir is None:
+        print("bare-forward baseline needs a local model directory; skipped")
+        return 1
+    hf = AutoModelForCausalLM.from_pretrained(model.source_dir, dtype=model.hf_model.dtype).to(model.device).eval()
+    bare_forward(hf, windows)  # warm-up
+    instrumented(model, windows, False)
+    bare = timed(lambda: bare_forward(hf, windows), args.repeats)
+    inst = timed(lambda: instrumented(model, windows, False), args.repeats)
+    lens = timed(lambda: instrumented(model, windows, True), 1)
+    print(f"bare transformers forward        {bare:8.2f} s")
+    print(f"instrumented pass (no lens)      {inst:8.2f} s   ratio {inst / bare:.2f}  (target <= 1.3)")
+    print(f"instrumented pass + logit lens   {lens:8.2f} s   ratio {lens / bare:.2f}  (lens reads out all {model.n_layers} layers)")
+    fast = timed(lambda: exact_sweep(model, windows))
+    naive = timed(lambda: exact_sweep(model, windows, naive=True))
+    print(f"removal sweep, prefix re-use     {fast:8.2f} s")
+    print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
+    try:
+        from analysis.playground import bench_toggles
+    except ImportError:
+        return 0
+    toggle, full = bench_toggles(model, windows)
+    print(f"single toggle (median)           {toggle:8.2f} s")
+    print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
+    return 0

@@ -1,0 +1,105 @@
+"""Early exit from the logit lens (DESIGN.md section 3).
+
+A token's oracle exit depth is the first block whose logit-lens top-1 equals the final
+top-1. A confidence rule with threshold t exits at the first block where the rule
+passes (or the last block). For a grid of thresholds per rule we accumulate the
+fraction of blocks used, the agreement with the full model and the cross-entropy at the
+exit. Teacher-forced numbers are optimistic: later tokens still attend to full-depth
+keys and values of earlier positions, which a real early-exiting model would not have.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+OPTIMISM_NOTE = (
+    "Teacher-forced: every position still attends to keys and values computed at full "
+    "depth for earlier positions, which a model that really exits early would not have. "
+    "Real early exit does worse than these curves."
+)
+
+# rule -> (signal, direction, thresholds). A rule passes when signal >= t ('ge') or <= t ('le').
+RULES = {
+    "max_prob": ("maxprob", "ge", np.round(np.linspace(0.05, 1.0, 39), 4)),
+    "top2_gap": ("gap", "ge", np.round(np.linspace(0.0, 1.0, 41), 4)),
+    "entropy": ("entropy", "le", np.round(np.linspace(0.0, 8.0, 41), 4)),
+    "cosine": ("cos_next", "ge", np.round(np.linspace(0.5, 1.0, 41), 4)),
+}
+
+
+def exit_layers(passes: torch.Tensor) -> torch.Tensor:
+    """passes [n, L, k] bool -> first passing block per token and threshold [n, k];
+    the last block when none passes."""
+    passes = passes.clone()
+    passes[:, -1] = True
+    return passes.float().argmax(dim=1)
+
+
+class ExitAccumulator:
+    def __init__(self, n_layers: int) -> None:
+        self.L = n_layers
+        self.n = 0
+        self.oracle_hist = torch.zeros(n_layers, dtype=torch.float64)
+        self.ce_final = 0.0
+        self.curves = {r: {k: torch.zeros(len(t), dtype=torch.float64) for k in ("blocks", "agree", "ce")}
+                       for r, (_, _, t) in RULES.items()}
+
+    def update(self, sig: dict) -> None:
+        agree = sig["agree"].bool()
+        n = agree.shape[0]
+        oracle = exit_layers(agree.unsqueeze(-1)).squeeze(-1)
+        self.oracle_hist += torch.bincount(oracle, minlength=self.L).double()
+        self.ce_final += float(sig["ce"][:, -1].double().sum())
+        for rule, (signal, direction, thresholds) in RULES.items():
+            t = torch.tensor(thresholds, dtype=sig[signal].dtype)
+            values = sig[signal].unsqueeze(-1)
+            passes = values >= t if direction == "ge" else values <= t
+            exits = exit_layers(passes)  # [n, k]
+            acc = self.curves[rule]
+            acc["blocks"] += (exits + 1).double().sum(0)
+            acc["agree"] += agree.double().gather(1, exits).sum(0)
+            acc["ce"] += sig["ce"].double().gather(1, exits).sum(0)
+        self.n += n
+
+    def result(self) -> dict:
+        n = max(1, self.n)
+        ce_final = self.ce_final / n
+        curves = {}
+        for rule, (signal, direction, thresholds) in RULES.items():
+            acc = self.curves[rule]
+            curves[rule] = {
+                "signal": signal,
+                "direction": direction,
+                "thresholds": [float(x) for x in thresholds],
+                "fraction_blocks": (acc["blocks"] / n / self.L).tolist(),
+                "agreement": (acc["agree"] / n).tolist(),
+                "delta_ce": (acc["ce"] / n - ce_final).tolist(),
+            }
+        depths = np.arange(1, self.L + 1)
+        hist = self.oracle_hist.numpy()
+        return {
+            "oracle_exit_hist": hist.tolist(),
+            "oracle_mean_fraction": float((hist * depths).sum() / n / self.L),
+            "curves": curves,
+        }
+
+
+def operating_point(curve: dict, target_agreement: float) -> dict | None:
+    """Cheapest threshold whose agreement reaches the target, or None."""
+    best = None
+    for t, frac, agree, dce in zip(curve["thresholds"], curve["fraction_blocks"], curve["agreement"], curve["delta_ce"]):
+        if agree >= target_agreement and (best is None or frac < best["fraction_blocks"]):
+            best = {"threshold": t, "fraction_blocks": frac, "agreement": agree, "delta_ce": dce}
+    return best
+
+
+def sequence_oracle(seq_mean_ce: np.ndarray, tolerance_pct: float) -> np.ndarray:
+    """Per window, the fewest blocks (prefix depth 1..L) whose logit-lens perplexity is
+    within tolerance_pct % of the full model's ("Dynamic layer selection in
+    decoder-only transformers")."""
+    ce = np.asarray(seq_mean_ce)
+    limit = ce[:, -1:] + math.log1p(tolerance_pct / 100.0)
+    ok = ce <= limit + 1e-12
+    return ok.argmax(axis=1) + 1

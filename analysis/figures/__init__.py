@@ -1,0 +1,1 @@
+"""Plotly figures: functions that take arrays and return a figure (no Streamlit)."""

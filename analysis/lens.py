@@ -1,0 +1,134 @@
+"""Logit lens over the residual stream, reduced one chunk of tokens at a time.
+
+logits_l = unembed(final_norm(resid_post_l)): the final norm is applied afresh to each
+layer's own residual (not TransformerLens' accumulated_resid, which reuses the last
+layer's scale). For every predicted position and block l we derive cross-entropy to the
+gold token, KL(final || layer), entropy, top-1 agreement with the final top-1 and the
+rank of the final top-1, plus the confidence signals the early-exit rules read. A
+[layers x tokens x vocab] tensor never exists: only [chunk x vocab] for one layer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis import early_exit
+
+SIGNALS = ("ce", "kl", "entropy", "agree", "rank", "maxprob", "gap", "cos_next")
+
+
+def readout(model, resid: torch.Tensor) -> torch.Tensor:
+    """Logit-lens logits of residual vectors [..., d] -> [..., V]."""
+    bridge = model.bridge
+    return bridge.unembed(bridge.ln_final(resid))
+
+
+def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: torch.Tensor,
+                  resid_pre0: torch.Tensor) -> dict:
+    """Per-token signals [n, L] for rows of flattened positions.
+
+    resid_post: L tensors [n, d] (output of each block); final_logits [n, V]; gold [n];
+    resid_pre0 [n, d] (h_0, for the cosine between consecutive residuals).
+    """
+    logp_f = F.log_softmax(final_logits.float(), dim=-1)
+    p_f = logp_f.exp()
+    top1_f = final_logits.argmax(-1)
+    out = {k: [] for k in SIGNALS}
+    previous = resid_pre0
+    for h in resid_post:
+        logits = readout(model, h).float()
+        logp = F.log_softmax(logits, dim=-1)
+        p = logp.exp()
+        top2 = p.topk(2, dim=-1).values
+        out["ce"].append(-logp.gather(-1, gold[:, None]).squeeze(-1))
+        out["kl"].append((p_f * (logp_f - logp)).sum(-1))
+        out["entropy"].append(-(p * logp).sum(-1))
+        out["agree"].append((logits.argmax(-1) == top1_f).float())
+        out["rank"].append((logits > logits.gather(-1, top1_f[:, None])).sum(-1).float())
+        out["maxprob"].append(top2[:, 0])
+        out["gap"].append(top2[:, 0] - top2[:, 1])
+        out["cos_next"].append(F.cosine_similarity(previous.float(), h.float(), dim=-1))
+        previous = h
+    return {k: torch.stack(v, dim=1) for k, v in out.items()}
+
+
+class LensReducer:
+    def __init__(self, n_layers: int, vocab: int, n_windows: int, chunk_tokens: int = 512) -> None:
+        self.L = n_layers
+        self.chunk = chunk_tokens
+        self.sums = {k: torch.zeros(n_layers, dtype=torch.float64) for k in ("ce", "kl", "entropy", "agree")}
+        self.rank_hist = torch.zeros(n_layers, vocab + 1, dtype=torch.float64)
+        self.seq_ce = torch.zeros(n_windows, n_layers, dtype=torch.float64)
+        self.seq_count = torch.zeros(n_windows, dtype=torch.float64)
+        self.exits = early_exit.ExitAccumulator(n_layers)
+        self.count = 0
+
+    def hooks(self, model, batch_ref):
+        return []
+
+    def update(self, model, batch) -> None:
+        B, T = batch.tokens.shape
+        rows = B * (T - 1)
+        flat = lambda x: x[:, :-1].reshape(rows, -1)
+        gold = batch.tokens[:, 1:].reshape(rows)
+        window = torch.arange(B, device=gold.device).repeat_interleave(T - 1) + batch.window_offset
+        for s in range(0, rows, self.chunk):
+            sl = slice(s, s + self.chunk)
+            sig = layer_signals(
+                model, [flat(h)[sl] for h in batch.resid[1:]], flat(batch.logits)[sl], gold[sl], flat(batch.resid[0])[sl]
+            )
+            for k in self.sums:
+                self.sums[k] += sig[k].double().sum(0).cpu()
+            ranks = sig["rank"].long().clamp_max(self.rank_hist.shape[1] - 1).cpu()
+            self.rank_hist.scatter_add_(1, ranks.T, torch.ones_like(ranks.T, dtype=torch.float64))
+            self.seq_ce.index_add_(0, window[sl].cpu(), sig["ce"].double().cpu())
+            self.seq_count.index_add_(0, window[sl].cpu(), torch.ones(sig["ce"].shape[0], dtype=torch.float64))
+            self.exits.update({k: v.cpu() for k, v in sig.items()})
+            self.count += sig["ce"].shape[0]
+
+    def result(self) -> dict:
+        n = max(1, self.count)
+        cdf = self.rank_hist.cumsum(1)
+        median_rank = (cdf < cdf[:, -1:] / 2).sum(1).double()
+        return {
+            "ce": (self.sums["ce"] / n).numpy(),
+            "kl_to_final": (self.sums["kl"] / n).numpy(),
+            "entropy": (self.sums["entropy"] / n).numpy(),
+            "top1_agree": (self.sums["agree"] / n).numpy(),
+            "median_rank_final_top1": median_rank.numpy(),
+            "seq_mean_ce": (self.seq_ce / self.seq_count.clamp_min(1)[:, None]).numpy(),
+            "early_exit": self.exits.result(),
+        }
+
+
+def window_grid(model, window: torch.Tensor, top_k: int = 5) -> dict:
+    """Logit lens for one window: per position and block the top-k tokens and
+    probabilities, plus probability of the final top-1, KL to final and entropy."""
+    L = model.n_layers
+    resid = [None] * (L + 1)
+
+    def keep(l):
+        def hook(tensor, hook):
+            resid[l] = tensor.detach()[0]
+            return tensor
+        return hook
+
+    fwd = [(f"blocks.{l}.hook_resid_pre", keep(l)) for l in range(L)]
+    fwd.append((f"blocks.{L - 1}.hook_resid_post", keep(L)))
+    tokens = window.view(1, -1).to(model.device)
+    with model.lock, torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd):
+        final = model.bridge(tokens, return_type="logits")[0].float()
+        logp_f = F.log_softmax(final, -1)
+        top1_f = final.argmax(-1)
+        rows = {"top_ids": [], "top_probs": [], "p_final_top1": [], "kl": [], "entropy": []}
+        for l in range(1, L + 1):
+            logp = F.log_softmax(readout(model, resid[l]).float(), -1)
+            p = logp.exp()
+            top = p.topk(top_k, dim=-1)
+            rows["top_ids"].append(top.indices.cpu())
+            rows["top_probs"].append(top.values.cpu())
+            rows["p_final_top1"].append(p.gather(-1, top1_f[:, None]).squeeze(-1).cpu())
+            rows["kl"].append((logp_f.exp() * (logp_f - logp)).sum(-1).cpu())
+            rows["entropy"].append(-(p * logp).sum(-1).cpu())
+    return {k: torch.stack(v, dim=1).numpy() for k, v in rows.items()}  # [T, L, ...]

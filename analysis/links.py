@@ -1,0 +1,123 @@
+"""Shareable-link state: what a URL may carry, and how tampered values are handled.
+
+A link carries model, corpus (a built-in id or the sha256 of a stored upload), seq_len,
+max_windows, page, removed components (rm_blocks, rm_attn, rm_mlp as comma-separated
+0-based layers) and the playground prompt. Parsing never raises: whatever is unusable
+is dropped and described in a notice, and the rest of the link still applies. A link
+can never name a model the operator has not allowed, nor a local path.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from analysis import settings
+
+PAGES = ("overview", "similarity", "sublayers", "sparsity", "logit_lens", "playground")
+KEYS = ("model", "corpus", "seq_len", "max_windows", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt")
+REMOVAL_KEYS = {"rm_blocks": "blocks", "rm_attn": "attn", "rm_mlp": "mlp"}
+MAX_VALUE_CHARS = 2000
+MAX_SEQ_LEN = 4096
+_CORPUS = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
+
+
+@dataclass
+class LinkState:
+    values: dict = field(default_factory=dict)
+    notices: list = field(default_factory=list)
+
+
+def _first(value) -> tuple[str, bool]:
+    if isinstance(value, (list, tuple)):
+        return (str(value[0]) if value else ""), len(value) > 1
+    return str(value), False
+
+
+def _int_in(text: str, low: int, high: int) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None
+
+
+def parse_link(params) -> LinkState:
+    """Query parameters (a mapping of key -> str or list of str) -> cleaned values + notices."""
+    state = LinkState()
+    for key in params:
+        raw, repeated = _first(params[key])
+        shown = key[:40]
+        if key not in KEYS:
+            state.notices.append(f"Ignored unknown link parameter {shown!r}.")
+            continue
+        if repeated:
+            state.notices.append(f"Link parameter {shown!r} was repeated; used the first value.")
+        if len(raw) > MAX_VALUE_CHARS:
+            state.notices.append(f"Ignored link parameter {shown!r}: its value is too long.")
+            continue
+        value, problem = _clean(key, raw)
+        if problem:
+            state.notices.append(problem)
+        if value is not None:
+            state.values[key] = value
+    return state
+
+
+def _clean(key: str, raw: str):
+    if key == "model":
+        name = raw.strip()
+        if not name:
+            return None, "Ignored an empty model in the link."
+        if settings.is_local_spec(name) and name not in settings.allowed_patterns():
+            return None, "Ignored the link's model: local paths cannot be opened from a link."
+        try:
+            settings.check_model_allowed(name)
+        except settings.NotAllowedError:
+            return None, f"Ignored the link's model {name[:60]!r}: not allowed on this server."
+        return name, None
+    if key == "corpus":
+        if not _CORPUS.match(raw):
+            return None, "Ignored the link's corpus: not a built-in id or a sha256."
+        return raw, None
+    if key == "seq_len":
+        value = _int_in(raw, 2, MAX_SEQ_LEN)
+        return (value, None) if value else (None, f"Ignored seq_len {raw[:20]!r}: expected 2..{MAX_SEQ_LEN}.")
+    if key == "max_windows":
+        value = _int_in(raw, 0, 100000)
+        return (value, None) if value is not None else (None, f"Ignored max_windows {raw[:20]!r}.")
+    if key == "page":
+        return (raw, None) if raw in PAGES else (None, f"Ignored unknown page {raw[:40]!r}.")
+    if key in REMOVAL_KEYS:
+        layers, bad = [], []
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            value = _int_in(part, 0, 100000)
+            (bad if value is None else layers).append(part if value is None else value)
+        problem = f"Ignored {key} entries that are not layer indices: {', '.join(map(str, bad))[:80]}." if bad else None
+        return sorted(set(layers)), problem
+    if key == "prompt":
+        return raw, None
+    return None, f"Ignored {key!r}."
+
+
+def clamp_layers(values: dict, n_layers: int) -> tuple[dict, list]:
+    """Removal lists restricted to 0..n_layers-1, with a notice for what was dropped."""
+    out, notices = {}, []
+    for key, kind in REMOVAL_KEYS.items():
+        layers = values.get(key, [])
+        kept = [l for l in layers if 0 <= l < n_layers]
+        dropped = [l for l in layers if l not in kept]
+        if dropped:
+            notices.append(f"Ignored {kind} layers out of range 0..{n_layers - 1}: {dropped[:10]}.")
+        out[kind] = kept
+    return out, notices
+
+
+def build_query(values: dict) -> dict:
+    """Clean values -> query parameters (layer lists joined with commas, empty ones left out)."""
+    query = {}
+    for key in KEYS:
+        value = values.get(key)
+        if value is None or value == [] or value == "":
+            continue
+        query[key] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return query

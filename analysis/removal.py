@@ -1,0 +1,163 @@
+"""Measured removal cost: exact corpus perplexity with each block, attention sublayer
+and MLP sublayer removed (3L numbers), and a first-order estimate of the same from one
+forward and one backward pass (attribution patching: delta loss ~ -grad . activation).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from analysis import store
+from analysis.ablation import (KINDS, RemovalHooks, Removal, clean_states, naive_logits, nll_sum,
+                               suffix_logits)
+from analysis.collect import batches, token_nll
+from analysis.corpus import Corpus, make_windows
+
+SCHEMA_VERSION = 1
+
+
+def single_removals(n_layers: int):
+    """(kind, layer, Removal) for every block, attention and MLP sublayer."""
+    for kind in KINDS:
+        for layer in range(n_layers):
+            yield kind, layer, Removal.of(**{kind: [layer]})
+
+
+def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_tokens: int = 2048,
+                progress=None) -> dict:
+    """Corpus perplexity for all 3L single removals, plus the full model's.
+
+    With naive=False each removal restarts from the clean residual entering the first
+    changed layer; naive=True runs one full forward with hooks per removal (reference
+    and benchmark baseline). Both give identical numbers.
+    """
+    L = model.n_layers
+    sums = {kind: np.zeros(L) for kind in KINDS}
+    full = 0.0
+    count = 0
+    total = windows.shape[0] * 3 * L
+    done = 0
+    hooks = RemovalHooks(L)
+    for _, chunk in batches(windows, batch_tokens):
+        chunk = chunk.to(model.device)
+        with model.lock:
+            clean = clean_states(model, chunk)
+            full += nll_sum(clean.logits, chunk)
+            with model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
+                for kind, layer, removal in single_removals(L):
+                    if naive:
+                        logits = naive_logits(model, chunk, removal)
+                    else:
+                        logits = suffix_logits(model, clean, removal, hooks)
+                    sums[kind][layer] += nll_sum(logits, chunk)
+                    done += chunk.shape[0]
+                    if progress:
+                        progress(done / total, f"Removal sweep: {kind} {layer} ({done}/{total} window-removals)")
+            hooks.set(Removal())
+        count += chunk.shape[0] * (chunk.shape[1] - 1)
+    out = {f"{'block' if kind == 'blocks' else kind}_ppl": np.exp(sums[kind] / count).tolist() for kind in KINDS}
+    out["full_ppl"] = math.exp(full / count)
+    return out
+
+
+def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 1024) -> dict:
+    """First-order estimate of every single removal's perplexity from one forward and
+    one backward pass: delta NLL ~ -sum(grad * output) of the zeroed outputs."""
+    L = model.n_layers
+    delta = {"attn": np.zeros(L), "mlp": np.zeros(L)}
+    total_nll = 0.0
+    count = 0
+    for _, chunk in batches(windows, batch_tokens):
+        chunk = chunk.to(model.device)
+        saved: dict = {}
+
+        def keep(name):
+            def hook(tensor, hook):
+                tensor.retain_grad()
+                saved[name] = tensor
+                return tensor
+            return hook
+
+        fwd = [(f"blocks.{l}.hook_{k}_out", keep((k, l))) for l in range(L) for k in ("attn", "mlp")]
+        with model.lock, torch.enable_grad(), model.bridge.hooks(fwd_hooks=fwd):
+            model.bridge.zero_grad(set_to_none=True)
+            logits = model.bridge(chunk, return_type="logits")
+            loss = token_nll(logits, chunk).sum()
+            loss.backward()
+            for (kind, layer), out in saved.items():
+                delta[kind][layer] += float(-(out.grad * out).sum())
+            model.bridge.zero_grad(set_to_none=True)
+        total_nll += float(loss.detach())
+        count += chunk.shape[0] * (chunk.shape[1] - 1)
+        saved.clear()
+    ppl = lambda d: np.exp((total_nll + d) / count).tolist()
+    return {"block_ppl": ppl(delta["attn"] + delta["mlp"]), "attn_ppl": ppl(delta["attn"]),
+            "mlp_ppl": ppl(delta["mlp"]), "full_ppl": math.exp(total_nll / count)}
+
+
+def rank_correlation(a, b) -> float:
+    value = spearmanr(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).statistic
+    return float(value) if value == value else float("nan")
+
+
+@dataclass(frozen=True)
+class RemovalCost:
+    schema_version: int
+    full_ppl: float
+    block_ppl: list
+    attn_ppl: list
+    mlp_ppl: list
+    estimate: dict
+
+    def to_dict(self) -> dict:
+        return store.jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RemovalCost":
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError("stale removal schema")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    def components(self) -> list[dict]:
+        """All 3L removals with their measured perplexity, cheapest first."""
+        rows = [{"kind": kind, "layer": l, "ppl": p}
+                for kind, key in (("blocks", "block_ppl"), ("attn", "attn_ppl"), ("mlp", "mlp_ppl"))
+                for l, p in enumerate(getattr(self, key))]
+        return sorted(rows, key=lambda r: r["ppl"])
+
+
+def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None) -> str:
+    return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
+                          max_windows=max_windows, schema=SCHEMA_VERSION)
+
+
+def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None,
+                 use_cache: bool = True, progress=None) -> RemovalCost:
+    """Exact sweep + attribution estimate with Spearman correlations (cached on disk)."""
+    key = removal_key(model, corpus, seq_len, max_windows)
+    if use_cache:
+        cached = store.load("removal", key, SCHEMA_VERSION)
+        if cached is not None:
+            try:
+                return RemovalCost.from_dict(cached)
+            except (ValueError, KeyError, TypeError):
+                pass
+    windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+    exact = exact_sweep(model, windows, progress=progress)
+    estimate = attribution_estimate(model, windows)
+    estimate["spearman"] = {
+        key: rank_correlation(exact[key], estimate[key]) for key in ("block_ppl", "attn_ppl", "mlp_ppl")
+    }
+    estimate["spearman"]["all"] = rank_correlation(
+        sum((exact[k] for k in ("block_ppl", "attn_ppl", "mlp_ppl")), []),
+        sum((estimate[k] for k in ("block_ppl", "attn_ppl", "mlp_ppl")), []),
+    )
+    result = RemovalCost(SCHEMA_VERSION, exact["full_ppl"], exact["block_ppl"], exact["attn_ppl"],
+                         exact["mlp_ppl"], estimate)
+    if use_cache:
+        store.save("removal", key, SCHEMA_VERSION, result.to_dict())
+    return result

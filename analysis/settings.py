@@ -1,0 +1,68 @@
+"""Server-operator settings, read from environment variables (see README, "Security").
+
+LAYERLAB_CACHE_DIR            where converted models, corpora and results live (default ./cache)
+LAYERLAB_ALLOWED_MODELS       comma-separated allow-list; `default` is the embedded model,
+                              `hub:*` any hub name, `hub:org/*` one organisation, `local:*`
+                              any local directory or .gguf file, or exact names
+                              (default "default,hub:*,local:*")
+LAYERLAB_TRUST_REMOTE_CODE    "1" to let transformers run model code from the hub (default off)
+LAYERLAB_DEVICE_MAP           e.g. "auto" to shard a big model over devices with accelerate
+LAYERLAB_MAX_UPLOAD_MB        largest pasted or uploaded corpus (default 5)
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NotAllowedError(Exception):
+    """The server operator has not allowed this."""
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("LAYERLAB_CACHE_DIR", ROOT / "cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"
+
+
+def trust_remote_code() -> bool:
+    return os.environ.get("LAYERLAB_TRUST_REMOTE_CODE", "0") == "1"
+
+
+def device_map() -> str | None:
+    return os.environ.get("LAYERLAB_DEVICE_MAP") or None
+
+
+def max_upload_bytes() -> int:
+    return int(float(os.environ.get("LAYERLAB_MAX_UPLOAD_MB", "5")) * 1024 * 1024)
+
+
+def allowed_patterns() -> list[str]:
+    raw = os.environ.get("LAYERLAB_ALLOWED_MODELS", "default,hub:*,local:*")
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def is_local_spec(name: str) -> bool:
+    return name.endswith(".gguf") or name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def check_model_allowed(name: str) -> None:
+    """Raise NotAllowedError unless the operator's allow-list admits this model spec."""
+    name = name.strip()
+    kind = "local" if is_local_spec(name) else ("default" if name == "default" else "hub")
+    for pattern in allowed_patterns():
+        if pattern == name:
+            return
+        if kind == "default" and pattern == "default":
+            return
+        prefix, _, rest = pattern.partition(":")
+        if rest and prefix == kind and fnmatch.fnmatchcase(name, rest):
+            return
+    raise NotAllowedError(f"Model {name!r} is not on this server's allow-list.")

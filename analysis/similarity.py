@@ -1,0 +1,118 @@
+"""Hidden-state similarity across the residual stream h_0..h_L (DESIGN.md section 3).
+
+Accumulates, over representation positions (all non-BOS, or the last token of each
+window): the mean per-token cosine matrix, the mean angular distance arccos(cos)/pi,
+the mean representation per layer, and a fixed-size, evenly spread sample of positions
+for linear CKA. Derived numbers (Block Influence, best contiguous block) are pure
+functions of those matrices.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def pairwise_cosines(h: torch.Tensor) -> torch.Tensor:
+    """h [L+1, N, d] -> per-token cosines [L+1, L+1, N] between every pair of layers."""
+    unit = F.normalize(h.float(), dim=-1)
+    return torch.einsum("ind,jnd->ijn", unit, unit).clamp(-1.0, 1.0)
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA of x [n, d1] and y [n, d2], rows the same tokens, columns centred:
+    ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
+    return float(cka_matrix([x, y])[0, 1])
+
+
+def cka_matrix(layers: list[np.ndarray]) -> np.ndarray:
+    """Linear CKA between every pair of [n, d] matrices, through centred Gram matrices
+    (tr(Kx Ky) = ||Y^T X||_F^2), in float64."""
+    grams = []
+    for x in layers:
+        xc = np.asarray(x, dtype=np.float64)
+        xc = xc - xc.mean(axis=0, keepdims=True)
+        grams.append(xc @ xc.T)
+    k = len(grams)
+    hsic = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            hsic[i, j] = hsic[j, i] = float((grams[i] * grams[j]).sum())
+    norms = np.sqrt(np.clip(np.diag(hsic), 1e-300, None))
+    return hsic / np.outer(norms, norms)
+
+
+def block_influence(cos_matrix: np.ndarray) -> np.ndarray:
+    """ShortGPT Block Influence BI_l = 1 - mean cos(h_l, h_{l+1}), l = 0..L-1."""
+    c = np.asarray(cos_matrix)
+    return 1.0 - np.array([c[l, l + 1] for l in range(c.shape[0] - 1)])
+
+
+def best_blocks(angular: np.ndarray) -> list[dict]:
+    """Gromov et al.: for n = 1..L-1 the start l minimising d_l(n) = angular[l, l+n]."""
+    a = np.asarray(angular)
+    L = a.shape[0] - 1
+    out = []
+    for n in range(1, L):
+        dist = [a[l, l + n] for l in range(L - n + 1)]
+        start = int(np.argmin(dist))
+        out.append({"n": n, "start": start, "distance": float(dist[start])})
+    return out
+
+
+class SimilarityReducer:
+    """Running sums for cosine/angular matrices and the CKA sample."""
+
+    def __init__(self, n_layers: int, d_model: int, total_positions: int, n_windows: int,
+                 cka_sample: int = 1024) -> None:
+        k = n_layers + 1
+        self.cos_sum = {"all": torch.zeros(k, k, dtype=torch.float64), "last": torch.zeros(k, k, dtype=torch.float64)}
+        self.ang_sum = {"all": torch.zeros(k, k, dtype=torch.float64), "last": torch.zeros(k, k, dtype=torch.float64)}
+        self.count = {"all": 0, "last": 0}
+        self.mean_sum = torch.zeros(k, d_model, dtype=torch.float64)
+        self.sample_idx = {
+            "all": set(np.unique(np.linspace(0, total_positions - 1, min(cka_sample, total_positions)).round().astype(int)).tolist()),
+            "last": set(np.unique(np.linspace(0, n_windows - 1, min(cka_sample, n_windows)).round().astype(int)).tolist()),
+        }
+        self.samples = {"all": [], "last": []}
+        self.seen = {"all": 0, "last": 0}
+
+    def hooks(self, model, batch_ref):
+        return []
+
+    def _fold(self, which: str, h: torch.Tensor) -> None:
+        """h [L+1, N, d]: add one set of positions to the running sums and the CKA sample."""
+        cos = pairwise_cosines(h)
+        self.cos_sum[which] += cos.double().sum(-1).cpu()
+        self.ang_sum[which] += (torch.arccos(cos.double()) / math.pi).sum(-1).cpu()
+        n = h.shape[1]
+        start = self.seen[which]
+        keep = [i for i in range(n) if start + i in self.sample_idx[which]]
+        if keep:
+            self.samples[which].append(h[:, keep].float().cpu())
+        self.seen[which] += n
+        self.count[which] += n
+
+    def update(self, model, batch) -> None:
+        h = torch.stack(batch.resid)  # [L+1, B, T, d]
+        rep = h[:, :, batch.first_repr:]
+        flat = rep.reshape(h.shape[0], -1, h.shape[-1])
+        self.mean_sum += flat.double().sum(1).cpu()
+        self._fold("all", flat)
+        self._fold("last", h[:, :, -1])
+
+    def result(self) -> dict:
+        out = {"mean_repr": (self.mean_sum / max(1, self.count["all"])).numpy()}
+        for which in ("all", "last"):
+            n = max(1, self.count[which])
+            out[f"cos_{which}"] = (self.cos_sum[which] / n).numpy()
+            out[f"ang_{which}"] = (self.ang_sum[which] / n).numpy()
+            sample = torch.cat(self.samples[which], dim=1) if self.samples[which] else None
+            if sample is None or sample.shape[1] < 2:
+                out[f"cka_{which}"] = np.full(out[f"cos_{which}"].shape, np.nan)
+            else:
+                out[f"cka_{which}"] = cka_matrix([s.numpy() for s in sample])
+            out[f"cka_{which}_positions"] = 0 if sample is None else int(sample.shape[1])
+        return out

@@ -1,0 +1,108 @@
+"""MLP activation sparsity (DESIGN.md section 3).
+
+On the hidden activation entering the MLP's output projection (`blocks.l.mlp.hook_post`,
+act(gate) * up for gated MLPs), over representation positions, counted exactly during
+the pass for a grid of thresholds so the UI can switch eps without another pass:
+- |a| <= eps (absolute rule), for every eps in EPS_GRID (plus any extra eps asked for);
+- |a| <= p * max|a| of the same token (relative rule), for every p in P_GRID;
+- a == 0 exactly (only ReLU-like activations produce these);
+- per-neuron max |a| (a neuron is dead at eps when max |a| <= eps: exact for any eps)
+  and per-neuron firing counts (|a| > eps) for the firing-frequency histogram.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+P_GRID = (1e-3, 1e-2, 2e-2, 5e-2, 1e-1)
+
+
+class SparsityReducer:
+    def __init__(self, n_layers: int, d_mlp: int, extra_eps: tuple = ()) -> None:
+        self.eps = tuple(sorted(set(EPS_GRID) | {float(e) for e in extra_eps}))
+        self.p = P_GRID
+        self.n_layers = n_layers
+        self.near = torch.zeros(len(self.eps), n_layers, dtype=torch.float64)
+        self.rel = torch.zeros(len(self.p), n_layers, dtype=torch.float64)
+        self.exact = torch.zeros(n_layers, dtype=torch.float64)
+        self.fire = torch.zeros(len(self.eps), n_layers, d_mlp, dtype=torch.float64)
+        self.max_abs = torch.zeros(n_layers, d_mlp)
+        self.positions = 0
+        self._first_repr = {"value": 0}
+
+    def hooks(self, model, batch_ref):
+        self._ref = batch_ref
+        return [(f"blocks.{l}.mlp.hook_post", self._hook(l)) for l in range(self.n_layers)]
+
+    def _hook(self, layer: int):
+        def hook(tensor, hook):
+            a = tensor.detach()[:, self._ref.get("first_repr", 0):].abs().float()
+            a = a.reshape(-1, a.shape[-1])  # [N, d_mlp]
+            eps = torch.tensor(self.eps, device=a.device)
+            below = a.unsqueeze(0) <= eps[:, None, None]  # [n_eps, N, d_mlp]
+            self.near[:, layer] += below.sum(dim=(1, 2)).double().cpu()
+            self.fire[:, layer] += (~below).sum(dim=1).double().cpu()
+            token_max = a.max(dim=-1, keepdim=True).values
+            p = torch.tensor(self.p, device=a.device)
+            self.rel[:, layer] += (a.unsqueeze(0) <= p[:, None, None] * token_max.unsqueeze(0)).sum(dim=(1, 2)).double().cpu()
+            self.exact[layer] += float((a == 0).sum())
+            self.max_abs[layer] = torch.maximum(self.max_abs[layer], a.max(dim=0).values.cpu())
+            if layer == 0:
+                self.positions += a.shape[0]
+            return tensor
+        return hook
+
+    def update(self, model, batch) -> None:
+        pass
+
+    def result(self) -> dict:
+        n = max(1, self.positions)
+        d_mlp = self.max_abs.shape[1]
+        return {
+            "eps_grid": list(self.eps),
+            "p_grid": list(self.p),
+            "frac_near_zero_grid": (self.near / (n * d_mlp)).numpy(),
+            "frac_relative_grid": (self.rel / (n * d_mlp)).numpy(),
+            "frac_exact_zero": (self.exact / (n * d_mlp)).numpy(),
+            "firing_frequency_grid": (self.fire / n).numpy(),
+            "neuron_max_abs": self.max_abs.numpy(),
+            "positions": self.positions,
+        }
+
+
+def at_eps(result: dict, eps: float) -> dict:
+    """Per-layer sparsity at one eps of the grid: fractions and dead-neuron counts."""
+    grid = result["eps_grid"]
+    i = int(np.argmin([abs(e - eps) for e in grid]))
+    if not np.isclose(grid[i], eps, rtol=1e-9):
+        raise ValueError(f"eps {eps} was not counted; choose one of {grid}.")
+    return {
+        "eps": grid[i],
+        "frac_near_zero": np.asarray(result["frac_near_zero_grid"])[i],
+        "dead_neurons": (np.asarray(result["neuron_max_abs"]) <= grid[i]).sum(axis=1),
+        "firing_frequency": np.asarray(result["firing_frequency_grid"])[i],
+    }
+
+
+def at_p(result: dict, p: float) -> np.ndarray:
+    grid = result["p_grid"]
+    i = int(np.argmin([abs(x - p) for x in grid]))
+    return np.asarray(result["frac_relative_grid"])[i]
+
+
+def token_density(model, window: torch.Tensor, eps: float) -> np.ndarray:
+    """Fraction of |a| > eps per token and layer [T, L] for one window (one short forward)."""
+    L = model.n_layers
+    rows = [None] * L
+
+    def keep(l):
+        def hook(tensor, hook):
+            rows[l] = (tensor.detach()[0].abs() > eps).float().mean(-1).cpu()
+            return tensor
+        return hook
+
+    fwd = [(f"blocks.{l}.mlp.hook_post", keep(l)) for l in range(L)]
+    with model.lock, torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd):
+        model.bridge(window.view(1, -1).to(model.device), return_type=None)
+    return torch.stack(rows, dim=1).numpy()

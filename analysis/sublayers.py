@@ -1,0 +1,73 @@
+"""Attention-versus-MLP redundancy per layer (LLM-Drop style, DESIGN.md section 3).
+
+Sequential blocks: attention score = 1 - mean cos(resid_pre_l, resid_mid_l), MLP score
+= 1 - mean cos(resid_mid_l, resid_post_l). Parallel attention/MLP (no resid_mid): each
+sublayer's output is scored against resid_pre, i.e. 1 - mean cos(pre, pre + out).
+Output-norm ratios: mean ||attn_out|| / ||resid_pre|| and ||mlp_out|| / ||sublayer input
+stream|| over representation positions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class SublayerReducer:
+    def __init__(self, n_layers: int, parallel: bool) -> None:
+        self.parallel = parallel
+        self.sums = {k: torch.zeros(n_layers, dtype=torch.float64)
+                     for k in ("attn_cos", "mlp_cos", "attn_ratio", "mlp_ratio")}
+        self.count = 0
+        self.n_layers = n_layers
+
+    def hooks(self, model, batch_ref):
+        self._ref = batch_ref
+
+        def keep(slot, l):
+            def hook(tensor, hook):
+                batch_ref.setdefault(slot, {})[l] = tensor.detach()
+                return tensor
+            return hook
+        return ([(f"blocks.{l}.hook_attn_out", keep("attn_out", l)) for l in range(self.n_layers)]
+                + [(f"blocks.{l}.hook_mlp_out", keep("mlp_out", l)) for l in range(self.n_layers)])
+
+    def update(self, model, batch) -> None:
+        ref = self._ref
+        s = batch.first_repr
+        for l in range(self.n_layers):
+            pre = batch.resid[l][:, s:].float()
+            attn = ref["attn_out"][l][:, s:].float()
+            mlp = ref["mlp_out"][l][:, s:].float()
+            if self.parallel:
+                mlp_in = pre
+                attn_cos = F.cosine_similarity(pre, pre + attn, dim=-1)
+                mlp_cos = F.cosine_similarity(pre, pre + mlp, dim=-1)
+            else:
+                mid = batch.resid_mid[l][:, s:].float()
+                post = batch.resid[l + 1][:, s:].float()
+                mlp_in = mid
+                attn_cos = F.cosine_similarity(pre, mid, dim=-1)
+                mlp_cos = F.cosine_similarity(mid, post, dim=-1)
+            self.sums["attn_cos"][l] += float(attn_cos.double().sum())
+            self.sums["mlp_cos"][l] += float(mlp_cos.double().sum())
+            self.sums["attn_ratio"][l] += float((attn.norm(dim=-1) / pre.norm(dim=-1).clamp_min(1e-12)).double().sum())
+            self.sums["mlp_ratio"][l] += float((mlp.norm(dim=-1) / mlp_in.norm(dim=-1).clamp_min(1e-12)).double().sum())
+        self.count += batch.resid[0][:, s:].shape[0] * batch.resid[0][:, s:].shape[1]
+
+    def result(self) -> dict:
+        n = max(1, self.count)
+        return {
+            "parallel": self.parallel,
+            "attn_score": (1.0 - self.sums["attn_cos"] / n).numpy(),
+            "mlp_score": (1.0 - self.sums["mlp_cos"] / n).numpy(),
+            "attn_norm_ratio": (self.sums["attn_ratio"] / n).numpy(),
+            "mlp_norm_ratio": (self.sums["mlp_ratio"] / n).numpy(),
+        }
+
+
+def joint_ranking(attn_score, mlp_score) -> list[dict]:
+    """All 2L sublayers sorted from most redundant (lowest score) to least."""
+    rows = [{"kind": "attn", "layer": l, "score": float(s)} for l, s in enumerate(attn_score)]
+    rows += [{"kind": "mlp", "layer": l, "score": float(s)} for l, s in enumerate(mlp_score)]
+    return sorted(rows, key=lambda r: r["score"])

@@ -1,0 +1,48 @@
+"""AppTest smoke test of every page on the tiny model (fast) and the overview on the default."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
+
+
+def run_page(page: str, model_spec: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    at.session_state["model_choice"] = "Other (hub name, local dir or .gguf)..."
+    at.session_state["model_other"] = model_spec
+    at.session_state["seq_len"] = 32
+    at.run()
+    if page != "overview.py":
+        at.switch_page(f"pages/{page}")
+        at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_tiny_model(page, tiny_dir, isolated_cache):
+    at = run_page(page, str(tiny_dir))
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_overview_shows_default_model_card():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.session_state["seq_len"] = 64
+    at.session_state["max_windows"] = 4
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Layers"] == "30"
+    assert float(metrics["Perplexity"]) > 1
+
+
+@pytest.mark.parametrize("spec, words", [("/definitely/not/a/model", "not a local path"),
+                                         ("bad name with spaces", "Unknown model")])
+def test_bad_model_gives_a_message_not_a_traceback(spec, words, isolated_cache):
+    at = run_page("overview.py", spec)
+    assert not at.exception
+    assert any(words in e.value for e in at.error), [e.value for e in at.error]

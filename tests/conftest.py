@@ -1,0 +1,51 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from tiny import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    from analysis.loading import get_model
+    return get_model(str(tiny_dir), "cpu")
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from analysis.loading import get_model
+    return get_model("default", "cpu")
+
+
+@pytest.fixture(scope="session")
+def default_dir(default_model):
+    return Path(default_model.source_dir)
+
+
+@pytest.fixture(scope="session")
+def plain_default(default_dir):
+    """An independent plain-transformers copy of the default model (not wrapped by a bridge)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(default_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture()
+def isolated_cache(tmp_path, monkeypatch):
+    """A fresh cache directory for tests that write results."""
+    monkeypatch.setenv("LAYERLAB_CACHE_DIR", str(tmp_path / "cache"))
+    models = Path(ROOT / "cache" / "models")
+    (tmp_path / "cache").mkdir()
+    if models.exists():
+        os.symlink(models, tmp_path / "cache" / "models")
+    return tmp_path / "cache"

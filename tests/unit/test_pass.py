@@ -1,0 +1,98 @@
+"""The instrumented pass on a tiny random Llama, against plain-transformers numbers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reference
+from tiny import TEXT
+from analysis.corpus import Corpus, make_windows
+from analysis.pipeline import Analysis, analyse
+from analysis.similarity import best_blocks, block_influence, linear_cka
+
+
+@pytest.fixture(scope="module")
+def result(tiny):
+    return analyse(tiny, Corpus("t", TEXT), 32, use_cache=False, batch_tokens=200)
+
+
+@pytest.fixture(scope="module")
+def ref(tiny, tiny_dir):
+    windows = make_windows(tiny.tokenizer, TEXT, 32)
+    hf = reference.plain_model(tiny_dir)
+    return windows, hf, reference.residuals(hf, windows)
+
+
+def test_perplexity_matches_transformers(result, ref):
+    windows, hf, _ = ref
+    assert result.perplexity == pytest.approx(reference.perplexity(hf, windows), rel=1e-5)
+    assert result.corpus["n_predicted_tokens"] == windows.shape[0] * 32
+
+
+def test_cosine_and_block_influence(result, ref):
+    _, _, h = ref
+    rep = h[:, :, 1:].reshape(h.shape[0], -1, h.shape[-1])
+    cos = np.array([[float(F.cosine_similarity(rep[i], rep[j], dim=-1).mean()) for j in range(len(rep))]
+                    for i in range(len(rep))])
+    assert np.allclose(result.array("similarity", "cos_all"), cos, rtol=1e-4, atol=1e-5)
+    bi = block_influence(result.array("similarity", "cos_all"))
+    assert np.allclose(bi, [1 - cos[l, l + 1] for l in range(len(rep) - 1)], rtol=1e-4)
+
+
+def test_angular_best_block_at_last_token(result, ref):
+    _, _, h = ref
+    last = h[:, :, -1]
+    L = h.shape[0] - 1
+    ang = np.array([[float((torch.arccos(F.cosine_similarity(last[i], last[j], dim=-1).clamp(-1, 1)) / math.pi).mean())
+                     for j in range(L + 1)] for i in range(L + 1)])
+    ours = best_blocks(result.array("similarity", "ang_last"))
+    assert [b["n"] for b in ours] == list(range(1, L))
+    for b in ours:
+        dists = [ang[l, l + b["n"]] for l in range(L - b["n"] + 1)]
+        assert b["start"] == int(np.argmin(dists))
+        assert b["distance"] == pytest.approx(min(dists), rel=1e-4, abs=1e-6)
+
+
+def test_cka_matches_feature_space_formula(result, ref):
+    _, _, h = ref
+    rep = h[:, :, 1:].reshape(h.shape[0], -1, h.shape[-1]).double().numpy()
+    assert rep.shape[1] <= 1024  # the sample covers every position here
+
+    def cka(x, y):
+        x = x - x.mean(0)
+        y = y - y.mean(0)
+        return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+    ours = result.array("similarity", "cka_all")
+    for i, j in [(0, 1), (1, 3), (2, 4), (0, 4)]:
+        assert ours[i, j] == pytest.approx(cka(rep[i], rep[j]), rel=1e-6)
+    assert linear_cka(rep[1], rep[2]) == pytest.approx(cka(rep[1], rep[2]), rel=1e-9)
+
+
+def test_sublayer_scores(result, tiny, ref):
+    windows, hf, h = ref
+    mids = []
+    handles = [layer.post_attention_layernorm.register_forward_pre_hook(lambda m, a: mids.append(a[0].clone()))
+               for layer in hf.model.layers]
+    with torch.no_grad():
+        hf(windows)
+    for x in handles:
+        x.remove()
+    for l in range(tiny.n_layers):
+        pre, mid, post = h[l][:, 1:], mids[l][:, 1:], h[l + 1][:, 1:]
+        attn = 1 - float(F.cosine_similarity(pre, mid, dim=-1).mean())
+        mlp = 1 - float(F.cosine_similarity(mid, post, dim=-1).mean())
+        ratio = float(((mid - pre).norm(dim=-1) / pre.norm(dim=-1)).mean())
+        assert result.sublayers["attn_score"][l] == pytest.approx(attn, rel=1e-4)
+        assert result.sublayers["mlp_score"][l] == pytest.approx(mlp, rel=1e-4)
+        assert result.sublayers["attn_norm_ratio"][l] == pytest.approx(ratio, rel=1e-4)
+
+
+def test_round_trip_and_schema(result):
+    again = Analysis.from_dict(result.to_dict())
+    assert again.perplexity == result.perplexity
+    bad = result.to_dict() | {"schema_version": 99}
+    with pytest.raises(Exception, match="schema"):
+        Analysis.from_dict(bad)

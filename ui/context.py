@@ -1,0 +1,86 @@
+"""The session's current model, corpus and settings, and cached computations on them.
+
+Pages call `require()` to get the Context the sidebar built; heavy results come from
+`analysis_for()` / `removal_for()`, which go through the shared disk cache, so a
+reopened app (or another session) shows them at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from analysis.corpus import Corpus, CorpusError
+from analysis.loading import LoadedModel
+from analysis.pipeline import Analysis, analyse
+from analysis.removal import RemovalCost, removal_cost
+
+
+@dataclass(frozen=True)
+class Context:
+    model: LoadedModel
+    corpus: Corpus
+    seq_len: int
+    max_windows: int | None
+
+    @property
+    def key(self) -> tuple:
+        return (self.model.fingerprint, self.corpus.sha256, self.seq_len, self.max_windows)
+
+
+def set_current(ctx: Context | None) -> None:
+    st.session_state["_ctx"] = ctx
+
+
+def require() -> Context:
+    """The current context, or stop the page with a message when none is ready."""
+    ctx = st.session_state.get("_ctx")
+    if ctx is None:
+        st.info("Pick a model and a corpus in the sidebar to begin.")
+        st.stop()
+    return ctx
+
+
+def _progress_bar(label: str):
+    bar = st.progress(0.0, text=label)
+
+    def update(frac: float, message: str) -> None:
+        bar.progress(min(1.0, max(0.0, frac)), text=message)
+    return bar, update
+
+
+def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
+    """The single-pass analysis for the context (session memo, then disk cache, then compute)."""
+    memo = st.session_state.setdefault("_analysis", {})
+    key = ctx.key + (eps,)
+    if key not in memo:
+        bar, update = _progress_bar("Running the instrumented pass...")
+        try:
+            memo[key] = analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows, eps=eps,
+                                progress=update)
+        except CorpusError as err:
+            bar.empty()
+            st.error(str(err))
+            st.stop()
+        bar.empty()
+    return memo[key]
+
+
+def removal_for(ctx: Context, run: bool = True) -> RemovalCost | None:
+    """The measured removal costs; None when not cached and `run` is False (the sweep takes minutes)."""
+    memo = st.session_state.setdefault("_removal", {})
+    if ctx.key not in memo:
+        if not run and not _removal_cached(ctx):
+            return None
+        bar, update = _progress_bar("Measuring the cost of every removal...")
+        memo[ctx.key] = removal_cost(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
+                                     progress=update)
+        bar.empty()
+    return memo[ctx.key]
+
+
+def _removal_cached(ctx: Context) -> bool:
+    from analysis import store
+    from analysis.removal import SCHEMA_VERSION, removal_key
+    return store.load("removal", removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows),
+                      SCHEMA_VERSION) is not None

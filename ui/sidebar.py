@@ -1,0 +1,129 @@
+"""The shared sidebar: model, corpus and windowing, seeded once from the URL.
+
+A failed model load or a bad corpus shows a message and keeps the previous, working
+choice, so nothing already computed is lost.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis import corpus as corpora
+from analysis import links, loading
+from ui import context
+
+OTHER = "Other (hub name, local dir or .gguf)..."
+PASTE = "Paste or upload..."
+
+
+def seed_from_url() -> None:
+    """Read the link once per session into widget defaults; remember what was ignored."""
+    if st.session_state.get("_seeded"):
+        return
+    st.session_state["_seeded"] = True
+    state = links.parse_link({k: st.query_params.get_all(k) for k in st.query_params.keys()})
+    st.session_state["_link"] = state.values
+    st.session_state["_link_notices"] = list(state.notices)
+    values = state.values
+    if "model" in values and values["model"] != loading.DEFAULT_MODEL:
+        st.session_state["model_choice"] = OTHER
+        st.session_state["model_other"] = values["model"]
+    if "corpus" in values:
+        st.session_state["corpus_choice"] = values["corpus"]
+    if "seq_len" in values:
+        st.session_state["seq_len"] = values["seq_len"]
+    if "max_windows" in values:
+        st.session_state["max_windows"] = values["max_windows"]
+
+
+def notice(message: str) -> None:
+    st.session_state.setdefault("_link_notices", []).append(message)
+
+
+def _load_model(spec: str, device: str | None, dtype: str):
+    status = st.status(f"Loading {spec}...", expanded=True)
+    bar = status.progress(0.0)
+    try:
+        model = loading.get_model(spec, device, dtype, progress=lambda f, m: bar.progress(f, text=m))
+    except loading.ModelLoadError as err:
+        status.update(label="Model failed to load", state="error", expanded=False)
+        st.error(str(err))
+        return None
+    status.update(label=f"{spec} ready", state="complete", expanded=False)
+    return model
+
+
+def _pick_corpus():
+    ids = corpora.builtin_ids()
+    stored = st.session_state.get("_stored_corpus")
+    if stored:
+        ids.append(stored)
+    link_corpus = st.session_state.get("corpus_choice")
+    if link_corpus and link_corpus not in ids:
+        try:
+            corpora.load_corpus(link_corpus)
+            ids.append(link_corpus)
+        except corpora.CorpusError as err:
+            notice(f"Ignored the link's corpus: {err}")
+            st.session_state["corpus_choice"] = ids[0]
+    choice = st.sidebar.selectbox("Corpus", ids + [PASTE], key="corpus_choice",
+                                  format_func=lambda c: c if c.startswith("builtin:") or c == PASTE else f"upload {c[:12]}")
+    if choice == PASTE:
+        text = st.sidebar.text_area("Paste text", height=120, key="corpus_paste")
+        upload = st.sidebar.file_uploader("...or upload a .txt file", type=["txt"], key="corpus_upload")
+        if st.sidebar.button("Use this text"):
+            try:
+                raw = corpora.decode_upload(upload.getvalue()) if upload is not None else text
+                stored = corpora.store_text(raw)
+            except corpora.CorpusError as err:
+                st.sidebar.error(str(err))
+            else:
+                st.session_state["_stored_corpus"] = stored.corpus_id
+                st.session_state["corpus_choice"] = stored.corpus_id
+                st.rerun()
+        return st.session_state.get("_corpus")
+    try:
+        return corpora.load_corpus(choice)
+    except corpora.CorpusError as err:
+        st.sidebar.error(str(err))
+        return st.session_state.get("_corpus")
+
+
+def render() -> context.Context | None:
+    """Draw the sidebar and return the context the pages work on (or None)."""
+    seed_from_url()
+    sb = st.sidebar
+    sb.header("Model")
+    choice = sb.selectbox("Model", [f"default ({loading.DEFAULT_DISPLAY_NAME})", OTHER], key="model_choice")
+    spec = loading.DEFAULT_MODEL
+    if choice == OTHER:
+        spec = sb.text_input("Hub name, local directory or .gguf file", key="model_other").strip() or loading.DEFAULT_MODEL
+    device = sb.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device")
+    dtype = sb.selectbox("dtype", list(loading.DTYPES), key="dtype")
+    wanted = (spec, None if device == "auto" else device, dtype)
+    if st.session_state.get("_model_key") != wanted:
+        model = _load_model(*wanted)
+        if model is not None:
+            st.session_state["_model"] = model
+            st.session_state["_model_key"] = wanted
+        elif st.session_state.get("_model") is not None:
+            st.warning(f"Still using {st.session_state['_model'].name}: nothing computed so far is lost.")
+    model = st.session_state.get("_model")
+
+    sb.header("Corpus")
+    corpus = _pick_corpus()
+    if corpus is not None:
+        st.session_state["_corpus"] = corpus
+    seq_len = sb.number_input("Window length (seq_len)", 2, links.MAX_SEQ_LEN, 128, step=32, key="seq_len")
+    max_windows = sb.number_input("Max windows (0 = all)", 0, 100000, 0, key="max_windows")
+    for message in st.session_state.get("_link_notices", []):
+        sb.warning(message)
+    if model is None or corpus is None:
+        context.set_current(None)
+        return None
+    if seq_len + 1 > model.n_ctx:
+        sb.error(f"seq_len {seq_len} exceeds the model's context of {model.n_ctx} tokens.")
+        context.set_current(None)
+        return None
+    ctx = context.Context(model, corpus, int(seq_len), int(max_windows) or None)
+    context.set_current(ctx)
+    return ctx
