@@ -206,6 +206,9 @@ def _load(name: str, device: str, dtype: str, progress: Progress | None) -> Load
         hf = hf.to(device)
     hf.eval()
     if progress:
+        progress(0.8, "Fingerprinting weights")
+    fingerprint = fingerprint_model(hf, config.to_dict())  # before the bridge renames modules
+    if progress:
         progress(0.85, "Booting TransformerBridge")
     try:
         bridge = TransformerBridge.boot_transformers(
@@ -226,15 +229,13 @@ def _load(name: str, device: str, dtype: str, progress: Progress | None) -> Load
             raise ModelLoadError(f"Model {name!r} lacks the hook {required}; Layer Lab cannot analyse it.")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if progress:
-        progress(0.95, "Fingerprinting weights")
     return LoadedModel(
         name=name,
         bridge=bridge,
         tokenizer=tokenizer,
         device=device,
         dtype=dtype,
-        fingerprint=fingerprint_model(hf, config.to_dict()),
+        fingerprint=fingerprint,
         architecture=str(cfg.architecture or type(hf).__name__),
         n_layers=n_layers,
         d_model=int(cfg.d_model),

@@ -1,7 +1,190 @@
-"""CLI commands for pruning plans (plan, evaluate, apply); filled in with plans.py."""
+"""CLI commands for pruning plans: `plan` (suggest one), `evaluate` (perplexity with and
+without it) and `apply` (write the smaller checkpoint and time it).
 
-HANDLERS: dict = {}
+    python -m analysis plan --model default --method reverse_order --target 3 \\
+        [--corpus FILE --seq-len N --max-windows K] --out plan.json [--mergekit plan.yaml]
+    python -m analysis evaluate --plan plan.json --corpus FILE --seq-len N [--max-windows K] [--model M]
+    python -m analysis apply --plan plan.json --out DIR [--model M] [--mergekit plan.yaml]
+
+An invalid plan file exits non-zero with one line naming every problem.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from analysis import store
+from analysis.cli import UsageError, load_model, positive_int
+from analysis.presets import DESCRIPTIONS, METHODS
+
+NEEDS_ANALYSIS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention")
+LATENCY_CORPUS, LATENCY_SEQ_LEN, LATENCY_WINDOWS = "builtin:all", 128, 4
+
+
+def _progress(frac: float, message: str) -> None:
+    print(f"[{frac:4.0%}] {message}", file=sys.stderr)
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def read_plan(path: str, model=None, warn: bool = True):
+    """A validated plan from a file; ValueError with every problem on one line otherwise."""
+    from analysis.plans import parse_plan
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read plan file {path}: {err.strerror or err}") from err
+    check = parse_plan(raw, model)
+    if check.errors:
+        raise ValueError(f"invalid plan {path}: {check.message()}")
+    if warn:
+        _warn(check.warnings)
+    return check.plan
+
+
+def _windows(model, args):
+    from analysis.corpus import load_file, make_windows
+
+    corpus = load_file(args.corpus)
+    return corpus, make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows)
+
+
+def _removal_text(removal) -> str:
+    d = removal.to_dict()
+    return f"blocks {d['blocks']} attn {d['attn']} mlp {d['mlp']}"
+
+
+def cmd_plan(args) -> int:
+    from analysis.apply import evaluate
+    from analysis.plans import make_plan, mergekit_yaml
+    from analysis.presets import suggest
+
+    if args.corpus is not None and args.seq_len is None:
+        raise UsageError("--seq-len is required with --corpus")
+    if args.corpus is None and args.method != "reverse_order":
+        raise UsageError(f"method {args.method} needs a calibration text: give --corpus FILE --seq-len N")
+    model = load_model(args)
+    analysis = cost = corpus = windows = None
+    if args.corpus is not None:
+        corpus, windows = _windows(model, args)
+    if args.method in NEEDS_ANALYSIS:
+        from analysis.pipeline import analyse
+        analysis = analyse(model, corpus, args.seq_len, max_windows=args.max_windows, with_lens=False,
+                           progress=_progress)
+    elif args.method == "cheapest_measured":
+        from analysis.removal import removal_cost
+        cost = removal_cost(model, corpus, args.seq_len, max_windows=args.max_windows, progress=_progress)
+    removal = suggest(args.method, args.target, model.n_layers, analysis=analysis, removal_cost=cost)
+    parameters = {"k": args.target}
+    evaluation = None
+    if corpus is not None:
+        parameters |= {"corpus": corpus.corpus_id if corpus.corpus_id.startswith("builtin:") else args.corpus,
+                       "seq_len": args.seq_len, "max_windows": args.max_windows}
+        full, pruned = evaluate(model, removal, windows)
+        evaluation = {"corpus_sha256": corpus.sha256, "seq_len": args.seq_len, "perplexity_full": full,
+                      "perplexity_pruned": pruned, "n_windows": int(windows.shape[0])}
+    plan = make_plan(model, removal, args.method, parameters, evaluation)
+    store.write_json_atomic(Path(args.out), plan.to_dict())
+    print(f"plan ({args.method}, k={args.target}): remove {_removal_text(removal)} -> {args.out}")
+    if evaluation:
+        print(f"perplexity full {evaluation['perplexity_full']:.6f} pruned {evaluation['perplexity_pruned']:.6f} "
+              f"over {windows.shape[0]} windows x {args.seq_len} tokens")
+    if args.mergekit:
+        _write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name))
+        print(f"MergeKit passthrough config -> {args.mergekit}")
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, target)
+
+
+def _model_for(args, plan):
+    if args.model is None:
+        args.model = plan.model["name"]
+    model = load_model(args)
+    read_plan(args.plan, model)  # re-check against the loaded model (layers, name, fingerprint)
+    return model
+
+
+def cmd_evaluate(args) -> int:
+    from analysis.apply import evaluate
+
+    plan = read_plan(args.plan, warn=False)
+    model = _model_for(args, plan)
+    corpus, windows = _windows(model, args)
+    full, pruned = evaluate(model, plan, windows)
+    print(f"perplexity full {full:.6f} pruned {pruned:.6f} (x{pruned / full:.3f}) over {windows.shape[0]} windows "
+          f"x {args.seq_len} tokens; remove {_removal_text(plan.removal())}")
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from analysis.apply import apply_plan, measure_latency
+    from analysis.loading import resolve_source
+    from analysis.plans import mergekit_yaml
+
+    if args.corpus is not None and args.seq_len is None:
+        raise UsageError("--seq-len is required with --corpus")
+    plan = read_plan(args.plan, warn=False)
+    model = _model_for(args, plan)
+    source = model.source_dir or resolve_source(model.name)[0]
+    out = apply_plan(plan, source, args.out)
+    print(f"pruned checkpoint ({plan.n_layers - len(plan.remove['blocks'])} of {plan.n_layers} blocks) -> {out}")
+    if args.mergekit:
+        _write_text(args.mergekit, mergekit_yaml(plan, source))
+        print(f"MergeKit passthrough config -> {args.mergekit}")
+    args.corpus = args.corpus or LATENCY_CORPUS
+    args.seq_len = args.seq_len or LATENCY_SEQ_LEN
+    args.max_windows = args.max_windows or LATENCY_WINDOWS
+    _, windows = _windows(model, args)
+    lat = measure_latency(source, out, windows, repeats=args.repeats)
+    print(f"latency on this machine ({windows.shape[0]} windows x {windows.shape[1]} tokens, median of "
+          f"{lat['repeats']}): full {lat['full_seconds']:.3f} s, pruned {lat['pruned_seconds']:.3f} s, "
+          f"ratio pruned/full {lat['ratio']:.2f}; parameters {lat['full_params']:,} -> {lat['pruned_params']:,}")
+    zeroed = {k: [l for l in plan.remove[k] if l not in set(plan.remove["blocks"])] for k in ("attn", "mlp")}
+    if zeroed["attn"] or zeroed["mlp"]:
+        print(f"note: zeroed sublayers (attn {zeroed['attn']}, mlp {zeroed['mlp']}) keep their weights and save "
+              "no compute; only removed blocks make the model faster")
+    else:
+        print("note: only removed blocks save compute; zeroed sublayers (none in this plan) would not")
+    return 0
 
 
 def add_commands(sub, add_model_args, add_corpus_args) -> None:
-    return None
+    plan = sub.add_parser("plan", help="suggest a pruning plan and write it as JSON")
+    add_model_args(plan)
+    add_corpus_args(plan, required=False)
+    plan.add_argument("--method", required=True, choices=METHODS,
+                      help="; ".join(f"{m}: {d}" for m, d in DESCRIPTIONS.items()))
+    plan.add_argument("--target", required=True, type=positive_int, help="how many components to remove (k)")
+    plan.add_argument("--out", required=True, help="where to write plan.json")
+    plan.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
+    ev = sub.add_parser("evaluate", help="corpus perplexity with and without a plan")
+    add_model_args(ev)
+    ev.set_defaults(model=None)
+    add_corpus_args(ev)
+    ev.add_argument("--plan", required=True)
+    ap = sub.add_parser("apply", help="write the pruned checkpoint and measure its latency")
+    add_model_args(ap)
+    ap.set_defaults(model=None)
+    add_corpus_args(ap, required=False)
+    ap.add_argument("--plan", required=True)
+    ap.add_argument("--out", required=True, help="directory for the pruned checkpoint")
+    ap.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="timed forwards per model (median)")
+
+
+HANDLERS = {"plan": cmd_plan, "evaluate": cmd_evaluate, "apply": cmd_apply}

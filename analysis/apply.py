@@ -1,0 +1,222 @@
+"""Evaluate a pruning plan on a corpus and turn it into a real, smaller checkpoint.
+
+`evaluate_plan` measures corpus perplexity with the removal applied through the
+ablation hooks (clean prefix re-used, DESIGN.md section 5). `apply_plan` loads a plain
+`transformers` copy of the source model, zeroes the output projections (weight and
+bias) of removed sublayers in kept blocks, physically deletes removed blocks (config
+and per-layer indices renumbered) and writes the result atomically with the tokenizer
+and a copy of the plan. `measure_latency` times both checkpoints on the same windows.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from analysis.ablation import Removal, RemovalHooks, clean_states, nll_sum, suffix_logits
+from analysis.collect import batches
+from analysis.plans import PruningPlan
+
+PLAN_FILE = "layer-lab-plan.json"
+LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers")
+ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
+ATTN_OUT = ("o_proj", "out_proj", "c_proj", "dense", "wo")
+MLP_NAMES = ("mlp", "feed_forward", "ffn")
+MLP_OUT = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "fc_out")
+PER_LAYER_CONFIG = ("layer_types", "no_rope_layers")
+
+
+def _removal(model_layers: int, plan_or_removal) -> Removal:
+    if isinstance(plan_or_removal, PruningPlan):
+        if plan_or_removal.n_layers != model_layers:
+            raise ValueError(f"the plan is for a {plan_or_removal.n_layers}-layer model, this model has {model_layers}")
+        removal = plan_or_removal.removal()
+    elif isinstance(plan_or_removal, Removal):
+        removal = plan_or_removal
+    else:
+        raise ValueError(f"expected a PruningPlan or a Removal, not {type(plan_or_removal).__name__}")
+    bad = sorted(l for kind in ("blocks", "attn", "mlp") for l in getattr(removal, kind) if not 0 <= l < model_layers)
+    if bad:
+        raise ValueError(f"layer indices {bad} are out of range for a {model_layers}-layer model")
+    if len(removal.blocks) >= model_layers:
+        raise ValueError("cannot remove every block")
+    return removal
+
+
+def evaluate(model, plan_or_removal, windows: torch.Tensor, batch_tokens: int = 2048) -> tuple[float, float]:
+    """(full, pruned) corpus perplexity over `windows` from one clean pass per batch."""
+    removal = _removal(model.n_layers, plan_or_removal)
+    hooks = RemovalHooks(model.n_layers)
+    full = pruned = 0.0
+    count = 0
+    for _, chunk in batches(windows, batch_tokens):
+        chunk = chunk.to(model.device)
+        with model.lock:
+            clean = clean_states(model, chunk)
+            full += nll_sum(clean.logits, chunk)
+            with model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
+                pruned += nll_sum(suffix_logits(model, clean, removal, hooks), chunk)
+            hooks.set(Removal())
+        count += chunk.shape[0] * (chunk.shape[1] - 1)
+    return math.exp(full / count), math.exp(pruned / count)
+
+
+def evaluate_plan(model, plan_or_removal, windows: torch.Tensor) -> float:
+    """Corpus perplexity over `windows` with the plan's removals applied."""
+    return evaluate(model, plan_or_removal, windows)[1]
+
+
+def _get(module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+def decoder_layers(hf, n_layers: int) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
+    """(parent module, attribute name, ModuleList) holding the decoder layers."""
+    for path in LAYER_LISTS:
+        layers = _get(hf, path)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers) == n_layers:
+            parent, _, attr = path.rpartition(".")
+            return _get(hf, parent), attr, layers
+    for name, module in hf.named_modules():  # any other architecture: the first list of n_layers modules
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers and name:
+            parent, _, attr = name.rpartition(".")
+            return (_get(hf, parent) if parent else hf), attr, module
+    raise ValueError(f"could not find the {n_layers} decoder layers in {type(hf).__name__}")
+
+
+def _is_projection(module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def output_projection(layer, kind: str, hidden: int):
+    """The projection writing the attention or MLP output into the residual stream."""
+    names, outs = (ATTN_NAMES, ATTN_OUT) if kind == "attn" else (MLP_NAMES, MLP_OUT)
+    sub = next((getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
+    if sub is None:
+        raise ValueError(f"could not find the {kind} sublayer in {type(layer).__name__}")
+    for n in outs:
+        proj = getattr(sub, n, None)
+        if proj is not None and _is_projection(proj):
+            return proj
+    linears = [m for m in sub.modules() if _is_projection(m) and hidden in tuple(m.weight.shape)]
+    if not linears:
+        raise ValueError(f"could not find the output projection of {type(sub).__name__}")
+    return linears[-1]
+
+
+def prune_model(hf, removal: Removal) -> torch.nn.Module:
+    """Zero removed sublayers of kept blocks, then delete removed blocks, in place."""
+    config = hf.config
+    n = int(config.num_hidden_layers)
+    parent, attr, layers = decoder_layers(hf, n)
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    with torch.no_grad():
+        for kind, indices in (("attn", removal.attn), ("mlp", removal.mlp)):
+            for l in sorted(set(indices) - set(removal.blocks)):
+                proj = output_projection(layers[l], kind, hidden)
+                proj.weight.zero_()
+                if getattr(proj, "bias", None) is not None:
+                    proj.bias.zero_()
+    kept = [l for l in range(n) if l not in removal.blocks]
+    setattr(parent, attr, torch.nn.ModuleList([layers[l] for l in kept]))
+    for new, layer in enumerate(getattr(parent, attr)):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new
+    config.num_hidden_layers = len(kept)
+    for key in PER_LAYER_CONFIG:
+        values = getattr(config, key, None)
+        if isinstance(values, list) and len(values) == n:
+            setattr(config, key, [values[l] for l in kept])
+    return hf
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` into place; an existing Layer Lab checkpoint is replaced."""
+    if out.exists():
+        if not out.is_dir() or (any(out.iterdir()) and not (out / PLAN_FILE).is_file()):
+            raise ValueError(f"{out} exists and is not a Layer Lab checkpoint; choose another --out")
+        old = Path(tempfile.mkdtemp(prefix=out.name + ".old-", dir=out.parent))
+        os.replace(out, old / "x")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def apply_plan(plan: PruningPlan, source_dir, out_dir) -> Path:
+    """Write the pruned checkpoint of `plan` applied to the model in `source_dir`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from analysis.settings import trust_remote_code
+
+    out = Path(out_dir).expanduser().resolve()
+    trust = trust_remote_code()
+    config = AutoConfig.from_pretrained(source_dir, trust_remote_code=trust)
+    if int(config.num_hidden_layers) != plan.n_layers:
+        raise ValueError(f"the plan is for a {plan.n_layers}-layer model, {source_dir} has "
+                         f"{config.num_hidden_layers} layers")
+    removal = _removal(plan.n_layers, plan)
+    hf = AutoModelForCausalLM.from_pretrained(source_dir, dtype="auto", trust_remote_code=trust)
+    tokenizer = AutoTokenizer.from_pretrained(source_dir, trust_remote_code=trust)
+    prune_model(hf, removal)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        hf.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / PLAN_FILE).write_text(plan.to_json(), encoding="utf-8")
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _forward_all(hf, windows: torch.Tensor, batch_tokens: int = 2048) -> None:
+    with torch.inference_mode():
+        for _, chunk in batches(windows, batch_tokens):
+            hf(chunk.to(hf.device), use_cache=False).logits
+
+
+def measure_latency(source_dir, out_dir, windows: torch.Tensor, repeats: int = 3) -> dict:
+    """Median forward time of the full and the pruned checkpoint over the same windows.
+
+    Both are loaded as plain transformers models with the same dtype, warmed up once,
+    then timed alternately `repeats` times on this machine.
+    """
+    from transformers import AutoModelForCausalLM
+
+    full = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32).eval()
+    pruned = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
+    times = {"full": [], "pruned": []}
+    for name, model in (("full", full), ("pruned", pruned)):
+        _forward_all(model, windows)  # warm-up
+    for _ in range(max(1, int(repeats))):
+        for name, model in (("full", full), ("pruned", pruned)):
+            start = time.perf_counter()
+            _forward_all(model, windows)
+            times[name].append(time.perf_counter() - start)
+    full_s, pruned_s = statistics.median(times["full"]), statistics.median(times["pruned"])
+    return {
+        "full_seconds": full_s,
+        "pruned_seconds": pruned_s,
+        "ratio": pruned_s / full_s,
+        "full_layers": int(full.config.num_hidden_layers),
+        "pruned_layers": int(pruned.config.num_hidden_layers),
+        "full_params": sum(p.numel() for p in full.parameters()),
+        "pruned_params": sum(p.numel() for p in pruned.parameters()),
+        "repeats": max(1, int(repeats)),
+        "windows": list(windows.shape),
+        "threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,400 @@
+"""Pruning plans: a small, versioned JSON record of which blocks and sublayers to remove.
+
+A plan names the model it was made for (name, layer count, weight fingerprint), the
+removals (0-based layer indices per kind: whole blocks, attention sublayers, MLP
+sublayers), how they were chosen (method + parameters) and, optionally, the perplexity
+measured with and without them on a named corpus. `parse_plan` never raises: it returns
+every problem it finds in words, so the app and the CLI can show them all at once.
+`mergekit_yaml` turns a plan into a MergeKit passthrough config that builds the same
+smaller model outside Layer Lab.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+
+from analysis import store
+from analysis.ablation import KINDS, Removal
+
+PLAN_SCHEMA = "layer-lab/pruning-plan"
+PLAN_VERSION = 1
+LAYER_LAB_VERSION = "0.1"
+ZEROED_NOTE = ("Removed attention/MLP sublayers of kept blocks are zeroed (their output projection is set to 0): "
+               "the output changes but they save no compute or memory; only removed blocks make the model "
+               "smaller and faster.")
+TOP_FIELDS = ("schema", "version", "model", "remove", "method", "evaluation", "created_with", "notes")
+EVALUATION_FIELDS = ("corpus_sha256", "seq_len", "perplexity_full", "perplexity_pruned")
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    schema: str
+    version: int
+    model: dict  # {name, n_layers, fingerprint}
+    remove: dict  # {blocks, attn, mlp}: sorted lists of 0-based layer indices
+    method: dict  # {name, parameters}
+    evaluation: dict | None  # {corpus_sha256, seq_len, perplexity_full, perplexity_pruned}
+    created_with: str
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def removal(self) -> Removal:
+        return Removal.of(**{kind: self.remove[kind] for kind in KINDS})
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model["n_layers"])
+
+    def kept_blocks(self) -> list[int]:
+        return [l for l in range(self.n_layers) if l not in set(self.remove["blocks"])]
+
+
+def created_with() -> str:
+    try:
+        tl = metadata.version("transformer-lens")
+    except metadata.PackageNotFoundError:
+        tl = "unknown"
+    return f"layer-lab {LAYER_LAB_VERSION} / transformer-lens {tl}"
+
+
+def plan_notes(remove: dict, n_layers: int) -> list[str]:
+    """Human-readable caveats that travel with the plan."""
+    notes = []
+    blocks = set(remove["blocks"])
+    zeroed = {kind: [l for l in remove[kind] if l not in blocks] for kind in ("attn", "mlp")}
+    if zeroed["attn"] or zeroed["mlp"]:
+        notes.append(ZEROED_NOTE)
+    covered = sorted({l for kind in ("attn", "mlp") for l in remove[kind] if l in blocks})
+    if covered:
+        notes.append(f"Sublayers of removed blocks {covered} are listed too; removing the block already removes them.")
+    if blocks:
+        notes.append(f"Removing {len(blocks)} of {n_layers} blocks physically deletes them from the checkpoint "
+                     "(fewer parameters, faster forward).")
+    return notes
+
+
+def make_plan(model, removal: Removal, method: str, parameters: dict, evaluation: dict | None = None) -> PruningPlan:
+    """A plan for `removal` on a loaded model (anything with name, n_layers, fingerprint).
+
+    `evaluation`, when given, needs corpus_sha256, seq_len, perplexity_full and
+    perplexity_pruned (None allowed for the perplexities; extra keys are kept).
+    """
+    remove = {kind: sorted(int(x) for x in getattr(removal, kind)) for kind in KINDS}
+    bad = [f"{kind} {l}" for kind in KINDS for l in remove[kind] if not 0 <= l < model.n_layers]
+    if bad:
+        raise ValueError(f"layer indices out of range for a {model.n_layers}-layer model: {', '.join(bad)}")
+    if len(remove["blocks"]) >= model.n_layers:
+        raise ValueError("a plan cannot remove every block")
+    missing = [k for k in EVALUATION_FIELDS if evaluation is not None and k not in evaluation]
+    if missing:
+        raise ValueError(f"evaluation lacks {', '.join(missing)}")
+    notes = plan_notes(remove, int(model.n_layers))
+    return PruningPlan(
+        schema=PLAN_SCHEMA,
+        version=PLAN_VERSION,
+        model={"name": str(model.name), "n_layers": int(model.n_layers), "fingerprint": model.fingerprint},
+        remove=remove,
+        method={"name": str(method), "parameters": store.jsonable(dict(parameters or {}))},
+        evaluation=None if evaluation is None else store.jsonable(dict(evaluation)),
+        created_with=created_with(),
+        notes=notes,
+    )
+
+
+@dataclass
+class PlanCheck:
+    plan: PruningPlan | None
+    errors: list[str]
+    warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def message(self) -> str:
+        """All errors on one line (for the CLI)."""
+        return "; ".join(self.errors)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _load_source(source, errors: list) -> dict | None:
+    if isinstance(source, dict):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            source = bytes(source).decode("utf-8")
+        except UnicodeDecodeError as err:
+            errors.append(f"the plan is not UTF-8 text (byte {err.start} cannot be decoded)")
+            return None
+    if not isinstance(source, str):
+        errors.append(f"a plan must be JSON text or a dict, not {type(source).__name__}")
+        return None
+    if not source.strip():
+        errors.append("the plan is empty")
+        return None
+    try:
+        data = json.loads(source)
+    except ValueError as err:
+        line, col = getattr(err, "lineno", "?"), getattr(err, "colno", "?")
+        msg = getattr(err, "msg", str(err))
+        errors.append(f"the plan is not valid JSON ({msg} at line {line}, column {col})")
+        return None
+    if not isinstance(data, dict):
+        errors.append(f"the plan must be a JSON object, not {type(data).__name__}")
+        return None
+    return data
+
+
+def _check_header(data: dict, errors: list, warnings: list) -> None:
+    schema = data.get("schema")
+    if "schema" not in data:
+        errors.append(f"missing field 'schema' (expected {PLAN_SCHEMA!r})")
+    elif schema != PLAN_SCHEMA:
+        errors.append(f"unknown schema {str(schema)[:80]!r}: this is not a Layer Lab pruning plan "
+                      f"(expected {PLAN_SCHEMA!r})")
+    version = data.get("version")
+    if "version" not in data:
+        errors.append("missing field 'version'")
+    elif not _is_int(version):
+        errors.append(f"'version' must be an integer, not {json.dumps(version)[:40]}")
+    elif version > PLAN_VERSION:
+        errors.append(f"plan version {version} is newer than this Layer Lab supports ({PLAN_VERSION}); "
+                      "upgrade Layer Lab to read it")
+    elif version < 1:
+        errors.append(f"unsupported plan version {version} (supported: {PLAN_VERSION})")
+    unknown = sorted(set(data) - set(TOP_FIELDS))
+    if unknown:
+        warnings.append(f"unknown fields ignored: {', '.join(unknown)}")
+
+
+def _check_model(data: dict, errors: list) -> int | None:
+    """Validate the 'model' section; returns n_layers when usable."""
+    info = data.get("model")
+    if "model" not in data:
+        errors.append("missing field 'model'")
+        return None
+    if not isinstance(info, dict):
+        errors.append("'model' must be an object with name, n_layers and fingerprint")
+        return None
+    for key in ("name", "n_layers", "fingerprint"):
+        if key not in info:
+            errors.append(f"missing field 'model.{key}'")
+    if "name" in info and not isinstance(info["name"], str):
+        errors.append("'model.name' must be a string")
+    if "fingerprint" in info and not (info["fingerprint"] is None or isinstance(info["fingerprint"], str)):
+        errors.append("'model.fingerprint' must be a string")
+    n = info.get("n_layers")
+    if "n_layers" in info and (not _is_int(n) or n < 1):
+        errors.append(f"'model.n_layers' must be a positive integer, not {json.dumps(n)[:40]}")
+        return None
+    return n
+
+
+def _check_remove(data: dict, n_layers: int | None, errors: list, warnings: list) -> dict | None:
+    remove = data.get("remove")
+    if "remove" not in data:
+        errors.append("missing field 'remove'")
+        return None
+    if not isinstance(remove, dict):
+        errors.append("'remove' must be an object with lists 'blocks', 'attn' and 'mlp'")
+        return None
+    out = {}
+    for kind in KINDS:
+        if kind not in remove:
+            errors.append(f"missing field 'remove.{kind}' (use [] for none)")
+            continue
+        values = remove[kind]
+        if not isinstance(values, list):
+            errors.append(f"'remove.{kind}' must be a list of layer indices, not {type(values).__name__}")
+            continue
+        good = True
+        for v in values:
+            if not _is_int(v):
+                errors.append(f"'remove.{kind}' contains {json.dumps(v)[:40]}, which is not an integer layer index")
+                good = False
+            elif v < 0:
+                errors.append(f"'remove.{kind}' contains the negative index {v}")
+                good = False
+            elif n_layers is not None and v >= n_layers:
+                errors.append(f"'remove.{kind}' index {v} is out of range for a {n_layers}-layer model "
+                              f"(valid: 0..{n_layers - 1})")
+                good = False
+        ints = [v for v in values if _is_int(v)]
+        dups = sorted({v for v in ints if ints.count(v) > 1})
+        if dups:
+            errors.append(f"'remove.{kind}' lists {', '.join(map(str, dups))} more than once")
+            good = False
+        if good:
+            if ints != sorted(ints):
+                warnings.append(f"'remove.{kind}' was not sorted; sorted it")
+            out[kind] = sorted(ints)
+    for extra in sorted(set(remove) - set(KINDS)):
+        errors.append(f"unknown removal kind 'remove.{extra}' (known: {', '.join(KINDS)})")
+    if n_layers is not None and "blocks" in out and len(out["blocks"]) >= n_layers:
+        errors.append(f"the plan removes all {n_layers} blocks; at least one must remain")
+    if "blocks" in out:
+        blocks = set(out["blocks"])
+        covered = [f"{k} {l}" for k in ("attn", "mlp") for l in out.get(k, []) if l in blocks]
+        if covered:
+            warnings.append(f"{', '.join(covered)} lie in removed blocks (removing the block removes them already)")
+    return out if set(out) == set(KINDS) else None
+
+
+def _check_rest(data: dict, errors: list) -> None:
+    method = data.get("method")
+    if "method" not in data:
+        errors.append("missing field 'method'")
+    elif not isinstance(method, dict):
+        errors.append("'method' must be an object with 'name' and 'parameters'")
+    else:
+        if not isinstance(method.get("name"), str):
+            errors.append("missing or non-string field 'method.name'")
+        if not isinstance(method.get("parameters"), dict):
+            errors.append("missing field 'method.parameters' (an object)")
+    ev = data.get("evaluation")
+    if "evaluation" not in data:
+        errors.append("missing field 'evaluation' (null when not evaluated)")
+    elif ev is not None:
+        if not isinstance(ev, dict):
+            errors.append("'evaluation' must be an object or null")
+        else:
+            for key in EVALUATION_FIELDS:
+                if key not in ev:
+                    errors.append(f"missing field 'evaluation.{key}'")
+            if "corpus_sha256" in ev and not isinstance(ev["corpus_sha256"], str):
+                errors.append("'evaluation.corpus_sha256' must be a string")
+            if "seq_len" in ev and not (_is_int(ev["seq_len"]) and ev["seq_len"] >= 1):
+                errors.append("'evaluation.seq_len' must be a positive integer")
+            for key in ("perplexity_full", "perplexity_pruned"):
+                if key in ev and ev[key] is not None and not _is_number(ev[key]):
+                    errors.append(f"'evaluation.{key}' must be a number or null")
+    if "created_with" not in data:
+        errors.append("missing field 'created_with'")
+    elif not isinstance(data["created_with"], str):
+        errors.append("'created_with' must be a string")
+    notes = data.get("notes")
+    if "notes" not in data:
+        errors.append("missing field 'notes' ([] for none)")
+    elif not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        errors.append("'notes' must be a list of strings")
+
+
+def _check_against(data: dict, n_layers: int | None, model, errors: list, warnings: list) -> None:
+    info = data.get("model") if isinstance(data.get("model"), dict) else {}
+    if n_layers is not None and n_layers != model.n_layers:
+        errors.append(f"the plan is for a {n_layers}-layer model but {model.name} has {model.n_layers} layers")
+    if isinstance(info.get("name"), str) and info["name"] != model.name:
+        warnings.append(f"the plan was made for model {info['name']!r}, not {model.name!r}")
+    fp = info.get("fingerprint")
+    if isinstance(fp, str) and fp != model.fingerprint:
+        warnings.append(f"the plan's weight fingerprint {fp} differs from this model's {model.fingerprint}: "
+                        "the weights are not the ones the plan was made on")
+
+
+def parse_plan(source: str | bytes | dict, model=None) -> PlanCheck:
+    """Validate a plan (JSON text, bytes or dict); never raises.
+
+    Returns PlanCheck(plan, errors, warnings); plan is None whenever there are errors.
+    With `model` given, a different name or weight fingerprint is a warning, a
+    different layer count (or indices beyond it) an error.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        data = _load_source(source, errors)
+        if data is None:
+            return PlanCheck(None, errors, warnings)
+        _check_header(data, errors, warnings)
+        n_layers = _check_model(data, errors)
+        in_range = model.n_layers if model is not None and n_layers is None else n_layers
+        remove = _check_remove(data, in_range, errors, warnings)
+        _check_rest(data, errors)
+        if model is not None:
+            _check_against(data, n_layers, model, errors, warnings)
+        if errors:
+            return PlanCheck(None, errors, warnings)
+        plan = PruningPlan(
+            schema=data["schema"], version=data["version"],
+            model={"name": data["model"]["name"], "n_layers": n_layers, "fingerprint": data["model"]["fingerprint"]},
+            remove=remove,
+            method={"name": data["method"]["name"], "parameters": data["method"]["parameters"]},
+            evaluation=data["evaluation"], created_with=data["created_with"], notes=list(data["notes"]),
+        )
+        return PlanCheck(plan, [], warnings)
+    except Exception as err:  # never raise: report the unexpected as one more problem
+        errors.append(f"the plan could not be read ({type(err).__name__}: {str(err)[:200]})")
+        return PlanCheck(None, errors, warnings)
+
+
+def kept_ranges(plan: PruningPlan) -> list[tuple[int, int]]:
+    """Contiguous [start, end) ranges of the blocks that remain."""
+    ranges, start = [], None
+    removed = set(plan.remove["blocks"])
+    for l in range(plan.n_layers + 1):
+        kept = l < plan.n_layers and l not in removed
+        if kept and start is None:
+            start = l
+        elif not kept and start is not None:
+            ranges.append((start, l))
+            start = None
+    return ranges
+
+
+def mergekit_yaml(plan: PruningPlan, source_model: str, *, dtype: str = "float32",
+                  attn_filter: str = "o_proj", mlp_filter: str = "down_proj") -> str:
+    """A MergeKit passthrough config building the pruned model from `source_model`.
+
+    Each slice is a contiguous range of kept blocks, layer_range [start, end). A kept
+    block with a zeroed sublayer gets a one-layer slice of its own whose output
+    projection is scaled by 0 (passthrough's `scale` parameter with a tensor-name
+    filter; `attn_filter` / `mlp_filter` name the projections, Llama-style by default).
+    """
+    blocks = set(plan.remove["blocks"])
+    zero_attn = {l for l in plan.remove["attn"] if l not in blocks}
+    zero_mlp = {l for l in plan.remove["mlp"] if l not in blocks}
+    special = zero_attn | zero_mlp
+    slices: list[tuple[int, int]] = []
+    for start, end in kept_ranges(plan):
+        cut = start
+        for l in range(start, end):
+            if l in special:
+                if cut < l:
+                    slices.append((cut, l))
+                slices.append((l, l + 1))
+                cut = l + 1
+        if cut < end:
+            slices.append((cut, end))
+    model_ref = json.dumps(source_model)
+    removed = ", ".join(map(str, sorted(blocks))) or "none"
+    lines = [
+        f"# Layer Lab pruning plan for {plan.model['name']} ({plan.n_layers} layers) -> "
+        f"{plan.n_layers - len(blocks)} layers",
+        f"# removed blocks: {removed}; zeroed attention: {sorted(zero_attn) or 'none'}; "
+        f"zeroed MLP: {sorted(zero_mlp) or 'none'}",
+        "# build with: mergekit-yaml this.yaml OUT_DIR",
+        "slices:",
+    ]
+    for start, end in slices:
+        lines += ["  - sources:", f"      - model: {model_ref}", f"        layer_range: [{start}, {end}]"]
+        filters = ([attn_filter] if start in zero_attn and end == start + 1 else []) + \
+                  ([mlp_filter] if start in zero_mlp and end == start + 1 else [])
+        if filters:
+            lines += ["        parameters:", "          scale:"]
+            lines += [f"            - filter: {json.dumps(f)}\n              value: 0.0" for f in filters]
+            lines += ["            - value: 1.0"]
+    lines += ["merge_method: passthrough", f"dtype: {dtype}", ""]
+    return "\n".join(lines)

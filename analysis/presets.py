@@ -1,0 +1,132 @@
+"""Suggested removals ("presets"): pure functions from analysis results to a Removal.
+
+- lowest_block_influence: the k blocks with the lowest ShortGPT Block Influence
+  BI_l = 1 - mean cos(h_l, h_{l+1}) (similarity `cos_all`).
+- best_contiguous_block: Gromov et al.'s best block of n = k consecutive layers, the
+  start l minimising the last-token angular distance d_l(k) (similarity `ang_last`).
+- redundant_attention: the k attention sublayers with the lowest LLM-Drop score
+  1 - mean cos(resid_pre, resid_mid) (sublayers `attn_score`).
+- cheapest_measured: the k cheapest components by measured single-removal perplexity
+  (RemovalCost.components(), any kind), skipping sublayers of blocks already removed.
+- reverse_order: the last k blocks before the final one (L-1-k .. L-2), the
+  "prune from the top" baseline.
+
+`analysis` may be a pipeline.Analysis or a plain dict with the same sections;
+`removal_cost` a removal.RemovalCost or its dict. Ties go to the lower layer index.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.ablation import Removal
+from analysis.similarity import best_blocks, block_influence
+
+METHODS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "cheapest_measured",
+           "reverse_order")
+DESCRIPTIONS = {
+    "lowest_block_influence": "drop the k blocks with the lowest Block Influence (ShortGPT)",
+    "best_contiguous_block": "drop the best contiguous block of k layers by angular distance (Gromov et al.)",
+    "redundant_attention": "drop the k most redundant attention sublayers (LLM-Drop score)",
+    "cheapest_measured": "drop the k components whose single removal cost the least perplexity (measured)",
+    "reverse_order": "drop the last k blocks before the final one",
+}
+
+
+def _section(analysis, name: str) -> dict:
+    if analysis is None:
+        return {}
+    value = analysis.get(name) if isinstance(analysis, dict) else getattr(analysis, name, None)
+    return value if isinstance(value, dict) else {}
+
+
+def _array(analysis, section: str, key: str, method: str, shape: tuple) -> np.ndarray:
+    if analysis is None:
+        raise ValueError(f"method {method!r} needs the layer analysis (run the instrumented pass first)")
+    value = _section(analysis, section).get(key)
+    if value is None:
+        raise ValueError(f"method {method!r} needs {section}.{key}, which the analysis does not contain")
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != shape:
+        raise ValueError(f"{section}.{key} has shape {arr.shape}, expected {shape}: "
+                         "the analysis is for a model with another number of layers")
+    if np.isnan(arr).any():
+        raise ValueError(f"{section}.{key} contains missing values; rerun the analysis")
+    return arr
+
+
+def _check_k(method: str, k: int, low: int, high: int, what: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer, not {k!r}")
+    if not low <= k <= high:
+        raise ValueError(f"{method}: k = {k} is out of range; choose 0..{high} {what}")
+
+
+def _cost_rows(removal_cost) -> list[dict]:
+    if removal_cost is None:
+        raise ValueError("method 'cheapest_measured' needs the measured removal costs (run the removal sweep first)")
+    if hasattr(removal_cost, "components"):
+        rows = removal_cost.components()
+    elif isinstance(removal_cost, dict):
+        rows = [{"kind": kind, "layer": l, "ppl": p}
+                for kind, key in (("blocks", "block_ppl"), ("attn", "attn_ppl"), ("mlp", "mlp_ppl"))
+                for l, p in enumerate(removal_cost.get(key) or [])]
+    else:
+        raise ValueError(f"removal_cost must be a RemovalCost or a dict, not {type(removal_cost).__name__}")
+    finite = lambda p: p is not None and p == p
+    return sorted(rows, key=lambda r: (0, float(r["ppl"])) if finite(r["ppl"]) else (1, 0.0))
+
+
+def cheapest(rows: list[dict], k: int, n_layers: int) -> Removal:
+    """Greedy: take components cheapest first until k distinct removals are chosen.
+
+    A sublayer of a block already removed adds nothing and is skipped; a block chosen
+    after one of its sublayers absorbs it; the last remaining block is never removed.
+    """
+    chosen = {"blocks": set(), "attn": set(), "mlp": set()}
+    count = lambda: sum(len(v) for v in chosen.values())
+    for row in rows:
+        if count() >= k:
+            break
+        kind, layer = row["kind"], int(row["layer"])
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"the removal costs are for another model (layer {layer} of {n_layers})")
+        if kind == "blocks":
+            if len(chosen["blocks"]) + 1 >= n_layers:
+                continue
+            chosen["blocks"].add(layer)
+            chosen["attn"].discard(layer)
+            chosen["mlp"].discard(layer)
+        elif layer not in chosen["blocks"]:
+            chosen[kind].add(layer)
+    if count() < k:
+        raise ValueError(f"cheapest_measured: only {count()} distinct components could be chosen, not {k}")
+    return Removal.of(**chosen)
+
+
+def suggest(method: str, k: int, n_layers: int, analysis=None, removal_cost=None) -> Removal:
+    """The removal that `method` suggests for k components of an n_layers-layer model."""
+    L = int(n_layers)
+    if L < 1:
+        raise ValueError("n_layers must be positive")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "redundant_attention":
+        _check_k(method, k, 0, L, "attention sublayers")
+    elif method == "cheapest_measured":
+        _check_k(method, k, 0, 2 * L, "components")
+    else:
+        _check_k(method, k, 0, L - 1, "blocks (at least one block must remain)")
+    if k == 0:
+        return Removal()
+    if method == "lowest_block_influence":
+        bi = block_influence(_array(analysis, "similarity", "cos_all", method, (L + 1, L + 1)))
+        return Removal.of(blocks=np.argsort(bi, kind="stable")[:k].tolist())
+    if method == "best_contiguous_block":
+        best = best_blocks(_array(analysis, "similarity", "ang_last", method, (L + 1, L + 1)))[k - 1]
+        return Removal.of(blocks=range(best["start"], best["start"] + k))
+    if method == "redundant_attention":
+        score = _array(analysis, "sublayers", "attn_score", method, (L,))
+        return Removal.of(attn=np.argsort(score, kind="stable")[:k].tolist())
+    if method == "cheapest_measured":
+        return cheapest(_cost_rows(removal_cost), k, L)
+    return Removal.of(blocks=range(L - 1 - k, L - 1))  # reverse_order
