@@ -3,8 +3,8 @@
 A token's oracle exit depth is the first block whose logit-lens top-1 equals the final
 top-1. A confidence rule with threshold t exits at the first block where the rule
 passes (or the last block). For a grid of thresholds per rule we accumulate the
-fraction of blocks used, the agreement with the full model and the cross-entropy at the
-exit. Teacher-forced numbers are optimistic: later tokens still attend to full-depth
+fraction of blocks used, the agreement with the full model, the cross-entropy at the
+exit and the histogram of exit blocks. Teacher-forced numbers are optimistic: later tokens still attend to full-depth
 keys and values of earlier positions, which a real early-exiting model would not have.
 """
 from __future__ import annotations
@@ -45,6 +45,7 @@ class ExitAccumulator:
         self.ce_final = 0.0
         self.curves = {r: {k: torch.zeros(len(t), dtype=torch.float64) for k in ("blocks", "agree", "ce")}
                        for r, (_, _, t) in RULES.items()}
+        self.exit_hist = {r: torch.zeros(len(t), n_layers, dtype=torch.float64) for r, (_, _, t) in RULES.items()}
 
     def update(self, sig: dict) -> None:
         agree = sig["agree"].bool()
@@ -61,6 +62,7 @@ class ExitAccumulator:
             acc["blocks"] += (exits + 1).double().sum(0)
             acc["agree"] += agree.double().gather(1, exits).sum(0)
             acc["ce"] += sig["ce"].double().gather(1, exits).sum(0)
+            self.exit_hist[rule].scatter_add_(1, exits.T, torch.ones(exits.T.shape, dtype=torch.float64))
         self.n += n
 
     def result(self) -> dict:
@@ -76,6 +78,7 @@ class ExitAccumulator:
                 "fraction_blocks": (acc["blocks"] / n / self.L).tolist(),
                 "agreement": (acc["agree"] / n).tolist(),
                 "delta_ce": (acc["ce"] / n - ce_final).tolist(),
+                "exit_hist": self.exit_hist[rule].tolist(),  # [threshold, block]: tokens exiting there
             }
         depths = np.arange(1, self.L + 1)
         hist = self.oracle_hist.numpy()

@@ -6,6 +6,8 @@ layer's scale). For every predicted position and block l we derive cross-entropy
 gold token, KL(final || layer), entropy, top-1 agreement with the final top-1 and the
 rank of the final top-1, plus the confidence signals the early-exit rules read. A
 [layers x tokens x vocab] tensor never exists: only [chunk x vocab] for one layer.
+`window_grid` reads one window out at resid_post (or resid_mid) of every block for the
+per-window view.
 """
 from __future__ import annotations
 
@@ -69,21 +71,26 @@ class LensReducer:
 
     def update(self, model, batch) -> None:
         B, T = batch.tokens.shape
-        rows = B * (T - 1)
-        flat = lambda x: x[:, :-1].reshape(rows, -1)
-        gold = batch.tokens[:, 1:].reshape(rows)
-        window = torch.arange(B, device=gold.device).repeat_interleave(T - 1) + batch.window_offset
-        for s in range(0, rows, self.chunk):
-            sl = slice(s, s + self.chunk)
-            sig = layer_signals(
-                model, [flat(h)[sl] for h in batch.resid[1:]], flat(batch.logits)[sl], gold[sl], flat(batch.resid[0])[sl]
-            )
+        # Rows of [B*T] that predict a token inside their window (all but each window's last);
+        # views, not copies: only one chunk of rows is ever gathered at a time.
+        positions = torch.arange(B * T, device=batch.tokens.device)
+        rows_idx = positions[positions % T != T - 1]
+        flat_tokens = batch.tokens.reshape(B * T)
+        gold_all = flat_tokens[rows_idx + 1]
+        window = rows_idx // T + batch.window_offset
+        resid = [h.reshape(B * T, -1) for h in batch.resid]
+        logits = batch.logits.reshape(B * T, -1)
+        for s in range(0, rows_idx.shape[0], self.chunk):
+            idx = rows_idx[s:s + self.chunk]
+            sig = layer_signals(model, [h[idx] for h in resid[1:]], logits[idx], gold_all[s:s + self.chunk],
+                                resid[0][idx])
             for k in self.sums:
                 self.sums[k] += sig[k].double().sum(0).cpu()
             ranks = sig["rank"].long().clamp_max(self.rank_hist.shape[1] - 1).cpu()
             self.rank_hist.scatter_add_(1, ranks.T, torch.ones_like(ranks.T, dtype=torch.float64))
-            self.seq_ce.index_add_(0, window[sl].cpu(), sig["ce"].double().cpu())
-            self.seq_count.index_add_(0, window[sl].cpu(), torch.ones(sig["ce"].shape[0], dtype=torch.float64))
+            win = window[s:s + self.chunk].cpu()
+            self.seq_ce.index_add_(0, win, sig["ce"].double().cpu())
+            self.seq_count.index_add_(0, win, torch.ones(win.shape[0], dtype=torch.float64))
             self.exits.update({k: v.cpu() for k, v in sig.items()})
             self.count += sig["ce"].shape[0]
 
@@ -102,11 +109,35 @@ class LensReducer:
         }
 
 
-def window_grid(model, window: torch.Tensor, top_k: int = 5) -> dict:
-    """Logit lens for one window: per position and block the top-k tokens and
-    probabilities, plus probability of the final top-1, KL to final and entropy."""
+SITES = ("resid_post", "resid_mid")
+
+
+def decode_tokens(tokenizer, ids) -> np.ndarray:
+    """Each token id decoded on its own to its text (array of str, same shape as `ids`)."""
+    ids = np.asarray(ids)
+    flat = ids.reshape(-1).tolist()
+    cache = {i: tokenizer.decode([i]) for i in set(flat)}
+    return np.array([cache[i] for i in flat], dtype=object).reshape(ids.shape)
+
+
+def first_agreement_above(top1_agree, level: float = 0.5) -> int | None:
+    """First block whose logit-lens top-1 agrees with the final top-1 on more than `level` of tokens."""
+    above = np.flatnonzero(np.asarray(top1_agree) > level)
+    return int(above[0]) if above.size else None
+
+
+def window_grid(model, window: torch.Tensor, top_k: int = 5, site: str = "resid_post") -> dict:
+    """Logit lens for one window [T] (one short forward): per position and block l, the
+    top-k tokens and probabilities read out at `site` of block l (resid_post = after the
+    block, resid_mid = between its attention and MLP), the probability of the final
+    top-1, KL(final || layer) and entropy. Arrays are [T, L] ([T, L, k] for the top-k),
+    plus `final_top1` [T]."""
+    if site not in SITES:
+        raise ValueError(f"site must be one of {SITES}")
+    if site == "resid_mid" and model.parallel_attn_mlp:
+        raise ValueError("This architecture runs attention and MLP in parallel: there is no resid_mid.")
     L = model.n_layers
-    resid = [None] * (L + 1)
+    resid = [None] * L
 
     def keep(l):
         def hook(tensor, hook):
@@ -114,15 +145,14 @@ def window_grid(model, window: torch.Tensor, top_k: int = 5) -> dict:
             return tensor
         return hook
 
-    fwd = [(f"blocks.{l}.hook_resid_pre", keep(l)) for l in range(L)]
-    fwd.append((f"blocks.{L - 1}.hook_resid_post", keep(L)))
+    fwd = [(f"blocks.{l}.hook_{site}", keep(l)) for l in range(L)]
     tokens = window.view(1, -1).to(model.device)
     with model.lock, torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd):
         final = model.bridge(tokens, return_type="logits")[0].float()
         logp_f = F.log_softmax(final, -1)
         top1_f = final.argmax(-1)
         rows = {"top_ids": [], "top_probs": [], "p_final_top1": [], "kl": [], "entropy": []}
-        for l in range(1, L + 1):
+        for l in range(L):
             logp = F.log_softmax(readout(model, resid[l]).float(), -1)
             p = logp.exp()
             top = p.topk(top_k, dim=-1)
@@ -131,4 +161,6 @@ def window_grid(model, window: torch.Tensor, top_k: int = 5) -> dict:
             rows["p_final_top1"].append(p.gather(-1, top1_f[:, None]).squeeze(-1).cpu())
             rows["kl"].append((logp_f.exp() * (logp_f - logp)).sum(-1).cpu())
             rows["entropy"].append(-(p * logp).sum(-1).cpu())
-    return {k: torch.stack(v, dim=1).numpy() for k, v in rows.items()}  # [T, L, ...]
+    grid = {k: torch.stack(v, dim=1).numpy() for k, v in rows.items()}
+    grid["final_top1"] = top1_f.cpu().numpy()
+    return grid

@@ -5,6 +5,7 @@ forward and one backward pass (attribution patching: delta loss ~ -grad . activa
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -89,7 +90,7 @@ def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 10
             loss = token_nll(logits, chunk).sum()
             loss.backward()
             for (kind, layer), out in saved.items():
-                delta[kind][layer] += float(-(out.grad * out).sum())
+                delta[kind][layer] += float(-(out.grad * out.detach()).sum())
             model.bridge.zero_grad(set_to_none=True)
         total_nll += float(loss.detach())
         count += chunk.shape[0] * (chunk.shape[1] - 1)
@@ -99,7 +100,30 @@ def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 10
             "mlp_ppl": ppl(delta["mlp"]), "full_ppl": math.exp(total_nll / count)}
 
 
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def with_eta(progress, clock=time.monotonic):
+    """Wrap a progress(fraction, message) callback so the message also gives the time
+    spent and an estimate of the time left (elapsed * (1 - f) / f, linear in f)."""
+    start = clock()
+
+    def update(frac: float, message: str) -> None:
+        elapsed = clock() - start
+        if frac <= 0:
+            progress(frac, message)
+            return
+        left = elapsed * (1.0 - frac) / frac
+        progress(frac, f"{message} - {format_duration(elapsed)} elapsed, about {format_duration(left)} left")
+    return update
+
+
 def rank_correlation(a, b) -> float:
+    """Spearman rank correlation; nan when either side is constant (no ranking to compare)."""
+    if np.ptp(np.asarray(a, dtype=float)) == 0 or np.ptp(np.asarray(b, dtype=float)) == 0:
+        return float("nan")
     value = spearmanr(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).statistic
     return float(value) if value == value else float("nan")
 
@@ -130,6 +154,17 @@ class RemovalCost:
         return sorted(rows, key=lambda r: r["ppl"])
 
 
+def predictors(block_influence, attn_score, mlp_score, removal: "RemovalCost") -> list[dict]:
+    """Each redundancy score next to the measured perplexity of the removal it is meant
+    to predict, with the Spearman rank correlation between the two (higher score should
+    mean costlier removal, so a useful predictor has rho near +1)."""
+    pairs = (("block", "Block Influence", block_influence, removal.block_ppl),
+             ("attn", "attention score", attn_score, removal.attn_ppl),
+             ("mlp", "MLP score", mlp_score, removal.mlp_ppl))
+    return [{"kind": kind, "label": label, "score": [float(x) for x in score], "ppl": list(ppl),
+             "rho": rank_correlation(score, ppl)} for kind, label, score, ppl in pairs]
+
+
 def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None) -> str:
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
                           max_windows=max_windows, schema=SCHEMA_VERSION)
@@ -147,7 +182,9 @@ def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None
             except (ValueError, KeyError, TypeError):
                 pass
     windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
-    exact = exact_sweep(model, windows, progress=progress)
+    exact = exact_sweep(model, windows, progress=with_eta(progress) if progress else None)
+    if progress:
+        progress(1.0, "First-order estimate: one forward and one backward pass...")
     estimate = attribution_estimate(model, windows)
     estimate["spearman"] = {
         key: rank_correlation(exact[key], estimate[key]) for key in ("block_ppl", "attn_ppl", "mlp_ppl")

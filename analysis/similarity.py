@@ -29,12 +29,12 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 def cka_matrix(layers: list[np.ndarray]) -> np.ndarray:
     """Linear CKA between every pair of [n, d] matrices, through centred Gram matrices
-    (tr(Kx Ky) = ||Y^T X||_F^2), in float64."""
+    (tr(Kx Ky) = ||Y^T X||_F^2), summed in float64."""
     grams = []
-    for x in layers:
+    for x in layers:  # centring in float64, the n x n Gram product in float32 BLAS (fast)
         xc = np.asarray(x, dtype=np.float64)
-        xc = xc - xc.mean(axis=0, keepdims=True)
-        grams.append(xc @ xc.T)
+        xc = (xc - xc.mean(axis=0, keepdims=True)).astype(np.float32)
+        grams.append((xc @ xc.T).astype(np.float64))
     k = len(grams)
     hsic = np.zeros((k, k))
     for i in range(k):
@@ -116,3 +116,49 @@ class SimilarityReducer:
                 out[f"cka_{which}"] = cka_matrix([s.numpy() for s in sample])
             out[f"cka_{which}_positions"] = 0 if sample is None else int(sample.shape[1])
         return out
+
+
+MEASURES = {"cosine": "cos", "angular": "ang", "cka": "cka"}
+POSITIONS = {"all": "all non-BOS positions", "last": "last token of each window"}
+
+
+def layer_matrix(similarity: dict, measure: str, positions: str) -> np.ndarray:
+    """The [L+1, L+1] matrix for a measure ('cosine', 'angular', 'cka') over 'all'/'last'."""
+    return np.asarray(similarity[f"{MEASURES[measure]}_{positions}"], dtype=float)
+
+
+def layer_map(mean_repr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-D PCA of the layers' mean representations [L+1, d], each scaled to unit length
+    first (the residual norm grows with depth and would otherwise be the only axis).
+    Returns coordinates [L+1, 2] and the explained-variance ratio of the two axes."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(mean_repr, dtype=np.float64)
+    x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    pca = PCA(n_components=2, svd_solver="full").fit(x)
+    return pca.transform(x), pca.explained_variance_ratio_
+
+
+def layer_groups(cos_matrix: np.ndarray, n_groups: int, contiguous: bool = True) -> np.ndarray:
+    """Agglomerative clustering (average linkage) of h_0..h_L on the distance 1 - mean cos.
+
+    contiguous=True only merges neighbouring groups (a chain connectivity), so each
+    group is a run of consecutive layers: a candidate block to prune. Labels are
+    renumbered 0, 1, ... in order of the first layer of each group.
+    """
+    from sklearn.cluster import AgglomerativeClustering
+
+    c = np.asarray(cos_matrix, dtype=np.float64)
+    k = c.shape[0]
+    dist = np.clip(1.0 - (c + c.T) / 2.0, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    n_groups = int(min(max(1, n_groups), k))
+    if n_groups == 1 or k < 2:
+        return np.zeros(k, dtype=int)
+    connectivity = None
+    if contiguous:
+        connectivity = np.eye(k, k=1) + np.eye(k, k=-1)
+    labels = AgglomerativeClustering(n_clusters=n_groups, metric="precomputed", linkage="average",
+                                     connectivity=connectivity).fit_predict(dist)
+    order = {label: i for i, label in enumerate(dict.fromkeys(labels.tolist()))}
+    return np.array([order[label] for label in labels], dtype=int)

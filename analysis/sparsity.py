@@ -38,20 +38,31 @@ class SparsityReducer:
     def _hook(self, layer: int):
         def hook(tensor, hook):
             a = tensor.detach()[:, self._ref.get("first_repr", 0):].abs().float()
-            a = a.reshape(-1, a.shape[-1])  # [N, d_mlp]
-            eps = torch.tensor(self.eps, device=a.device)
-            below = a.unsqueeze(0) <= eps[:, None, None]  # [n_eps, N, d_mlp]
-            self.near[:, layer] += below.sum(dim=(1, 2)).double().cpu()
-            self.fire[:, layer] += (~below).sum(dim=1).double().cpu()
-            token_max = a.max(dim=-1, keepdim=True).values
-            p = torch.tensor(self.p, device=a.device)
-            self.rel[:, layer] += (a.unsqueeze(0) <= p[:, None, None] * token_max.unsqueeze(0)).sum(dim=(1, 2)).double().cpu()
-            self.exact[layer] += float((a == 0).sum())
-            self.max_abs[layer] = torch.maximum(self.max_abs[layer], a.max(dim=0).values.cpu())
-            if layer == 0:
-                self.positions += a.shape[0]
+            self._fold(layer, a.reshape(-1, a.shape[-1]))
             return tensor
         return hook
+
+    def _fold(self, layer: int, a: torch.Tensor) -> None:
+        """Count |a| [N, d_mlp] against every threshold in one bucketize + bincount pass.
+
+        Bin 0 holds exact zeros and bin i (1..n_eps) holds eps_{i-1} < |a| <= eps_i, so
+        "|a| <= eps_k" is a cumulative sum; per-neuron bins give the firing counts."""
+        n, d = a.shape
+        eps = torch.tensor((0.0,) + self.eps, device=a.device)
+        bins = torch.bucketize(a, eps)  # [N, d] in 0..n_eps+1
+        per_neuron = torch.bincount((bins * d + torch.arange(d, device=a.device)).reshape(-1),
+                                    minlength=(len(self.eps) + 2) * d).view(-1, d).double().cpu()
+        below = per_neuron.cumsum(0)[1:len(self.eps) + 1]  # [n_eps, d]: count of |a| <= eps_k
+        self.near[:, layer] += below.sum(1)
+        self.fire[:, layer] += n - below
+        self.exact[layer] += float(per_neuron[0].sum())
+        token_max = a.max(dim=-1, keepdim=True).values.clamp_min(torch.finfo(a.dtype).tiny)
+        p = torch.tensor(self.p, device=a.device)
+        rel = torch.bincount(torch.bucketize(a / token_max, p, right=False).reshape(-1), minlength=len(self.p) + 1)
+        self.rel[:, layer] += rel.cumsum(0)[:len(self.p)].double().cpu()
+        self.max_abs[layer] = torch.maximum(self.max_abs[layer], a.max(dim=0).values.cpu())
+        if layer == 0:
+            self.positions += n
 
     def update(self, model, batch) -> None:
         pass

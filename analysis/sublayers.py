@@ -71,3 +71,23 @@ def joint_ranking(attn_score, mlp_score) -> list[dict]:
     rows = [{"kind": "attn", "layer": l, "score": float(s)} for l, s in enumerate(attn_score)]
     rows += [{"kind": "mlp", "layer": l, "score": float(s)} for l, s in enumerate(mlp_score)]
     return sorted(rows, key=lambda r: r["score"])
+
+
+def ranking_table(attn_score, mlp_score, attn_ppl=None, mlp_ppl=None) -> list[dict]:
+    """The joint ranking as table rows (rank 1 = most redundant); with measured removal
+    perplexities, also each sublayer's rank by measured cost (1 = cheapest to remove)."""
+    rows = joint_ranking(attn_score, mlp_score)
+    measured = None
+    if attn_ppl is not None and mlp_ppl is not None:
+        measured = {("attn", l): float(p) for l, p in enumerate(attn_ppl)}
+        measured |= {("mlp", l): float(p) for l, p in enumerate(mlp_ppl)}
+        by_cost = sorted(measured, key=measured.get)
+        cost_rank = {key: i + 1 for i, key in enumerate(by_cost)}
+    out = []
+    for rank, row in enumerate(rows, start=1):
+        item = {"rank": rank, "sublayer": f"{row['kind']} {row['layer']}", "score": row["score"]}
+        if measured is not None:
+            key = (row["kind"], row["layer"])
+            item |= {"ppl removed": measured[key], "rank by measured cost": cost_rank[key]}
+        out.append(item)
+    return out

@@ -7,6 +7,15 @@ import torch
 import torch.nn.functional as F
 
 
+# A fixed mixed-genre text (prose, code, dialogue) for the default-model integration tests.
+MIXED_TEXT = (
+    "The lighthouse keeper climbed the spiral stairs every evening at dusk. From the top he could see "
+    "the fishing boats returning, their lamps swinging like small stars above the dark water. "
+    "def mean(values):\n    return sum(values) / len(values)\n"
+    "MARA: Did you lock the gate?\nTOM: Twice. The goats still got out.\n"
+)
+
+
 def plain_model(directory):
     from transformers import AutoModelForCausalLM
     return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()

@@ -32,10 +32,22 @@ def set_current(ctx: Context | None) -> None:
     st.session_state["_ctx"] = ctx
 
 
+def _leave_pages_directory_mode() -> None:
+    """On a fresh server Streamlit runs its very first script in the old pages/-directory
+    mode (until some run calls st.navigation), so a deep link such as /playground runs
+    the page file without app.py and its sidebar. Switch that mode off and rerun: the
+    rerun executes app.py, which routes to the same page."""
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def require() -> Context:
     """The current context, or stop the page with a message when none is ready."""
     ctx = st.session_state.get("_ctx")
     if ctx is None:
+        _leave_pages_directory_mode()
         st.info("Pick a model and a corpus in the sidebar to begin.")
         st.stop()
     return ctx
@@ -64,6 +76,15 @@ def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
             st.stop()
         bar.empty()
     return memo[key]
+
+
+def page(title: str, caption: str) -> tuple[Context, Analysis]:
+    """A page's title and caption, then its context and analysis (stops with a message
+    when no model or corpus is ready yet)."""
+    st.title(title)
+    st.caption(caption)
+    ctx = require()
+    return ctx, analysis_for(ctx)
 
 
 def removal_for(ctx: Context, run: bool = True) -> RemovalCost | None:

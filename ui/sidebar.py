@@ -33,6 +33,9 @@ def seed_from_url() -> None:
         st.session_state["seq_len"] = values["seq_len"]
     if "max_windows" in values:
         st.session_state["max_windows"] = values["max_windows"]
+    view = {key: values[key] for key in ("rm_blocks", "rm_attn", "rm_mlp", "prompt") if key in values}
+    if view:  # kept in the address bar until the playground reads (and clamps) them
+        st.session_state.setdefault("_view", {}).update(view)
 
 
 def notice(message: str) -> None:
@@ -52,13 +55,29 @@ def _load_model(spec: str, device: str | None, dtype: str):
     return model
 
 
+def _use_pasted_text() -> None:
+    """Store the pasted or uploaded text (a callback: it may still change corpus_choice)."""
+    upload = st.session_state.get("corpus_upload")
+    try:
+        if upload is not None:
+            raw = corpora.decode_upload(upload.getvalue())
+        else:
+            raw = st.session_state.get("corpus_paste", "")
+        stored = corpora.store_text(raw)
+    except corpora.CorpusError as err:
+        st.session_state["_corpus_error"] = str(err)
+    else:
+        st.session_state["_stored_corpus"] = stored.corpus_id
+        st.session_state["corpus_choice"] = stored.corpus_id
+
+
 def _pick_corpus():
     ids = corpora.builtin_ids()
     stored = st.session_state.get("_stored_corpus")
     if stored:
         ids.append(stored)
     link_corpus = st.session_state.get("corpus_choice")
-    if link_corpus and link_corpus not in ids:
+    if link_corpus and link_corpus != PASTE and link_corpus not in ids:
         try:
             corpora.load_corpus(link_corpus)
             ids.append(link_corpus)
@@ -68,18 +87,11 @@ def _pick_corpus():
     choice = st.sidebar.selectbox("Corpus", ids + [PASTE], key="corpus_choice",
                                   format_func=lambda c: c if c.startswith("builtin:") or c == PASTE else f"upload {c[:12]}")
     if choice == PASTE:
-        text = st.sidebar.text_area("Paste text", height=120, key="corpus_paste")
-        upload = st.sidebar.file_uploader("...or upload a .txt file", type=["txt"], key="corpus_upload")
-        if st.sidebar.button("Use this text"):
-            try:
-                raw = corpora.decode_upload(upload.getvalue()) if upload is not None else text
-                stored = corpora.store_text(raw)
-            except corpora.CorpusError as err:
-                st.sidebar.error(str(err))
-            else:
-                st.session_state["_stored_corpus"] = stored.corpus_id
-                st.session_state["corpus_choice"] = stored.corpus_id
-                st.rerun()
+        st.sidebar.text_area("Paste text", height=120, key="corpus_paste")
+        st.sidebar.file_uploader("...or upload a .txt file", type=["txt"], key="corpus_upload")
+        st.sidebar.button("Use this text", on_click=_use_pasted_text)
+        if message := st.session_state.pop("_corpus_error", None):
+            st.sidebar.error(message)
         return st.session_state.get("_corpus")
     try:
         return corpora.load_corpus(choice)

@@ -1,6 +1,8 @@
 """Keep the address bar equal to the session's view, so copying it shares the view."""
 from __future__ import annotations
 
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
 import streamlit as st
 
 from analysis import links
@@ -23,8 +25,25 @@ def set_view(**values) -> None:
     st.session_state.setdefault("_view", {}).update(values)
 
 
-def sync(page: str) -> None:
+def query_for(page: str) -> dict:
     query = links.build_query(current_values(page))
     query.pop("page", None)  # the page is the URL path itself
+    return query
+
+
+def sync(page: str) -> None:
+    """Write the view into the address bar (also callable from a fragment rerun)."""
+    query = query_for(page)
     if dict(st.query_params) != query:
         st.query_params.from_dict(query)
+
+
+def share_url(page: str) -> str:
+    """The full link to `page` with the current view: the browser's host and base path
+    (st.context.url, whatever page it was opened on) + the page + the query string."""
+    parts = urlsplit(st.context.url or "http://localhost:8501/")
+    segments = parts.path.rstrip("/").split("/")
+    if segments and segments[-1] in links.PAGES:
+        segments = segments[:-1]
+    path = "/".join(segments + [page])
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query_for(page)), ""))

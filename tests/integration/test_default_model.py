@@ -9,12 +9,7 @@ import reference
 from analysis.corpus import load_file, make_windows
 
 ROOT = reference.__file__.rsplit("/tests/", 1)[0]
-FIXED_TEXT = (
-    "The lighthouse keeper climbed the spiral stairs every evening at dusk. From the top he could see "
-    "the fishing boats returning, their lamps swinging like small stars above the dark water. "
-    "def mean(values):\n    return sum(values) / len(values)\n"
-    "MARA: Did you lock the gate?\nTOM: Twice. The goats still got out.\n"
-) * 3
+FIXED_TEXT = reference.MIXED_TEXT * 3
 
 
 def test_model_card(default_model):

@@ -67,8 +67,8 @@ def test_cka_matches_feature_space_formula(result, ref):
 
     ours = result.array("similarity", "cka_all")
     for i, j in [(0, 1), (1, 3), (2, 4), (0, 4)]:
-        assert ours[i, j] == pytest.approx(cka(rep[i], rep[j]), rel=1e-6)
-    assert linear_cka(rep[1], rep[2]) == pytest.approx(cka(rep[1], rep[2]), rel=1e-9)
+        assert ours[i, j] == pytest.approx(cka(rep[i], rep[j]), rel=1e-5)
+    assert linear_cka(rep[1], rep[2]) == pytest.approx(cka(rep[1], rep[2]), rel=1e-5)
 
 
 def test_sublayer_scores(result, tiny, ref):

@@ -1,0 +1,208 @@
+"""The live playground on the tiny random Llama: its perplexities against full forwards
+with zeroing hooks (ablation.naive_logits) and plain transformers, the all-removed and
+none-removed cases, parameter/FLOP fractions against hand counts, prompt top-k and
+greedy continuation against plain-transformers generation, and the page's link handling."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reference
+from tiny import TEXT
+from analysis.ablation import Removal, naive_logits
+from analysis.collect import batches, token_nll
+from analysis.corpus import make_windows
+from analysis.playground import (Playground, bench_toggles, component_costs, describe, prompt_tokens,
+                                 removed_fractions, run_prompt)
+
+SEQ = 32
+BATCH_TOKENS = 100
+REMOVALS = [
+    Removal.of(blocks=[1]),
+    Removal.of(attn=[0]),
+    Removal.of(mlp=[2]),
+    Removal.of(mlp=[0], attn=[3]),
+    Removal.of(blocks=[3], attn=[1], mlp=[1]),
+    Removal.of(blocks=[0, 2], mlp=[3]),
+]
+
+
+@pytest.fixture(scope="module")
+def windows(tiny):
+    return make_windows(tiny.tokenizer, TEXT, SEQ, max_windows=5)
+
+
+@pytest.fixture(scope="module")
+def playground(tiny, windows):
+    return Playground(tiny, windows, batch_tokens=BATCH_TOKENS).build()
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_dir):
+    return reference.plain_model(tiny_dir)
+
+
+def naive_nll(model, windows, removal) -> np.ndarray:
+    """Per-token losses from one full forward with zeroing hooks per batch (same batching)."""
+    parts = []
+    for _, chunk in batches(windows, BATCH_TOKENS):
+        with model.lock:
+            parts.append(token_nll(naive_logits(model, chunk, removal), chunk).numpy())
+    return np.concatenate(parts).astype(np.float64)
+
+
+@pytest.mark.parametrize("removal", REMOVALS, ids=lambda r: str(r.to_dict()))
+def test_perplexity_equals_full_forward_with_hooks(tiny, windows, playground, removal):
+    expected = naive_nll(tiny, windows, removal)
+    got = playground.evaluate(removal)
+    assert np.array_equal(got.nll, expected)
+    assert got.perplexity == math.exp(expected.mean())
+    assert got.perplexity != playground.full.perplexity
+
+
+def test_checkpointed_residuals_give_the_same_numbers(tiny, windows, playground):
+    """A budget too small for every residual keeps every 2nd-or-so layer and no mid streams."""
+    per_layer = windows.numel() * tiny.d_model * 4
+    small = Playground(tiny, windows, batch_tokens=BATCH_TOKENS, budget_bytes=3 * per_layer).build()
+    assert small.stride > 1 and not small.keep_mid
+    assert any(r is None for r in small.states[0].resid)
+    for removal in REMOVALS:
+        assert np.array_equal(small.evaluate(removal).nll, playground.evaluate(removal).nll)
+
+
+def test_nothing_removed_is_the_full_model(playground, windows, hf):
+    full = playground.evaluate(Removal())
+    assert full is playground.full
+    assert full.perplexity == pytest.approx(reference.perplexity(hf, windows), rel=1e-5)
+    assert describe(Removal(), 4) == "Nothing removed: this is the full model."
+
+
+def test_all_blocks_removed_is_unembedding_of_embeddings(tiny, playground, windows, hf):
+    everything = Removal.of(blocks=range(4), attn=range(4), mlp=range(4))
+    with torch.no_grad():
+        logits = hf.lm_head(hf.model.norm(hf.model.embed_tokens(windows))).double()
+    nll = -F.log_softmax(logits[:, :-1], -1).gather(-1, windows[:, 1:, None]).squeeze(-1)
+    for removal in (Removal.of(blocks=range(4)), everything):
+        got = playground.evaluate(removal)
+        assert got.perplexity == pytest.approx(float(torch.exp(nll.mean())), rel=1e-5)
+        assert "unembedding of the token embeddings" in describe(removal, 4)
+
+
+def test_parameter_and_flop_fractions_against_hand_counts(tiny, tiny_dir):
+    from transformers import AutoConfig
+    c = AutoConfig.from_pretrained(tiny_dir)
+    d, f, V, head = c.hidden_size, c.intermediate_size, c.vocab_size, c.hidden_size // c.num_attention_heads
+    attn = d * d + 2 * d * (c.num_key_value_heads * head) + d * d  # q, k, v, o
+    mlp = 3 * d * f  # gate, up, down
+    norms = 2 * d
+    total = 2 * V * d + d + c.num_hidden_layers * (attn + mlp + norms)  # untied embedding + head, final norm
+    ctx = SEQ
+    attn_fl = 2 * attn + 4 * ctx * c.num_attention_heads * head
+    total_fl = c.num_hidden_layers * (attn_fl + 2 * mlp) + 2 * d * V
+    costs = component_costs(tiny, ctx)
+    assert costs.total_params == total
+    assert costs.total_flops == total_fl
+    cases = {
+        Removal(): (0, 0),
+        Removal.of(blocks=[1]): (attn + mlp + norms, attn_fl + 2 * mlp),
+        Removal.of(attn=[0, 2]): (2 * attn, 2 * attn_fl),
+        Removal.of(mlp=[3]): (mlp, 2 * mlp),
+        Removal.of(blocks=[2], attn=[2], mlp=[0]): (attn + 2 * mlp + norms, attn_fl + 4 * mlp),
+    }
+    for removal, (params, flops) in cases.items():
+        assert removed_fractions(costs, removal) == pytest.approx((params / total, flops / total_fl), rel=1e-12)
+
+
+def test_generation_without_removal_equals_plain_greedy(tiny, hf):
+    tokens = prompt_tokens(tiny, "The cat sat on", 25)
+    assert tokens[0, 0].item() == tiny.bos_token_id
+    ours = run_prompt(tiny, tokens, Removal(), 25)
+    with torch.no_grad():
+        plain = hf.generate(tokens, do_sample=False, max_new_tokens=25, pad_token_id=tiny.tokenizer.eos_token_id)
+    assert ours.generated == plain[0, tokens.shape[1]:].tolist()
+    probs = torch.softmax(hf(tokens).logits[0, -1].detach().float(), -1)
+    values, ids = probs.topk(5)
+    assert [i for i, _ in ours.top] == ids.tolist()
+    assert [p for _, p in ours.top] == pytest.approx(values.tolist(), rel=1e-5)
+
+
+@pytest.mark.parametrize("removal, build", [
+    (Removal.of(attn=[1], mlp=[3]), lambda hf: reference.with_zeroed(hf, attn={1}, mlp={3})),
+    (Removal.of(blocks=[2]), lambda hf: reference.without_layers(hf, {2})),
+])
+def test_generation_with_removal_equals_pruned_plain_model(tiny, hf, removal, build):
+    tokens = prompt_tokens(tiny, "A dog barked", 12)
+    pruned = build(hf)
+    with torch.no_grad():
+        plain = pruned.generate(tokens, do_sample=False, max_new_tokens=12, pad_token_id=tiny.tokenizer.eos_token_id)
+    ours = run_prompt(tiny, tokens, removal, 12)
+    assert ours.generated == plain[0, tokens.shape[1]:].tolist()
+    assert ours.generated != run_prompt(tiny, tokens, Removal(), 12).generated
+
+
+def test_zero_length_gives_top_tokens_only(tiny):
+    result = run_prompt(tiny, prompt_tokens(tiny, "Where"), Removal.of(blocks=[0]), 0)
+    assert result.generated == [] and len(result.top) == 5
+    assert sum(p for _, p in result.top) <= 1.0
+    with pytest.raises(ValueError):
+        run_prompt(tiny, prompt_tokens(tiny, "Where"), Removal(), 201)
+
+
+def test_bench_toggles_reports_two_durations(tiny, windows):
+    toggle, full = bench_toggles(tiny, windows, n_toggles=3)
+    assert toggle > 0 and full > 0
+
+
+def _playground_app(tiny_dir, query: dict):
+    from streamlit.testing.v1 import AppTest
+    root = Path(__file__).resolve().parents[2]
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=600)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.session_state["model_choice"] = "Other (hub name, local dir or .gguf)..."
+    at.session_state["model_other"] = str(tiny_dir)
+    at.session_state["seq_len"] = SEQ
+    at.session_state["max_windows"] = 3
+    at.run()
+    at.switch_page("pages/playground.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _expected_ppl(tiny, removal) -> str:
+    from analysis.corpus import load_corpus
+    from analysis.playground import get_playground
+    return f"{get_playground(tiny, load_corpus('builtin:all'), SEQ, 3).evaluate(removal).perplexity:.3f}"
+
+
+def test_link_restores_clamped_toggles_prompt_and_numbers(tiny, tiny_dir, isolated_cache):
+    at = _playground_app(tiny_dir, {"rm_blocks": "1,99", "rm_mlp": "2", "prompt": "Where are"})
+    assert any("out of range 0..3: [99]" in w.value for w in at.warning), [w.value for w in at.warning]
+    fp = tiny.fingerprint
+    assert at.session_state[f"pg_blocks_{fp}"] == [1] and at.session_state[f"pg_mlp_{fp}"] == [2]
+    assert at.text_input(key="pg_prompt").value == "Where are"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned perplexity"] == _expected_ppl(tiny, Removal.of(blocks=[1], mlp=[2]))
+    assert metrics["Full perplexity"] == _expected_ppl(tiny, Removal())
+    assert at.query_params["rm_blocks"] == "1" and at.query_params["rm_mlp"] == "2"
+    link = next(c.value for c in at.code if c.value.startswith("http"))
+    assert "rm_blocks=1&" in link and "prompt=Where+are" in link and "/playground?" in link
+
+
+def test_preset_sets_toggles_and_nothing_removed_says_full_model(tiny, tiny_dir, isolated_cache):
+    at = _playground_app(tiny_dir, {})
+    assert any(i.value == "Nothing removed: this is the full model." for i in at.info)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned perplexity"] == metrics["Full perplexity"]
+    at.selectbox(key="pg_preset").set_value("reverse_order")
+    at.number_input(key="pg_k").set_value(2)
+    at.button[0].click().run()
+    fp = tiny.fingerprint
+    assert at.session_state[f"pg_blocks_{fp}"] == [1, 2]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned perplexity"] == _expected_ppl(tiny, Removal.of(blocks=[1, 2]))
+    assert at.query_params["rm_blocks"] == "1,2"
