@@ -24,12 +24,19 @@ from analysis.sublayers import SublayerReducer
 
 def timed(fn, repeats: int = 1) -> float:
     """Median wall time of fn over `repeats` runs (after nothing: callers warm up)."""
-    times = []
+    return paired([fn], repeats)[0]
+
+
+def paired(fns: list, repeats: int) -> list[float]:
+    """Median wall time of each fn, run in turn (a, b, a, b, ...) so that a change in
+    machine load during the benchmark hits every side alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def bare_forward(hf, windows, batch_tokens: int = 2048) -> None:
@@ -63,14 +70,13 @@ def run_bench(args, model) -> int:
     hf = AutoModelForCausalLM.from_pretrained(model.source_dir, dtype=model.hf_model.dtype).to(model.device).eval()
     bare_forward(hf, windows)  # warm-up
     instrumented(model, windows, False)
-    bare = timed(lambda: bare_forward(hf, windows), args.repeats)
-    inst = timed(lambda: instrumented(model, windows, False), args.repeats)
+    bare, inst = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, False)],
+                        args.repeats)
     lens = timed(lambda: instrumented(model, windows, True), 1)
     print(f"bare transformers forward        {bare:8.2f} s")
     print(f"instrumented pass (no lens)      {inst:8.2f} s   ratio {inst / bare:.2f}  (target <= 1.3)")
     print(f"instrumented pass + logit lens   {lens:8.2f} s   ratio {lens / bare:.2f}  (lens reads out all {model.n_layers} layers)")
-    fast = timed(lambda: exact_sweep(model, windows))
-    naive = timed(lambda: exact_sweep(model, windows, naive=True))
+    fast, naive = paired([lambda: exact_sweep(model, windows), lambda: exact_sweep(model, windows, naive=True)], 1)
     print(f"removal sweep, prefix re-use     {fast:8.2f} s")
     print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
     try:

@@ -340,29 +340,28 @@ def link_values(removal: Removal) -> dict:
 # ---- benchmark -----------------------------------------------------------------------
 
 def bench_toggles(model, windows: torch.Tensor, n_toggles: int = 9, seed: int = 0) -> tuple[float, float]:
-    """(median seconds of a single random toggle from a warm playground, seconds of one
-    full bridge forward over the same windows). Timing is printed, never tested."""
+    """(median seconds of a single random toggle from a warm playground, median seconds of
+    one full bridge forward over the same windows), measured alternately so that a change
+    in machine load hits both sides alike. Timing is printed, never tested."""
     playground = Playground(model, windows).build()
     L = model.n_layers
     singles = [Removal.of(**{kind: [l]}) for kind in KINDS for l in range(L)]
     rng = random.Random(seed)
     picks = rng.sample(singles, min(n_toggles + 1, len(singles)))
-    playground.evaluate(picks[0])  # warm-up
-    times = []
-    for removal in picks[1:]:
-        start = time.perf_counter()
-        playground.evaluate(removal, memo=False)
-        times.append(time.perf_counter() - start)
 
     def full_forward() -> None:
         for _, chunk in batches(windows, playground.batch_tokens):
             with model.lock, torch.inference_mode():
-                model.bridge(chunk.to(model.device), return_type="logits")
+                token_nll(model.bridge(chunk.to(model.device), return_type="logits"), chunk)
 
+    playground.evaluate(picks[0])  # warm-up
     full_forward()
-    full = []
-    for _ in range(3):
+    toggles, full = [], []
+    for removal in picks[1:]:
+        start = time.perf_counter()
+        playground.evaluate(removal, memo=False)
+        toggles.append(time.perf_counter() - start)
         start = time.perf_counter()
         full_forward()
         full.append(time.perf_counter() - start)
-    return statistics.median(times), statistics.median(full)
+    return statistics.median(toggles), statistics.median(full)

@@ -4,8 +4,6 @@ per-token loss, next-token predictions and generated text change next to the ful
 Only the fragment below reruns on a toggle; the analyses are never recomputed and every
 evaluation restarts from the cached clean residual of the first changed layer.
 """
-import re
-
 import numpy as np
 import streamlit as st
 
@@ -14,14 +12,10 @@ from analysis.ablation import KINDS, Removal
 from analysis.corpus import CorpusError
 from analysis.figures import playground as figs
 from ui import context, urlstate
+from ui.sidebar import plain
 
 DEFAULT_PROMPT = "The capital of France is"
 LABELS = {"blocks": "Remove blocks", "attn": "Remove attention sublayers", "mlp": "Remove MLP sublayers"}
-
-
-def plain(text: str) -> str:
-    """Escape Markdown so messages quoting user input show literally."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 def toggle_key(kind: str, fp: str) -> str:

@@ -5,6 +5,8 @@ choice, so nothing already computed is lost.
 """
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from analysis import corpus as corpora
@@ -38,20 +40,25 @@ def seed_from_url() -> None:
         st.session_state.setdefault("_view", {}).update(view)
 
 
+def plain(text: str) -> str:
+    """Escape Markdown, so text from a link or an input (model names, unknown keys) shows literally."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+
+
 def notice(message: str) -> None:
     st.session_state.setdefault("_link_notices", []).append(message)
 
 
 def _load_model(spec: str, device: str | None, dtype: str):
-    status = st.status(f"Loading {spec}...", expanded=True)
+    status = st.status(f"Loading {plain(spec)}...", expanded=True)
     bar = status.progress(0.0)
     try:
         model = loading.get_model(spec, device, dtype, progress=lambda f, m: bar.progress(f, text=m))
     except loading.ModelLoadError as err:
         status.update(label="Model failed to load", state="error", expanded=False)
-        st.error(str(err))
+        st.error(plain(str(err)))
         return None
-    status.update(label=f"{spec} ready", state="complete", expanded=False)
+    status.update(label=f"{plain(spec)} ready", state="complete", expanded=False)
     return model
 
 
@@ -118,7 +125,7 @@ def render() -> context.Context | None:
             st.session_state["_model"] = model
             st.session_state["_model_key"] = wanted
         elif st.session_state.get("_model") is not None:
-            st.warning(f"Still using {st.session_state['_model'].name}: nothing computed so far is lost.")
+            st.warning(f"Still using {plain(st.session_state['_model'].name)}: nothing computed so far is lost.")
     model = st.session_state.get("_model")
 
     sb.header("Corpus")
@@ -128,7 +135,7 @@ def render() -> context.Context | None:
     seq_len = sb.number_input("Window length (seq_len)", 2, links.MAX_SEQ_LEN, 128, step=32, key="seq_len")
     max_windows = sb.number_input("Max windows (0 = all)", 0, 100000, 0, key="max_windows")
     for message in st.session_state.get("_link_notices", []):
-        sb.warning(message)
+        sb.warning(plain(message))
     if model is None or corpus is None:
         context.set_current(None)
         return None
