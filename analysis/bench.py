@@ -56,34 +56,42 @@ def instrumented(model, windows, with_lens: bool) -> None:
 
 
 def run_bench(args, model) -> int:
-    from transformers import AutoModelForCausalLM
-
     torch.manual_seed(0)
     corpus = load_file(args.corpus)
     max_windows = args.max_windows or 8
     windows = make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, max_windows)
     print(f"model {model.name} ({model.n_layers} layers) on {model.device}, {torch.get_num_threads()} threads; "
           f"{windows.shape[0]} windows x {windows.shape[1]} tokens")
-    if model.source_dir is None:
-        print("bare-forward baseline needs a local model directory; skipped")
-        return 1
+    parts = {p.strip() for p in args.parts.split(",")}
+    if unknown := parts - {"pass", "sweep", "toggle"}:
+        print(f"error: unknown bench part(s) {', '.join(sorted(unknown))}; choose from pass, sweep, toggle")
+        return 2
+    if "pass" in parts:
+        if model.source_dir is None:
+            print("bare-forward baseline needs a local model directory; skipped")
+            return 1
+        bench_pass(model, windows, args.repeats)
+    if "sweep" in parts:
+        fast, naive = paired([lambda: exact_sweep(model, windows), lambda: exact_sweep(model, windows, naive=True)], 1)
+        print(f"removal sweep, prefix re-use     {fast:8.2f} s")
+        print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
+    if "toggle" in parts:
+        from analysis.playground import bench_toggles
+        toggle, full = bench_toggles(model, windows)
+        print(f"single toggle (median of 15)     {toggle:8.2f} s")
+        print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
+    return 0
+
+
+def bench_pass(model, windows, repeats: int) -> None:
+    from transformers import AutoModelForCausalLM
+
     hf = AutoModelForCausalLM.from_pretrained(model.source_dir, dtype=model.hf_model.dtype).to(model.device).eval()
     bare_forward(hf, windows)  # warm-up
     instrumented(model, windows, False)
     bare, inst = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, False)],
-                        args.repeats)
+                        repeats)
     lens = timed(lambda: instrumented(model, windows, True), 1)
     print(f"bare transformers forward        {bare:8.2f} s")
     print(f"instrumented pass (no lens)      {inst:8.2f} s   ratio {inst / bare:.2f}  (target <= 1.3)")
     print(f"instrumented pass + logit lens   {lens:8.2f} s   ratio {lens / bare:.2f}  (lens reads out all {model.n_layers} layers)")
-    fast, naive = paired([lambda: exact_sweep(model, windows), lambda: exact_sweep(model, windows, naive=True)], 1)
-    print(f"removal sweep, prefix re-use     {fast:8.2f} s")
-    print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
-    try:
-        from analysis.playground import bench_toggles
-    except ImportError:
-        return 0
-    toggle, full = bench_toggles(model, windows)
-    print(f"single toggle (median)           {toggle:8.2f} s")
-    print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
-    return 0

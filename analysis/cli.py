@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seq-len", type=positive_int, default=128)
     bench.add_argument("--max-windows", type=positive_int, default=None)
     bench.add_argument("--repeats", type=positive_int, default=3)
+    bench.add_argument("--parts", default="pass,sweep,toggle",
+                       help="comma-separated subset of pass, sweep, toggle (default: all three)")
     from analysis import plan_cli
     plan_cli.add_commands(sub, add_model_args, add_corpus_args)
     return parser

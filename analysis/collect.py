@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from analysis.loading import LoadedModel
 
@@ -65,8 +64,8 @@ class Perplexity:
 
 def token_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy [B, T-1] of logits [B, T, V] against tokens [B, T]."""
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    return -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    logits = logits[:, :-1].float()  # logsumexp - gold logit: one read, no [B, T, V] log-probs
+    return torch.logsumexp(logits, dim=-1) - logits.gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
 def batches(windows: torch.Tensor, batch_tokens: int):

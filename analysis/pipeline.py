@@ -18,7 +18,7 @@ from analysis.similarity import SimilarityReducer
 from analysis.sparsity import SparsityReducer
 from analysis.sublayers import SublayerReducer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaError(Exception):

@@ -339,7 +339,7 @@ def link_values(removal: Removal) -> dict:
 
 # ---- benchmark -----------------------------------------------------------------------
 
-def bench_toggles(model, windows: torch.Tensor, n_toggles: int = 9, seed: int = 0) -> tuple[float, float]:
+def bench_toggles(model, windows: torch.Tensor, n_toggles: int = 15, seed: int = 0) -> tuple[float, float]:
     """(median seconds of a single random toggle from a warm playground, median seconds of
     one full bridge forward over the same windows), measured alternately so that a change
     in machine load hits both sides alike. Timing is printed, never tested."""

@@ -15,12 +15,6 @@ import torch
 import torch.nn.functional as F
 
 
-def pairwise_cosines(h: torch.Tensor) -> torch.Tensor:
-    """h [L+1, N, d] -> per-token cosines [L+1, L+1, N] between every pair of layers."""
-    unit = F.normalize(h.float(), dim=-1)
-    return torch.einsum("ind,jnd->ijn", unit, unit).clamp(-1.0, 1.0)
-
-
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA of x [n, d1] and y [n, d2], rows the same tokens, columns centred:
     ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)."""
@@ -82,26 +76,34 @@ class SimilarityReducer:
     def hooks(self, model, batch_ref):
         return []
 
-    def _fold(self, which: str, h: torch.Tensor) -> None:
-        """h [L+1, N, d]: add one set of positions to the running sums and the CKA sample."""
-        cos = pairwise_cosines(h)
-        self.cos_sum[which] += cos.double().sum(-1).cpu()
-        self.ang_sum[which] += (torch.arccos(cos.double()) / math.pi).sum(-1).cpu()
-        n = h.shape[1]
+    def _fold(self, which: str, unit: torch.Tensor, sample) -> None:
+        """unit [L+1, N, d] (unit-length rows): one set of positions into the running sums;
+        sample(indices) gives the raw residuals [L+1, n, d] of those of the N positions."""
+        cos = torch.einsum("ind,jnd->ijn", unit, unit).clamp(-1.0, 1.0)
+        self.cos_sum[which] += cos.sum(-1, dtype=torch.float64).cpu()
+        self.ang_sum[which] += (torch.arccos(cos).sum(-1, dtype=torch.float64) / math.pi).cpu()
+        n = unit.shape[1]
         start = self.seen[which]
         keep = [i for i in range(n) if start + i in self.sample_idx[which]]
         if keep:
-            self.samples[which].append(h[:, keep].float().cpu())
+            self.samples[which].append(sample(torch.tensor(keep, device=unit.device)).float().cpu())
         self.seen[which] += n
         self.count[which] += n
 
     def update(self, model, batch) -> None:
-        h = torch.stack(batch.resid)  # [L+1, B, T, d]
-        rep = h[:, :, batch.first_repr:]
-        flat = rep.reshape(h.shape[0], -1, h.shape[-1])
-        self.mean_sum += flat.double().sum(1).cpu()
-        self._fold("all", flat)
-        self._fold("last", h[:, :, -1])
+        """Normalises each layer's residual straight into one [L+1, N, d] buffer (no
+        stacked copy of the raw residuals); the mean representation is summed per layer."""
+        s, resid = batch.first_repr, batch.resid
+        B, T, d = resid[0].shape
+        unit = torch.empty(len(resid), B * (T - s), d, device=resid[0].device)
+        for i, x in enumerate(resid):
+            rep = x[:, s:].float()
+            self.mean_sum[i] += rep.sum((0, 1)).double().cpu()
+            F.normalize(rep.reshape(-1, d), dim=-1, out=unit[i])
+        per = T - s
+        self._fold("all", unit, lambda idx: torch.stack([x[idx // per, s + idx % per] for x in resid]))
+        last = torch.stack([x[:, -1] for x in resid]).float()  # [L+1, B, d]
+        self._fold("last", F.normalize(last, dim=-1), lambda idx: last[:, idx])
 
     def result(self) -> dict:
         out = {"mean_repr": (self.mean_sum / max(1, self.count["all"])).numpy()}

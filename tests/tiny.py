@@ -38,3 +38,20 @@ def build_tiny_model(directory: Path, n_layers: int = 4, seed: int = 0) -> Path:
                 p.normal_(0, 0.08)
     model.save_pretrained(directory)
     return directory
+
+
+def build_tiny_parallel_model(directory: Path, n_layers: int = 3, seed: int = 0) -> Path:
+    """A tiny random GPT-NeoX with parallel attention and MLP (x + attn(ln1 x) + mlp(ln2 x)),
+    sharing the tiny byte-level tokenizer."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    build_tiny_model(directory, n_layers=1, seed=seed)  # writes the tokenizer (the weights are replaced)
+    fast = PreTrainedTokenizerFast.from_pretrained(directory)
+    config = GPTNeoXConfig(
+        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
+        num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.25, use_parallel_residual=True,
+        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    GPTNeoXForCausalLM(config).save_pretrained(directory)
+    return directory

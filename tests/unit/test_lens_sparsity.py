@@ -252,3 +252,26 @@ def test_figures_escape_tokens_and_mark_points():
     assert dens.layout.yaxis.ticktext[0] == "1: &lt;b&gt;"
     hist = lens_figures.sequence_oracle_histogram(np.array([1, 3, 3]), 3, 10)
     assert list(hist.data[0].y) == [1, 0, 2]
+
+
+def test_lens_memory_is_bounded_by_the_chunk_not_the_corpus(tiny, monkeypatch):
+    """Every vocabulary-wide tensor the lens makes is one layer's readout of at most
+    `chunk_tokens` rows: 4x the corpus means 4x the chunks, never a bigger tensor."""
+    rows = []
+    real = lens.readout
+
+    def spy(model, h):
+        rows.append(tuple(h.shape))
+        return real(model, h)
+
+    monkeypatch.setattr(lens, "readout", spy)
+    calls = {}
+    for n in (2, 8):
+        windows = make_windows(tiny.tokenizer, TEXT * 4, 32, tiny.n_ctx, n)
+        assert windows.shape[0] == n
+        rows.clear()
+        run_pass(tiny, windows, [lens.LensReducer(tiny.n_layers, tiny.bridge.cfg.d_vocab, n, chunk_tokens=16)])
+        assert max(r[0] for r in rows) <= 16 and all(len(r) == 2 for r in rows)
+        calls[n] = len(rows)
+    predicted = {n: n * 32 for n in calls}  # 32 predicted tokens per window of 33
+    assert calls == {n: tiny.n_layers * -(-predicted[n] // 16) for n in calls}
