@@ -75,12 +75,10 @@ st.caption("Each point is one layer's average hidden state (scaled to unit lengt
            "group of several consecutive layers is a run whose inner blocks change little.")
 
 st.subheader("Does Block Influence predict the damage?")
-removal = context.removal_for(ctx, run=False)
-if removal is None:
-    st.info("The ground truth is the corpus perplexity with each block removed, measured by running the "
-            "model once per removal (the unchanged prefix is re-used).")
-    if st.button("Measure removal cost (exact sweep, takes minutes)", key="sim_measure_removal"):
-        removal = context.removal_for(ctx, run=True)
+removal = context.removal_on_request(
+    ctx, context.removal_for(ctx, run=False), "sim_measure_removal",
+    "The ground truth is the corpus perplexity with each block removed, measured by running the "
+    "model once per removal (the unchanged prefix is re-used).")
 if removal is not None:
     panels = predictors(bi, analysis.sublayers["attn_score"], analysis.sublayers["mlp_score"], removal)
     st.metric("Spearman(Block Influence, perplexity with the block removed)", f"{panels[0]['rho']:.3f}")

@@ -37,12 +37,11 @@ right.dataframe(sublayers.ranking_table(attn, mlp, removal.attn_ppl if removal e
                                         removal.mlp_ppl if removal else None), hide_index=True, height=420)
 
 st.subheader("Measured removal cost (the ground truth)")
-if removal is None:
-    st.info(f"Exact corpus perplexity with each of the {L} blocks, {L} attention and {L} MLP sublayers removed "
-            f"({3 * L} runs of the model, each re-using the unchanged prefix), plus a first-order estimate of all "
-            "of them from one forward and one backward pass.")
-    if st.button("Measure removal cost (exact sweep, takes minutes)", key="sub_measure_removal"):
-        removal = context.removal_for(ctx, run=True)
+removal = context.removal_on_request(
+    ctx, removal, "sub_measure_removal",
+    f"Exact corpus perplexity with each of the {L} blocks, {L} attention and {L} MLP sublayers removed "
+    f"({3 * L} runs of the model, each re-using the unchanged prefix), plus a first-order estimate of all "
+    "of them from one forward and one backward pass.")
 if removal is not None:
     st.plotly_chart(figs.removal_costs(removal.block_ppl, removal.attn_ppl, removal.mlp_ppl, removal.full_ppl),
                     key="sub_costs")

@@ -100,6 +100,21 @@ def removal_for(ctx: Context, run: bool = True) -> RemovalCost | None:
     return memo[ctx.key]
 
 
+def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, explanation: str) -> RemovalCost | None:
+    """`removal` when already measured; otherwise the explanation and a button that runs the
+    sweep (the explanation and button disappear while it runs and once it is done)."""
+    if removal is not None:
+        return removal
+    slot = st.empty()
+    with slot.container():
+        st.info(explanation)
+        clicked = st.button("Measure removal cost (exact sweep, takes minutes)", key=key)
+    if not clicked:
+        return None
+    slot.empty()
+    return removal_for(ctx, run=True)
+
+
 def _removal_cached(ctx: Context) -> bool:
     from analysis import store
     from analysis.removal import SCHEMA_VERSION, removal_key

@@ -45,5 +45,5 @@ def share_url(page: str) -> str:
     segments = parts.path.rstrip("/").split("/")
     if segments and segments[-1] in links.PAGES:
         segments = segments[:-1]
-    path = "/".join(segments + [page])
+    path = "/".join(segments + ([] if page == links.PAGES[0] else [page]))  # the default page lives at /
     return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query_for(page)), ""))

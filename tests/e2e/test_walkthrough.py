@@ -26,6 +26,7 @@ PAGES = [
 
 
 def no_failure(page) -> None:
+    expect(page.get_by_text("Page not found")).to_have_count(0)
     assert page.locator('[data-testid="stException"]').count() == 0
     errors = page.locator('[data-testid="stAlertContentError"]').all_inner_texts()
     assert not errors, errors
@@ -49,7 +50,7 @@ def shoot(page, name: str) -> None:
 def page(app_url, browser):
     context = browser.new_context(viewport={"width": 1440, "height": 1100}, accept_downloads=True)
     page = context.new_page()
-    page.goto(f"{app_url}/overview?{VIEW}")
+    page.goto(f"{app_url}/?{VIEW}")  # the default page is served at /, not /overview
     expect(metric(page, "Layers")).to_have_text("30", timeout=LOAD_MS)
     yield page
     context.close()
@@ -63,7 +64,7 @@ def nav(page, title: str) -> None:
 def test_every_page_renders_on_the_default_model(page, name, title, ready):
     if name != "overview":
         nav(page, title)
-    path = "(overview)?" if name == "overview" else name  # the default page is also served at /
+    path = "" if name == "overview" else name
     expect(page).to_have_url(re.compile(f"/{path}\\?.*seq_len=64"), timeout=STEP_MS)
     if name == "sublayers":
         button = page.get_by_role("button", name=re.compile("Measure removal cost"))

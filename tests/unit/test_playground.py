@@ -151,8 +151,8 @@ def test_zero_length_gives_top_tokens_only(tiny):
         run_prompt(tiny, prompt_tokens(tiny, "Where"), Removal(), 201)
 
 
-def test_bench_toggles_reports_two_durations(tiny, windows):
-    toggle, full = bench_toggles(tiny, windows, n_toggles=3)
+def test_bench_toggles_runs_every_single_toggle(tiny, windows):  # a smoke test: timing is never asserted
+    toggle, full = bench_toggles(tiny, windows, full_every=4)
     assert toggle > 0 and full > 0
 
 
