@@ -82,9 +82,12 @@ def block_kwargs(model, resid: torch.Tensor) -> dict:
     return kwargs
 
 
-def run_blocks(model, resid: torch.Tensor, start: int, kwargs: dict) -> torch.Tensor:
-    """Run blocks start..L-1 on `resid` (the residual entering block `start`)."""
-    for block in model.bridge.blocks[start:]:
+def run_blocks(model, resid: torch.Tensor, start: int, kwargs: dict, skip=frozenset()) -> torch.Tensor:
+    """Run blocks start..L-1 on `resid` (the residual entering block `start`). Blocks in
+    `skip` are removed ones: their output is their input, so they are not computed."""
+    for layer, block in enumerate(model.bridge.blocks[start:], start=start):
+        if layer in skip:
+            continue
         out = block(resid, **kwargs)
         resid = out[0] if isinstance(out, tuple) else out
     return resid
@@ -140,7 +143,7 @@ def suffix_logits(model, clean: CleanStates, removal: Removal, hooks: RemovalHoo
         start, resid = k, clean.resid[k]
     with torch.inference_mode():
         if start < model.n_layers:
-            resid = run_blocks(model, resid, start, block_kwargs(model, resid))
+            resid = run_blocks(model, resid, start, block_kwargs(model, resid), skip=removal.blocks)
         return readout_logits(model, resid)
 
 

@@ -138,7 +138,7 @@ class Playground:
                 hooks.set(removal)
                 with torch.inference_mode():
                     h = state.resid[start].to(device)
-                    logits = readout_logits(model, run_blocks(model, h, start, block_kwargs(model, h)))
+                    logits = readout_logits(model, run_blocks(model, h, start, block_kwargs(model, h), skip=removal.blocks))
             nll = token_nll(logits, tokens)
         return nll.cpu().numpy()
 
