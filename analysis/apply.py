@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.ablation import Removal, RemovalHooks, clean_states, nll_sum, suffix_logits
+from analysis.ablation import Removal, removal_nll
 from analysis.collect import batches
 from analysis.plans import PruningPlan
 
@@ -52,18 +52,7 @@ def _removal(model_layers: int, plan_or_removal) -> Removal:
 def evaluate(model, plan_or_removal, windows: torch.Tensor, batch_tokens: int = 2048) -> tuple[float, float]:
     """(full, pruned) corpus perplexity over `windows` from one clean pass per batch."""
     removal = _removal(model.n_layers, plan_or_removal)
-    hooks = RemovalHooks(model.n_layers)
-    full = pruned = 0.0
-    count = 0
-    for _, chunk in batches(windows, batch_tokens):
-        chunk = chunk.to(model.device)
-        with model.lock:
-            clean = clean_states(model, chunk)
-            full += nll_sum(clean.logits, chunk)
-            with model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
-                pruned += nll_sum(suffix_logits(model, clean, removal, hooks), chunk)
-            hooks.set(Removal())
-        count += chunk.shape[0] * (chunk.shape[1] - 1)
+    full, (pruned,), count = removal_nll(model, windows, [removal], batch_tokens=batch_tokens)
     return math.exp(full / count), math.exp(pruned / count)
 
 

@@ -5,7 +5,6 @@ Bad arguments or input exit non-zero with one clear line on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

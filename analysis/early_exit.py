@@ -4,8 +4,9 @@ A token's oracle exit depth is the first block whose logit-lens top-1 equals the
 top-1. A confidence rule with threshold t exits at the first block where the rule
 passes (or the last block). For a grid of thresholds per rule we accumulate the
 fraction of blocks used, the agreement with the full model, the cross-entropy at the
-exit and the histogram of exit blocks. Teacher-forced numbers are optimistic: later tokens still attend to full-depth
-keys and values of earlier positions, which a real early-exiting model would not have.
+exit and the histogram of exit blocks. Teacher-forced numbers are optimistic: later
+tokens still attend to full-depth keys and values of earlier positions, which a real
+early-exiting model would not have.
 """
 from __future__ import annotations
 

@@ -181,14 +181,21 @@ def _check_header(data: dict, errors: list, warnings: list) -> None:
         warnings.append(f"unknown fields ignored: {', '.join(unknown)}")
 
 
+def _section(data: dict, name: str, contents: str, errors: list) -> dict | None:
+    """The object `data[name]`, or None with the problem added to `errors`."""
+    if name not in data:
+        errors.append(f"missing field {name!r}")
+        return None
+    if not isinstance(data[name], dict):
+        errors.append(f"{name!r} must be an object with {contents}")
+        return None
+    return data[name]
+
+
 def _check_model(data: dict, errors: list) -> int | None:
     """Validate the 'model' section; returns n_layers when usable."""
-    info = data.get("model")
-    if "model" not in data:
-        errors.append("missing field 'model'")
-        return None
-    if not isinstance(info, dict):
-        errors.append("'model' must be an object with name, n_layers and fingerprint")
+    info = _section(data, "model", "name, n_layers and fingerprint", errors)
+    if info is None:
         return None
     for key in ("name", "n_layers", "fingerprint"):
         if key not in info:
@@ -205,12 +212,8 @@ def _check_model(data: dict, errors: list) -> int | None:
 
 
 def _check_remove(data: dict, n_layers: int | None, errors: list, warnings: list) -> dict | None:
-    remove = data.get("remove")
-    if "remove" not in data:
-        errors.append("missing field 'remove'")
-        return None
-    if not isinstance(remove, dict):
-        errors.append("'remove' must be an object with lists 'blocks', 'attn' and 'mlp'")
+    remove = _section(data, "remove", "lists 'blocks', 'attn' and 'mlp'", errors)
+    if remove is None:
         return None
     out = {}
     for kind in KINDS:
@@ -255,16 +258,11 @@ def _check_remove(data: dict, n_layers: int | None, errors: list, warnings: list
 
 
 def _check_rest(data: dict, errors: list) -> None:
-    method = data.get("method")
-    if "method" not in data:
-        errors.append("missing field 'method'")
-    elif not isinstance(method, dict):
-        errors.append("'method' must be an object with 'name' and 'parameters'")
-    else:
-        if not isinstance(method.get("name"), str):
-            errors.append("missing or non-string field 'method.name'")
-        if not isinstance(method.get("parameters"), dict):
-            errors.append("missing field 'method.parameters' (an object)")
+    method = _section(data, "method", "'name' and 'parameters'", errors)
+    if method is not None and not isinstance(method.get("name"), str):
+        errors.append("missing or non-string field 'method.name'")
+    if method is not None and not isinstance(method.get("parameters"), dict):
+        errors.append("missing field 'method.parameters' (an object)")
     ev = data.get("evaluation")
     if "evaluation" not in data:
         errors.append("missing field 'evaluation' (null when not evaluated)")

@@ -328,11 +328,6 @@ def removed_fractions(costs: ComponentCosts, removal: Removal) -> tuple[float, f
 
 # ---- link and toggle helpers ---------------------------------------------------------
 
-def removal_from_values(values: dict) -> Removal:
-    """{'blocks': [...], 'attn': [...], 'mlp': [...]} (missing kinds empty) -> Removal."""
-    return Removal.of(**{kind: values.get(kind, []) for kind in KINDS})
-
-
 def link_values(removal: Removal) -> dict:
     return {"rm_blocks": sorted(removal.blocks), "rm_attn": sorted(removal.attn), "rm_mlp": sorted(removal.mlp)}
 

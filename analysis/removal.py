@@ -13,8 +13,7 @@ import torch
 from scipy.stats import spearmanr
 
 from analysis import store
-from analysis.ablation import (KINDS, RemovalHooks, Removal, clean_states, naive_logits, nll_sum,
-                               suffix_logits)
+from analysis.ablation import KINDS, Removal, removal_nll
 from analysis.collect import batches, token_nll
 from analysis.corpus import Corpus, make_windows
 
@@ -37,30 +36,20 @@ def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_toke
     and benchmark baseline). Both give identical numbers.
     """
     L = model.n_layers
-    sums = {kind: np.zeros(L) for kind in KINDS}
-    full = 0.0
-    count = 0
-    total = windows.shape[0] * 3 * L
-    done = 0
-    hooks = RemovalHooks(L)
-    for _, chunk in batches(windows, batch_tokens):
-        chunk = chunk.to(model.device)
-        with model.lock:
-            clean = clean_states(model, chunk)
-            full += nll_sum(clean.logits, chunk)
-            with model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
-                for kind, layer, removal in single_removals(L):
-                    if naive:
-                        logits = naive_logits(model, chunk, removal)
-                    else:
-                        logits = suffix_logits(model, clean, removal, hooks)
-                    sums[kind][layer] += nll_sum(logits, chunk)
-                    done += chunk.shape[0]
-                    if progress:
-                        progress(done / total, f"Removal sweep: {kind} {layer} ({done}/{total} window-removals)")
-            hooks.set(Removal())
-        count += chunk.shape[0] * (chunk.shape[1] - 1)
-    out = {f"{'block' if kind == 'blocks' else kind}_ppl": np.exp(sums[kind] / count).tolist() for kind in KINDS}
+    items = list(single_removals(L))
+    total, done = windows.shape[0] * len(items), 0
+
+    def step(i: int, n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            kind, layer, _ = items[i]
+            progress(done / total, f"Removal sweep: {kind} {layer} ({done}/{total} window-removals)")
+
+    full, sums, count = removal_nll(model, windows, [r for _, _, r in items], naive=naive,
+                                    batch_tokens=batch_tokens, on_removal=step)
+    ppl = np.exp(np.array(sums) / count).reshape(len(KINDS), L)
+    out = {f"{'block' if kind == 'blocks' else kind}_ppl": ppl[i].tolist() for i, kind in enumerate(KINDS)}
     out["full_ppl"] = math.exp(full / count)
     return out
 

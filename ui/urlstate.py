@@ -7,9 +7,6 @@ import streamlit as st
 
 from analysis import links
 
-_LINKED = ("model", "corpus", "seq_len", "max_windows", "rm_blocks", "rm_attn", "rm_mlp", "prompt")
-
-
 def current_values(page: str) -> dict:
     ctx = st.session_state.get("_ctx")
     values = dict(st.session_state.get("_view", {}))
