@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from analysis.collect import batches, token_nll
+from analysis.hooks import readout
 
 KINDS = ("blocks", "attn", "mlp")
 
@@ -67,40 +68,87 @@ class RemovalHooks:
                 + [(f"blocks.{l}.hook_mlp_out", self._zero("mlp", l)) for l in range(self.n_layers)])
 
 
-def readout_logits(model, resid: torch.Tensor) -> torch.Tensor:
-    """Model logits from the residual after the last block: final norm + unembedding."""
-    return model.bridge.unembed(model.bridge.ln_final(resid))
+@dataclass(frozen=True)
+class BlockInputs:
+    """What the model's own forward passed to each block besides the hidden states.
+
+    Captured per layer during a clean forward (forward pre-hooks on the bridge's
+    blocks), so a block run on its own gets exactly the attention mask the model built
+    for that layer (causal, sliding window, per-layer local/global type), the position
+    ids and rotary embeddings, and any other per-layer argument. Cache objects are
+    dropped: a replayed block must not write into a KV cache. The tensors are the
+    model's own, shared between layers where the model shares them.
+    """
+
+    args: tuple  # per layer: positional arguments after hidden_states
+    kwargs: tuple  # per layer: keyword arguments
+
+    def for_layer(self, layer: int) -> tuple[tuple, dict]:
+        return self.args[layer], self.kwargs[layer]
 
 
-def block_kwargs(model, resid: torch.Tensor) -> dict:
-    """Arguments a block needs when run on its own: rotary position embeddings if any."""
-    positions = torch.arange(resid.shape[1], device=resid.device).unsqueeze(0)
-    kwargs = {"attention_mask": None, "position_ids": positions}
-    rotary = getattr(model.bridge, "rotary_emb", None)
-    if rotary is not None:
-        kwargs["position_embeddings"] = rotary(resid, positions)
-    return kwargs
+def _replayable(value):
+    from transformers.cache_utils import Cache
+    return None if isinstance(value, Cache) else value
 
 
-def run_blocks(model, resid: torch.Tensor, start: int, kwargs: dict, skip=frozenset()) -> torch.Tensor:
-    """Run blocks start..L-1 on `resid` (the residual entering block `start`). Blocks in
-    `skip` are removed ones: their output is their input, so they are not computed."""
+class _BlockInputRecorder:
+    """Forward pre-hooks on every bridge block that record its call arguments."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.args: list = [None] * model.n_layers
+        self.kwargs: list = [None] * model.n_layers
+        self._handles: list = []
+
+    def _hook(self, layer: int):
+        def hook(module, args, kwargs):
+            kw = {k: _replayable(v) for k, v in kwargs.items() if k != "hidden_states"}
+            if "use_cache" in kw:
+                kw["use_cache"] = False
+            self.args[layer] = tuple(_replayable(a) for a in args[1:])
+            self.kwargs[layer] = kw
+        return hook
+
+    def __enter__(self) -> "_BlockInputRecorder":
+        self._handles = [block.register_forward_pre_hook(self._hook(l), with_kwargs=True)
+                         for l, block in enumerate(self.model.bridge.blocks)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def inputs(self) -> BlockInputs:
+        if any(kw is None for kw in self.kwargs):
+            raise RuntimeError("the forward did not call every block; cannot replay blocks on their own")
+        return BlockInputs(tuple(self.args), tuple(self.kwargs))
+
+
+def run_blocks(model, resid: torch.Tensor, start: int, inputs: BlockInputs, skip=frozenset()) -> torch.Tensor:
+    """Run blocks start..L-1 on `resid` (the residual entering block `start`), each with
+    the arguments the model's own forward gave it. Blocks in `skip` are removed ones:
+    their output is their input, so they are not computed."""
     for layer, block in enumerate(model.bridge.blocks[start:], start=start):
         if layer in skip:
             continue
-        out = block(resid, **kwargs)
+        args, kwargs = inputs.for_layer(layer)
+        out = block(resid, *args, **kwargs)
         resid = out[0] if isinstance(out, tuple) else out
     return resid
 
 
 @dataclass
 class CleanStates:
-    """Residuals of the unmodified model for one batch: h_0..h_L and resid_mid_l."""
+    """Residuals of the unmodified model for one batch: h_0..h_L and resid_mid_l, plus
+    the per-block arguments its forward built (masks, positions)."""
 
     tokens: torch.Tensor
     resid: list
     mid: list
-    logits: torch.Tensor
+    logits: torch.Tensor | None
+    inputs: BlockInputs | None = None
 
 
 def clean_states(model, tokens: torch.Tensor) -> CleanStates:
@@ -118,9 +166,9 @@ def clean_states(model, tokens: torch.Tensor) -> CleanStates:
     fwd.append((f"blocks.{L - 1}.hook_resid_post", keep(resid, L)))
     if not model.parallel_attn_mlp:
         fwd += [(f"blocks.{l}.hook_resid_mid", keep(mid, l)) for l in range(L)]
-    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd):
+    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd), _BlockInputRecorder(model) as recorder:
         logits = model.bridge(tokens, return_type="logits")
-    return CleanStates(tokens, resid, mid, logits)
+    return CleanStates(tokens, resid, mid, logits, recorder.inputs())
 
 
 def suffix_logits(model, clean: CleanStates, removal: Removal, hooks: RemovalHooks) -> torch.Tensor:
@@ -143,8 +191,8 @@ def suffix_logits(model, clean: CleanStates, removal: Removal, hooks: RemovalHoo
         start, resid = k, clean.resid[k]
     with torch.inference_mode():
         if start < model.n_layers:
-            resid = run_blocks(model, resid, start, block_kwargs(model, resid), skip=removal.blocks)
-        return readout_logits(model, resid)
+            resid = run_blocks(model, resid, start, clean.inputs, skip=removal.blocks)
+        return readout(model, resid)
 
 
 def naive_logits(model, tokens: torch.Tensor, removal: Removal) -> torch.Tensor:

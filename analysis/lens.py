@@ -16,14 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from analysis import early_exit
+from analysis.hooks import readout
 
 SIGNALS = ("ce", "kl", "entropy", "agree", "rank", "maxprob", "gap", "cos_next")
-
-
-def readout(model, resid: torch.Tensor) -> torch.Tensor:
-    """Logit-lens logits of residual vectors [..., d] -> [..., V]."""
-    bridge = model.bridge
-    return bridge.unembed(bridge.ln_final(resid))
 
 
 def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: torch.Tensor,

@@ -56,6 +56,7 @@ class LoadedModel:
     n_ctx: int
     parallel_attn_mlp: bool
     source_dir: str | None = None
+    attn_implementation: str = "eager"
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -75,6 +76,7 @@ class LoadedModel:
             "d_mlp": self.d_mlp,
             "n_params": self.n_params,
             "fingerprint": self.fingerprint,
+            "attn_implementation": self.attn_implementation,
         }
 
 
@@ -166,15 +168,54 @@ def resolve_source(name: str, progress: Progress | None = None) -> tuple[str, bo
     return name, False
 
 
+ATTENTION_PREFERENCE = ("sdpa", "eager")
+
+
+def load_with_attention(load, source, kwargs: dict):
+    """`load(source, attn_implementation=..., **kwargs)` with the first attention
+    implementation in ATTENTION_PREFERENCE the architecture supports (Gemma-2's
+    soft-capping, for one, exists only in eager)."""
+    for impl in ATTENTION_PREFERENCE:
+        try:
+            return load(source, attn_implementation=impl, **kwargs)
+        except (ValueError, ImportError) as err:
+            if impl == ATTENTION_PREFERENCE[-1] or "does not support" not in str(err):
+                raise
+    raise AssertionError("unreachable")
+
+
+def prefer_sdpa(hf) -> str:
+    """The bridge switches the model it wraps to eager attention so that its attention
+    pattern hooks fire; Layer Lab reads no attention patterns, so switch back to SDPA
+    where the architecture supports it (faster, same numbers) and return the
+    implementation that now runs."""
+    try:
+        hf.set_attn_implementation("sdpa")
+    except (ValueError, ImportError, AttributeError):
+        pass
+    return str(getattr(hf.config, "_attn_implementation", None) or "eager")
+
+
+CONFIG_NOT_OUTPUTS = {"transformers_version", "use_cache", "output_hidden_states", "output_attentions",
+                      "return_dict", "architectures", "dtype", "torch_dtype"}
+
+
+def output_config(config: dict) -> dict:
+    """The config entries that can change what the model computes: private entries
+    (`_name_or_path`, the folder it was loaded from; `_attn_implementation`) and
+    bookkeeping are left out, so the same weights in two folders agree."""
+    return {k: v for k, v in config.items() if not k.startswith("_") and k not in CONFIG_NOT_OUTPUTS}
+
+
 def fingerprint_model(model: torch.nn.Module, config: dict) -> str:
-    """Stable identity of weights + config: every tensor's name, shape, dtype and a strided sample."""
-    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    """Identity of the weights and the output-relevant config: sha256 over every
+    tensor's name, shape, dtype and all of its bytes (about 0.4 s per 135M float32
+    parameters), never over where the files live."""
+    h = hashlib.sha256(json.dumps(output_config(config), sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // 4096)
-        sample = flat[::step][:4096].to("cpu", torch.float32).contiguous()
         h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        h.update(sample.numpy().tobytes())
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(data.view(torch.uint8).numpy() if data.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -193,10 +234,10 @@ def _load(name: str, device: str, dtype: str, progress: Progress | None) -> Load
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
-        kwargs = dict(dtype=DTYPES[dtype], attn_implementation="sdpa", trust_remote_code=trust)
+        kwargs = dict(dtype=DTYPES[dtype], trust_remote_code=trust)
         if settings.device_map():
             kwargs["device_map"] = settings.device_map()
-        hf = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        hf = load_with_attention(AutoModelForCausalLM.from_pretrained, source, kwargs)
     except ModelLoadError:
         raise
     except Exception as err:
@@ -220,6 +261,7 @@ def _load(name: str, device: str, dtype: str, progress: Progress | None) -> Load
             f"TransformerLens does not support {getattr(config, 'architectures', ['?'])[0]}: {one_line(err)}"
         ) from err
     bridge.eval()
+    attn_impl = prefer_sdpa(hf)
     cfg = bridge.cfg
     n_layers = int(cfg.n_layers)
     hooks = set(bridge.hook_dict)
@@ -244,6 +286,7 @@ def _load(name: str, device: str, dtype: str, progress: Progress | None) -> Load
         n_ctx=int(getattr(config, "max_position_embeddings", None) or cfg.n_ctx),
         parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
         source_dir=source if is_local else None,
+        attn_implementation=attn_impl,
     )
 
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.ablation import (KINDS, CleanStates, Removal, RemovalHooks, block_kwargs, clean_states,
-                               readout_logits, run_blocks, suffix_logits)
+from analysis.ablation import (KINDS, CleanStates, Removal, RemovalHooks, clean_states, run_blocks,
+                               suffix_logits)
+from analysis.hooks import readout
 from analysis.collect import batches, token_nll
 from analysis.corpus import make_windows
 
@@ -90,7 +91,7 @@ class Playground:
                 parts.append(token_nll(clean.logits, tokens).cpu().numpy())
                 resid = [t.cpu() if l % self.stride == 0 else None for l, t in enumerate(clean.resid)]
                 mid = [t.cpu() if self.keep_mid and t is not None else None for t in clean.mid]
-                self.states.append(CleanStates(chunk, resid, mid, None))
+                self.states.append(CleanStates(chunk, resid, mid, None, clean.inputs))
                 del clean
                 if progress:
                     done = min(total, offset + chunk.shape[0])
@@ -132,13 +133,13 @@ class Playground:
         hooks = RemovalHooks(model.n_layers)
         with model.lock, model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
             if resid[k] is not None and (not mid_path or mid[k] is not None):
-                logits = suffix_logits(model, CleanStates(tokens, resid, mid, None), removal, hooks)
+                logits = suffix_logits(model, CleanStates(tokens, resid, mid, None, state.inputs), removal, hooks)
             else:  # restart from the nearest kept residual at or before layer k
                 start = max(l for l in range(k + 1) if state.resid[l] is not None)
                 hooks.set(removal)
                 with torch.inference_mode():
                     h = state.resid[start].to(device)
-                    logits = readout_logits(model, run_blocks(model, h, start, block_kwargs(model, h), skip=removal.blocks))
+                    logits = readout(model, run_blocks(model, h, start, state.inputs, skip=removal.blocks))
             nll = token_nll(logits, tokens)
         return nll.cpu().numpy()
 

@@ -49,23 +49,72 @@ def perplexity(hf, windows: torch.Tensor) -> float:
     return float(torch.exp(nll.mean()))
 
 
+LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers")
+
+
+def decoder_layers(hf):
+    """(parent module, attribute, ModuleList) of the decoder layers, for the families tested."""
+    for path in LAYER_LISTS:
+        parent = hf
+        for part in path.split(".")[:-1]:
+            parent = getattr(parent, part, None)
+        layers = getattr(parent, path.split(".")[-1], None) if parent is not None else None
+        if isinstance(layers, torch.nn.ModuleList):
+            return parent, path.split(".")[-1], layers
+    raise ValueError(f"no decoder layer list in {type(hf).__name__}")
+
+
 def without_layers(hf, layers: set):
-    """A deep copy of the model with decoder layers physically deleted."""
+    """A deep copy of the model with decoder layers physically deleted (each kept layer
+    keeps its own per-layer config, e.g. its sliding-window or full attention type)."""
     model = copy.deepcopy(hf)
-    kept = [l for i, l in enumerate(model.model.layers) if i not in layers]
-    model.model.layers = torch.nn.ModuleList(kept)
-    for i, layer in enumerate(kept):
-        layer.self_attn.layer_idx = i
+    parent, attr, modules = decoder_layers(model)
+    n = len(modules)
+    kept = [i for i in range(n) if i not in layers]
+    setattr(parent, attr, torch.nn.ModuleList([modules[i] for i in kept]))
+    for new, layer in enumerate(getattr(parent, attr)):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new
     model.config.num_hidden_layers = len(kept)
+    types = getattr(model.config, "layer_types", None)
+    if isinstance(types, list) and len(types) == n:
+        model.config.layer_types = [types[i] for i in kept]
     return model
+
+
+ATTN_OUT = ("self_attn.o_proj", "attn.c_proj", "attention.dense")
+MLP_OUT = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h")
+
+
+def _zero(layer, names) -> None:
+    for dotted in names:
+        module = layer
+        for part in dotted.split("."):
+            module = getattr(module, part, None)
+        if module is not None:
+            module.weight.zero_()
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+            return
+    raise ValueError(f"none of {names} in {type(layer).__name__}")
 
 
 def with_zeroed(hf, attn: set = (), mlp: set = ()):
     """A deep copy with attention / MLP output projections of the given layers zeroed."""
     model = copy.deepcopy(hf)
+    _, _, layers = decoder_layers(model)
     with torch.no_grad():
         for i in attn:
-            model.model.layers[i].self_attn.o_proj.weight.zero_()
+            _zero(layers[i], ATTN_OUT)
         for i in mlp:
-            model.model.layers[i].mlp.down_proj.weight.zero_()
+            _zero(layers[i], MLP_OUT)
     return model
+
+
+@torch.no_grad()
+def greedy(hf, prompt: torch.Tensor, max_new: int) -> list:
+    """Plain greedy decoding with the model's own KV cache: the new token ids."""
+    out = hf.generate(prompt, max_new_tokens=max_new, do_sample=False, min_new_tokens=max_new,
+                      eos_token_id=None, pad_token_id=0)
+    return out[0, prompt.shape[1]:].tolist()
