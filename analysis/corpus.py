@@ -159,3 +159,21 @@ def make_windows(tokenizer, text: str, seq_len: int, n_ctx: int | None = None,
 
 def has_bos(tokenizer) -> bool:
     return tokenizer.bos_token_id is not None
+
+
+HOLDOUT_EVERY = 5
+
+
+def split_windows(windows: torch.Tensor, every: int = HOLDOUT_EVERY) -> tuple[torch.Tensor, torch.Tensor]:
+    """(calibration, evaluation) windows: every `every`-th window (indices every-1,
+    2*every-1, ...) is held out for evaluation, the rest is for calibration (DESIGN.md
+    section 3). Disjoint by construction; fewer than `every` windows cannot be split."""
+    if not isinstance(every, int) or every < 2:
+        raise CorpusError("the held-out split needs every >= 2.")
+    n = windows.shape[0]
+    if n < every:
+        raise CorpusError(f"Holding out every {every}th window needs at least {every} windows; this corpus gives "
+                          f"{n}. Use a longer corpus, a shorter seq_len, or name an evaluation corpus.")
+    held = torch.zeros(n, dtype=torch.bool)
+    held[every - 1::every] = True
+    return windows[~held], windows[held]

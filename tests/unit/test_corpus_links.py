@@ -79,3 +79,15 @@ def test_allow_list(monkeypatch):
     monkeypatch.setenv("LAYERLAB_ALLOWED_MODELS", "default")
     assert "model" not in links.parse_link({"model": "gpt2"}).values
     assert links.parse_link({"model": "default"}).values["model"] == "default"
+
+
+def test_held_out_split_is_disjoint_and_every_fifth():
+    import torch
+
+    from analysis.corpus import CorpusError, split_windows
+    windows = torch.arange(12).view(12, 1).repeat(1, 3)
+    calibration, evaluation = split_windows(windows)
+    assert evaluation[:, 0].tolist() == [4, 9]
+    assert calibration[:, 0].tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 10, 11]
+    with pytest.raises(CorpusError, match="at least 5 windows"):
+        split_windows(windows[:4])
