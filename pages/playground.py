@@ -7,8 +7,9 @@ evaluation restarts from the cached clean residual of the first changed layer.
 import numpy as np
 import streamlit as st
 
-from analysis import links, plans, playground, presets
-from analysis.ablation import KINDS, Removal
+from ui import links
+from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
+from analysis.pruning.ablation import KINDS, Removal
 from analysis.corpus import CorpusError
 from analysis.figures import playground as figs
 from ui import context, urlstate
@@ -105,7 +106,7 @@ def live() -> None:
     st.plotly_chart(figs.removal_map(removal.blocks, removal.attn, removal.mlp, L), key="pg_map")
     st.info(playground.describe(removal, L))
     full, pruned = pg.full, pg.evaluate(removal)
-    param_frac, flop_frac = playground.removed_fractions(playground.component_costs(model, ctx.seq_len), removal)
+    param_frac, flop_frac = costs.removed_fractions(costs.component_costs(model, ctx.seq_len), removal)
     cols = st.columns(4)
     cols[0].metric("Full perplexity", f"{full.perplexity:.3f}")
     cols[1].metric("Pruned perplexity", f"{pruned.perplexity:.3f}",
@@ -120,7 +121,7 @@ def live() -> None:
     st.subheader("Prompt")
     c1, c2 = st.columns([4, 1])
     prompt = c1.text_input("Prompt", key="pg_prompt")
-    new = int(c2.number_input("Tokens to generate", 0, playground.MAX_NEW_TOKENS, key="pg_new"))
+    new = int(c2.number_input("Tokens to generate", 0, prompts.MAX_NEW_TOKENS, key="pg_new"))
     st.session_state["_pg_prompt"], st.session_state["_pg_new"] = prompt, new
     urlstate.set_view(**playground.link_values(removal), prompt=prompt)
     urlstate.sync("playground")
@@ -140,7 +141,7 @@ def loss_strip(full, pruned) -> None:
     st.plotly_chart(figs.loss_strip(tokens, full.nll[window], pruned.nll[window]), key="pg_strip")
     diff = pruned.nll[window] - full.nll[window]
     worst = np.argsort(-diff, kind="stable")[:8]
-    st.dataframe([{"position": int(i), "token": playground.token_text(model.tokenizer, ids[i]),
+    st.dataframe([{"position": int(i), "token": prompts.token_text(model.tokenizer, ids[i]),
                    "full loss": round(float(full.nll[window][i]), 4),
                    "pruned loss": round(float(pruned.nll[window][i]), 4), "difference": round(float(diff[i]), 4)}
                   for i in worst], hide_index=True)
@@ -148,13 +149,13 @@ def loss_strip(full, pruned) -> None:
 
 def show_prompt(prompt: str, removal: Removal, new: int) -> None:
     try:
-        results = [playground.prompt_result(model, prompt, r, new) for r in (Removal(), removal)]
+        results = [prompts.prompt_result(model, prompt, r, new) for r in (Removal(), removal)]
     except ValueError as err:
         st.error(plain(str(err)))
         return
     tok = model.tokenizer
-    st.dataframe([{"rank": i + 1, "full model": playground.token_text(tok, a[0]), "p (full)": round(a[1], 4),
-                   "pruned": playground.token_text(tok, b[0]), "p (pruned)": round(b[1], 4)}
+    st.dataframe([{"rank": i + 1, "full model": prompts.token_text(tok, a[0]), "p (full)": round(a[1], 4),
+                   "pruned": prompts.token_text(tok, b[0]), "p (pruned)": round(b[1], 4)}
                   for i, (a, b) in enumerate(zip(results[0].top, results[1].top))], hide_index=True)
     if new == 0:
         st.caption("Generation length 0: no continuation.")
@@ -168,7 +169,7 @@ def import_plan() -> None:
     upload = st.file_uploader("Pruning plan (JSON)", type=["json"], key="pg_plan_upload")
     if upload is None:
         return
-    check = plans.parse_plan(upload.getvalue(), model)
+    check = plan_check.parse_plan(upload.getvalue(), model)
     if check.errors:
         st.error("This plan cannot be used; nothing was changed:\n\n"
                  + "\n".join(f"- {plain(e)}" for e in check.errors))
@@ -196,7 +197,7 @@ def export_plan(removal: Removal, full, pruned) -> None:
     c1.download_button("Download pruning plan (JSON)", plan.to_json(), file_name="layer-lab-plan.json",
                        mime="application/json", on_click="ignore", key="pg_plan_json")
     source = model.source_dir or model.name
-    c2.download_button("Download MergeKit YAML", plans.mergekit_yaml(plan, source), file_name="layer-lab-mergekit.yaml",
+    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source), file_name="layer-lab-mergekit.yaml",
                        mime="text/yaml", on_click="ignore", key="pg_plan_yaml")
 
 

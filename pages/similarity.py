@@ -5,7 +5,7 @@ import streamlit as st
 from analysis import similarity
 from analysis.figures import similarity as figs
 from analysis.figures.sublayers import predictor_scatter, removal_costs
-from analysis.removal import predictors
+from analysis.pruning.removal import predictors
 from ui import context
 
 ctx, analysis = context.page(

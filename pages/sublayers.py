@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis import similarity, sublayers
 from analysis.figures import sublayers as figs
-from analysis.removal import predictors
+from analysis.pruning.removal import predictors
 from ui import context
 
 ctx, analysis = context.page(

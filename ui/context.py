@@ -13,7 +13,7 @@ import streamlit as st
 from analysis.corpus import Corpus, CorpusError
 from analysis.loading import LoadedModel
 from analysis.pipeline import Analysis, analyse
-from analysis.removal import RemovalCost, removal_cost
+from analysis.pruning.removal import RemovalCost, removal_cost
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,6 @@ def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, expl
 
 def _removal_cached(ctx: Context) -> bool:
     from analysis import store
-    from analysis.removal import SCHEMA_VERSION, removal_key
+    from analysis.pruning.removal import SCHEMA_VERSION, removal_key
     return store.load("removal", removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows),
                       SCHEMA_VERSION) is not None

@@ -10,7 +10,8 @@ import re
 import streamlit as st
 
 from analysis import corpus as corpora
-from analysis import links, loading
+from analysis import loading
+from ui import links
 from ui import context
 
 OTHER = "Other (hub name, local dir or .gguf)..."

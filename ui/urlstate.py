@@ -5,7 +5,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import streamlit as st
 
-from analysis import links
+from ui import links
 
 def current_values(page: str) -> dict:
     ctx = st.session_state.get("_ctx")

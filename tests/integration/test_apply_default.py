@@ -10,7 +10,7 @@ import yaml
 
 import reference
 from analysis.corpus import make_windows
-from analysis.plans import parse_plan
+from analysis.pruning.plan_check import parse_plan
 
 ROOT = reference.__file__.rsplit("/tests/", 1)[0]
 TEXT = (

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 import reference
 from analysis.corpus import Corpus, make_windows
 from analysis.pipeline import analyse
-from analysis.removal import removal_cost
+from analysis.pruning.removal import removal_cost
 from analysis.similarity import block_influence
 
 ROOT = Path(__file__).resolve().parents[2]

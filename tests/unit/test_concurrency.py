@@ -9,8 +9,8 @@ import psutil
 import pytest
 
 from tiny import TEXT
-from analysis.ablation import Removal
-from analysis.apply import evaluate
+from analysis.pruning.ablation import Removal
+from analysis.pruning.apply import evaluate
 from analysis.corpus import Corpus, make_windows
 from analysis.lens import window_grid
 from analysis.pipeline import analyse

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from analysis import corpus as corpora
-from analysis import links
+from ui import links
 from analysis.corpus import CorpusError, make_windows
 
 

@@ -15,7 +15,7 @@ import reference
 from analysis.corpus import Corpus, make_windows
 from analysis.loading import get_model
 from analysis.pipeline import analyse
-from analysis.removal import exact_sweep
+from analysis.pruning.removal import exact_sweep
 from tiny import TEXT, build_tiny_parallel_model
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,12 +9,14 @@ import yaml
 
 import reference
 from tiny import TEXT
-from analysis.ablation import Removal
-from analysis.apply import PLAN_FILE, apply_plan, evaluate, evaluate_plan, measure_latency
+from analysis.pruning.ablation import Removal
+from analysis.pruning.apply import PLAN_FILE, apply_plan, evaluate, evaluate_plan, measure_latency
 from analysis.corpus import make_windows
-from analysis.plans import PLAN_SCHEMA, PLAN_VERSION, PruningPlan, make_plan, mergekit_yaml, parse_plan
-from analysis.presets import METHODS, suggest
-from analysis.removal import RemovalCost
+from analysis.pruning.mergekit import mergekit_yaml
+from analysis.pruning.plan import PLAN_SCHEMA, PLAN_VERSION, PruningPlan, make_plan
+from analysis.pruning.plan_check import parse_plan
+from analysis.pruning.presets import METHODS, suggest
+from analysis.pruning.removal import RemovalCost
 
 MIXED = Removal.of(blocks=[1], attn=[2], mlp=[0, 3])
 

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 
 import reference
 from tiny import TEXT
-from analysis.ablation import Removal, naive_logits
+from analysis.pruning.ablation import Removal, naive_logits
 from analysis.collect import batches, token_nll
 from analysis.corpus import make_windows
-from analysis.playground import (Playground, bench_toggles, component_costs, describe, prompt_tokens,
-                                 removed_fractions, run_prompt)
+from analysis.pruning.costs import component_costs, removed_fractions
+from analysis.pruning.playground import Playground, bench_toggles, describe
+from analysis.pruning.prompts import prompt_tokens, run_prompt
 
 SEQ = 32
 BATCH_TOKENS = 100
@@ -175,7 +176,7 @@ def _playground_app(tiny_dir, query: dict):
 
 def _expected_ppl(tiny, removal) -> str:
     from analysis.corpus import load_corpus
-    from analysis.playground import get_playground
+    from analysis.pruning.playground import get_playground
     return f"{get_playground(tiny, load_corpus('builtin:all'), SEQ, 3).evaluate(removal).perplexity:.3f}"
 
 

@@ -16,8 +16,7 @@ from tiny import TEXT
 from analysis.corpus import Corpus, make_windows
 from analysis.figures.similarity import layer_heatmap
 from analysis.pipeline import analyse
-from analysis.removal import (RemovalCost, attribution_estimate, exact_sweep, predictors, rank_correlation,
-                              removal_cost, with_eta)
+from analysis.pruning.removal import (RemovalCost, attribution_estimate, exact_sweep, predictors, rank_correlation, removal_cost, with_eta)
 from analysis.report import build_report
 from analysis.similarity import block_influence, layer_groups, layer_map
 from analysis.sublayers import ranking_table

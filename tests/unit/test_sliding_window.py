@@ -41,7 +41,7 @@ def test_attention_implementation_recorded(family):
 
 
 def test_sweep_equals_plain_transformers(family):
-    from analysis.removal import exact_sweep
+    from analysis.pruning.removal import exact_sweep
     _, model, hf, windows = family
     sweep = exact_sweep(model, windows)
     assert rel(sweep["full_ppl"], reference.perplexity(hf, windows)) < 1e-4
@@ -53,7 +53,7 @@ def test_sweep_equals_plain_transformers(family):
 
 
 def test_prefix_path_equals_naive_path(family):
-    from analysis.ablation import Removal, removal_nll
+    from analysis.pruning.ablation import Removal, removal_nll
     _, model, _, windows = family
     removals = [Removal.of(blocks=[1]), Removal.of(blocks=[0, 2], attn=[3]), Removal.of(mlp=[1], attn=[2])]
     _, fast, n = removal_nll(model, windows, removals)
@@ -63,8 +63,8 @@ def test_prefix_path_equals_naive_path(family):
 
 
 def test_playground_equals_plain_transformers(family):
-    from analysis.ablation import Removal
-    from analysis.playground import Playground
+    from analysis.pruning.ablation import Removal
+    from analysis.pruning.playground import Playground
     _, model, hf, windows = family
     playground = Playground(model, windows, budget_bytes=1).build()  # stride > 1: restarts from kept layers
     for removal, ref in ((Removal.of(blocks=[1, 3]), reference.without_layers(hf, {1, 3})),
@@ -76,8 +76,8 @@ def test_playground_equals_plain_transformers(family):
 
 
 def test_generation_with_removals_equals_pruned_greedy(family):
-    from analysis.ablation import Removal
-    from analysis.playground import run_prompt
+    from analysis.pruning.ablation import Removal
+    from analysis.pruning.prompts import run_prompt
     _, model, hf, windows = family
     prompt = windows[:1, :40]  # longer than the sliding window, and decoding runs past it
     got = run_prompt(model, prompt, Removal.of(blocks=[1]), max_new=12).generated

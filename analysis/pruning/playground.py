@@ -9,9 +9,7 @@ would exceed a memory budget, the streams between attention and MLP are dropped 
 and then only every s-th layer's residual is kept; a removal then restarts from the
 nearest kept layer at or before its first change, which gives the same numbers.
 
-Also here: top-k next tokens and greedy continuation of a prompt with removals
-(zeroing hooks on the HF model the bridge wraps, with its KV cache), and how many
-parameters and per-token FLOPs a removal takes away, counted from the real layer shapes.
+Prompts and generation live in `prompts.py`, parameter and FLOP counting in `costs.py`.
 """
 from __future__ import annotations
 
@@ -20,19 +18,17 @@ import random
 import statistics
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from analysis.ablation import (KINDS, CleanStates, Removal, RemovalHooks, clean_states, run_blocks,
-                               suffix_logits)
+from analysis import store
+from analysis.pruning.ablation import (KINDS, CleanStates, Removal, RemovalHooks, clean_states, run_blocks, suffix_logits)
 from analysis.hooks import readout
 from analysis.collect import batches, token_nll
 from analysis.corpus import make_windows
 
-MAX_NEW_TOKENS = 200
 CLEAN_BUDGET_BYTES = 2 * 1024 ** 3
 MEMO_SIZE = 64
 KIND_WORDS = {"blocks": "blocks", "attn": "attention sublayers", "mlp": "MLP sublayers"}
@@ -64,7 +60,7 @@ class Playground:
         self.full: Evaluation | None = None
         self.stride = 1
         self.keep_mid = not model.parallel_attn_mlp
-        self._memo: OrderedDict = OrderedDict()
+        self._memo = store.LRU(memo_size)
         self._lock = threading.Lock()
 
     def _plan_storage(self) -> None:
@@ -105,17 +101,12 @@ class Playground:
             self.build()
         if removal.is_empty():
             return self.full
-        with self._lock:
-            if memo and removal in self._memo:
-                self._memo.move_to_end(removal)
-                return self._memo[removal]
-        parts = [self._batch_nll(state, removal) for state in self.states]
-        result = Evaluation(removal, np.concatenate(parts).astype(np.float64))
-        if memo:
-            with self._lock:
-                self._memo[removal] = result
-                while len(self._memo) > self.memo_size:
-                    self._memo.popitem(last=False)
+        result = self._memo.get(removal) if memo else None
+        if result is None:
+            parts = [self._batch_nll(state, removal) for state in self.states]
+            result = Evaluation(removal, np.concatenate(parts).astype(np.float64))
+            if memo:
+                self._memo.put(removal, result)
         return result
 
     def _batch_nll(self, state: CleanStates, removal: Removal) -> np.ndarray:
@@ -144,22 +135,15 @@ class Playground:
         return nll.cpu().numpy()
 
 
-_PLAYGROUNDS: OrderedDict = OrderedDict()
-_REGISTRY_LOCK = threading.Lock()
 KEEP_PLAYGROUNDS = 2
+_PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS)
 
 
 def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None) -> Playground:
     """The shared, built playground for (model, corpus, seq_len, max_windows)."""
     key = (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)
-    with _REGISTRY_LOCK:
-        playground = _PLAYGROUNDS.get(key)
-        if playground is None:
-            windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
-            playground = _PLAYGROUNDS[key] = Playground(model, windows)
-        _PLAYGROUNDS.move_to_end(key)
-        while len(_PLAYGROUNDS) > KEEP_PLAYGROUNDS:
-            _PLAYGROUNDS.popitem(last=False)
+    playground = _PLAYGROUNDS.get_or_create(key, lambda: Playground(
+        model, make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)))
     return playground.build(progress)
 
 
@@ -179,158 +163,9 @@ def changed_percent(full: float, pruned: float) -> float:
     return 100.0 * (pruned - full) / full
 
 
-# ---- prompts: next tokens and greedy continuation --------------------------------------
-
-@dataclass(frozen=True)
-class PromptResult:
-    top: list  # [(token_id, probability)] of the next token after the prompt, best first
-    generated: list  # greedy continuation token ids (stops after an end-of-sequence token)
-
-
-def prompt_tokens(model, prompt: str, max_new: int = 0) -> torch.Tensor:
-    """[1, T] token ids: BOS (when the model has one) + the prompt, fitted to the context."""
-    ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    if model.bos_token_id is not None:
-        ids = [model.bos_token_id] + ids
-    if not ids:
-        raise ValueError("Enter a prompt: this model has no BOS token to start from.")
-    room = max(1, model.n_ctx - max_new)
-    return torch.tensor([ids[-room:]], dtype=torch.long)
-
-
-def _eos_ids(model) -> set:
-    eos = getattr(model.hf_model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = model.tokenizer.eos_token_id
-    return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
-
-
-def run_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: int = 5) -> PromptResult:
-    """Top-k next tokens and a greedy continuation of `tokens` with `removal` applied.
-
-    Decodes through the HF model the bridge wraps, so the bridge's zeroing hooks apply,
-    with the model's own KV cache; the lock is held per step, so other sessions can use
-    the model in between.
-    """
-    from transformers import DynamicCache
-
-    if not 0 <= max_new <= MAX_NEW_TOKENS:
-        raise ValueError(f"generation length must be 0..{MAX_NEW_TOKENS}")
-    hf, bridge = model.hf_model, model.bridge
-    hooks = RemovalHooks(model.n_layers)
-    hooks.set(removal)
-    cache = DynamicCache(config=hf.config)
-    step_input, top, generated, eos = tokens.to(model.device), [], [], _eos_ids(model)
-    for step in range(max(1, max_new)):
-        with model.lock, torch.inference_mode(), bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
-            logits = hf(step_input, past_key_values=cache, use_cache=True).logits[0, -1].float()
-        if step == 0:
-            probs = torch.softmax(logits, -1)
-            values, ids = probs.topk(min(k, probs.numel()))
-            top = [(int(i), float(p)) for i, p in zip(ids, values)]
-        if max_new == 0:
-            break
-        next_id = int(logits.argmax())
-        generated.append(next_id)
-        if next_id in eos:
-            break
-        step_input = torch.tensor([[next_id]], device=model.device)
-    return PromptResult(top, generated)
-
-
-_PROMPTS: OrderedDict = OrderedDict()
-_PROMPTS_LOCK = threading.Lock()
-
-
-def prompt_result(model, prompt: str, removal: Removal, max_new: int) -> PromptResult:
-    """`run_prompt` memoised per (model, prompt, removal, length), shared by all sessions."""
-    key = (model.fingerprint, model.device, model.dtype, prompt, removal, max_new)
-    with _PROMPTS_LOCK:
-        if key in _PROMPTS:
-            _PROMPTS.move_to_end(key)
-            return _PROMPTS[key]
-    result = run_prompt(model, prompt_tokens(model, prompt, max_new), removal, max_new)
-    with _PROMPTS_LOCK:
-        _PROMPTS[key] = result
-        while len(_PROMPTS) > MEMO_SIZE:
-            _PROMPTS.popitem(last=False)
-    return result
-
-
-def token_text(tokenizer, token_id: int) -> str:
-    """A single token as a quoted Python string literal, so spaces and newlines show."""
-    return repr(tokenizer.decode([token_id]))
-
-
-# ---- what a removal saves ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ComponentCosts:
-    """Parameter counts per layer and forward FLOPs per token (2 per multiply-add).
-
-    attn FLOPs = 2 x (attention weight-matrix entries) + 4 x context x n_heads x d_head
-    (scores and weighted sum over `context` keys); MLP FLOPs = 2 x (MLP weight-matrix
-    entries); plus the unembedding, 2 x d_model x d_vocab. Norms and the embedding
-    lookup count as parameters, not FLOPs.
-    """
-
-    total_params: int
-    attn_params: list
-    mlp_params: list
-    norm_params: list
-    attn_flops: list
-    mlp_flops: list
-    other_flops: float
-
-    @property
-    def total_flops(self) -> float:
-        return float(sum(self.attn_flops) + sum(self.mlp_flops) + self.other_flops)
-
-
-def _count(module) -> tuple[int, int]:
-    """(all parameters, weight-matrix entries) of a module, each tensor counted once."""
-    seen, params, matrix = set(), 0, 0
-    for p in module.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        params += p.numel()
-        matrix += p.numel() if p.dim() >= 2 else 0
-    return params, matrix
-
-
-def component_costs(model, context: int) -> ComponentCosts:
-    """Per-layer costs from the model's real layer shapes, attention over `context` tokens."""
-    cfg = model.bridge.cfg
-    attn_p, mlp_p, norm_p, attn_f, mlp_f = [], [], [], [], []
-    for block in model.bridge.blocks:
-        (a, a_mat), (m, m_mat), (b, _) = _count(block.attn), _count(block.mlp), _count(block)
-        attn_p.append(a)
-        mlp_p.append(m)
-        norm_p.append(b - a - m)
-        attn_f.append(2 * a_mat + 4 * context * int(cfg.n_heads) * int(cfg.d_head))
-        mlp_f.append(2 * m_mat)
-    unembed = model.hf_model.get_output_embeddings().weight
-    return ComponentCosts(model.n_params, attn_p, mlp_p, norm_p, attn_f, mlp_f, 2.0 * unembed.numel())
-
-
-def removed_fractions(costs: ComponentCosts, removal: Removal) -> tuple[float, float]:
-    """(fraction of parameters, fraction of per-token FLOPs) that `removal` takes away.
-
-    A removed block saves its attention, MLP and norms; a removed attention or MLP
-    sublayer of a kept block saves its own parameters and FLOPs.
-    """
-    attn, mlp = removal.zeroed()
-    params = (sum(costs.attn_params[l] for l in attn) + sum(costs.mlp_params[l] for l in mlp)
-              + sum(costs.norm_params[l] for l in removal.blocks))
-    flops = sum(costs.attn_flops[l] for l in attn) + sum(costs.mlp_flops[l] for l in mlp)
-    return params / costs.total_params, flops / costs.total_flops
-
-
-# ---- link and toggle helpers ---------------------------------------------------------
-
 def link_values(removal: Removal) -> dict:
     return {"rm_blocks": sorted(removal.blocks), "rm_attn": sorted(removal.attn), "rm_mlp": sorted(removal.mlp)}
+
 
 
 # ---- benchmark -----------------------------------------------------------------------

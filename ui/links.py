@@ -12,12 +12,22 @@ import re
 from dataclasses import dataclass, field
 
 from analysis import settings
+from analysis.corpus import MAX_SEQ_LEN
 
-PAGES = ("overview", "similarity", "sublayers", "sparsity", "logit_lens", "playground")
+# Every page, in navigation order: URL path -> (title, Material icon). The first is the
+# default page, served at "/".
+PAGE_INFO = {
+    "overview": ("Overview", "home"),
+    "similarity": ("Hidden-state similarity", "grid_on"),
+    "sublayers": ("Attention vs MLP", "compare_arrows"),
+    "sparsity": ("Activation sparsity", "scatter_plot"),
+    "logit_lens": ("Logit lens & early exit", "visibility"),
+    "playground": ("Layer playground", "tune"),
+}
+PAGES = tuple(PAGE_INFO)
 KEYS = ("model", "corpus", "seq_len", "max_windows", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt")
 REMOVAL_KEYS = {"rm_blocks": "blocks", "rm_attn": "attn", "rm_mlp": "mlp"}
 MAX_VALUE_CHARS = 2000
-MAX_SEQ_LEN = 4096
 _CORPUS = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
 
 

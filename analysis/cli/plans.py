@@ -10,29 +10,20 @@ An invalid plan file exits non-zero with one line naming every problem.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from analysis import store
-from analysis.cli import UsageError, load_model, positive_int
-from analysis.presets import DESCRIPTIONS, METHODS
+from analysis.cli.args import (UsageError, add_corpus_args, add_model_args, corpus_windows, load_model, positive_int,
+                               progress, warn, write_text)
+from analysis.pruning.presets import DESCRIPTIONS, METHODS
 
 NEEDS_ANALYSIS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention")
 LATENCY_CORPUS, LATENCY_SEQ_LEN, LATENCY_WINDOWS = "builtin:all", 128, 4
 
 
-def _progress(frac: float, message: str) -> None:
-    print(f"[{frac:4.0%}] {message}", file=sys.stderr)
-
-
-def _warn(lines) -> None:
-    for line in lines:
-        print(f"warning: {line}", file=sys.stderr)
-
-
-def read_plan(path: str, model=None, warn: bool = True):
+def read_plan(path: str, model=None, show_warnings: bool = True):
     """A validated plan from a file; ValueError with every problem on one line otherwise."""
-    from analysis.plans import parse_plan
+    from analysis.pruning.plan_check import parse_plan
 
     try:
         raw = Path(path).read_bytes()
@@ -41,16 +32,9 @@ def read_plan(path: str, model=None, warn: bool = True):
     check = parse_plan(raw, model)
     if check.errors:
         raise ValueError(f"invalid plan {path}: {check.message()}")
-    if warn:
-        _warn(check.warnings)
+    if show_warnings:
+        warn(check.warnings)
     return check.plan
-
-
-def _windows(model, args):
-    from analysis.corpus import load_file, make_windows
-
-    corpus = load_file(args.corpus)
-    return corpus, make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows)
 
 
 def _removal_text(removal) -> str:
@@ -59,9 +43,10 @@ def _removal_text(removal) -> str:
 
 
 def cmd_plan(args) -> int:
-    from analysis.apply import evaluate
-    from analysis.plans import make_plan, mergekit_yaml
-    from analysis.presets import suggest
+    from analysis.pruning.apply import evaluate
+    from analysis.pruning.mergekit import mergekit_yaml
+    from analysis.pruning.plan import make_plan
+    from analysis.pruning.presets import suggest
 
     if args.corpus is not None and args.seq_len is None:
         raise UsageError("--seq-len is required with --corpus")
@@ -70,14 +55,14 @@ def cmd_plan(args) -> int:
     model = load_model(args)
     analysis = cost = corpus = windows = None
     if args.corpus is not None:
-        corpus, windows = _windows(model, args)
+        corpus, windows = corpus_windows(model, args)
     if args.method in NEEDS_ANALYSIS:
         from analysis.pipeline import analyse
         analysis = analyse(model, corpus, args.seq_len, max_windows=args.max_windows, with_lens=False,
-                           progress=_progress)
+                           progress=progress)
     elif args.method == "cheapest_measured":
-        from analysis.removal import removal_cost
-        cost = removal_cost(model, corpus, args.seq_len, max_windows=args.max_windows, progress=_progress)
+        from analysis.pruning.removal import removal_cost
+        cost = removal_cost(model, corpus, args.seq_len, max_windows=args.max_windows, progress=progress)
     removal = suggest(args.method, args.target, model.n_layers, analysis=analysis, removal_cost=cost)
     parameters = {"k": args.target}
     evaluation = None
@@ -94,21 +79,9 @@ def cmd_plan(args) -> int:
         print(f"perplexity full {evaluation['perplexity_full']:.6f} pruned {evaluation['perplexity_pruned']:.6f} "
               f"over {windows.shape[0]} windows x {args.seq_len} tokens")
     if args.mergekit:
-        _write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name))
+        write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name))
         print(f"MergeKit passthrough config -> {args.mergekit}")
     return 0
-
-
-def _write_text(path: str, text: str) -> None:
-    import os
-    import tempfile
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
 
 
 def _model_for(args, plan):
@@ -120,11 +93,11 @@ def _model_for(args, plan):
 
 
 def cmd_evaluate(args) -> int:
-    from analysis.apply import evaluate
+    from analysis.pruning.apply import evaluate
 
-    plan = read_plan(args.plan, warn=False)
+    plan = read_plan(args.plan, show_warnings=False)
     model = _model_for(args, plan)
-    corpus, windows = _windows(model, args)
+    corpus, windows = corpus_windows(model, args)
     full, pruned = evaluate(model, plan, windows)
     print(f"perplexity full {full:.6f} pruned {pruned:.6f} (x{pruned / full:.3f}) over {windows.shape[0]} windows "
           f"x {args.seq_len} tokens; remove {_removal_text(plan.removal())}")
@@ -132,24 +105,24 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from analysis.apply import apply_plan, measure_latency
     from analysis.loading import resolve_source
-    from analysis.plans import mergekit_yaml
+    from analysis.pruning.apply import apply_plan, measure_latency
+    from analysis.pruning.mergekit import mergekit_yaml
 
     if args.corpus is not None and args.seq_len is None:
         raise UsageError("--seq-len is required with --corpus")
-    plan = read_plan(args.plan, warn=False)
+    plan = read_plan(args.plan, show_warnings=False)
     model = _model_for(args, plan)
     source = model.source_dir or resolve_source(model.name)[0]
     out = apply_plan(plan, source, args.out)
     print(f"pruned checkpoint ({plan.n_layers - len(plan.remove['blocks'])} of {plan.n_layers} blocks) -> {out}")
     if args.mergekit:
-        _write_text(args.mergekit, mergekit_yaml(plan, source))
+        write_text(args.mergekit, mergekit_yaml(plan, source))
         print(f"MergeKit passthrough config -> {args.mergekit}")
     args.corpus = args.corpus or LATENCY_CORPUS
     args.seq_len = args.seq_len or LATENCY_SEQ_LEN
     args.max_windows = args.max_windows or LATENCY_WINDOWS
-    _, windows = _windows(model, args)
+    _, windows = corpus_windows(model, args)
     lat = measure_latency(source, out, windows, repeats=args.repeats)
     print(f"latency on this machine ({windows.shape[0]} windows x {windows.shape[1]} tokens, median of "
           f"{lat['repeats']}): full {lat['full_seconds']:.3f} s, pruned {lat['pruned_seconds']:.3f} s, "
@@ -163,7 +136,7 @@ def cmd_apply(args) -> int:
     return 0
 
 
-def add_commands(sub, add_model_args, add_corpus_args) -> None:
+def add_command(sub) -> None:
     plan = sub.add_parser("plan", help="suggest a pruning plan and write it as JSON")
     add_model_args(plan)
     add_corpus_args(plan, required=False)
@@ -172,11 +145,13 @@ def add_commands(sub, add_model_args, add_corpus_args) -> None:
     plan.add_argument("--target", required=True, type=positive_int, help="how many components to remove (k)")
     plan.add_argument("--out", required=True, help="where to write plan.json")
     plan.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
+    plan.set_defaults(handler=cmd_plan)
     ev = sub.add_parser("evaluate", help="corpus perplexity with and without a plan")
     add_model_args(ev)
     ev.set_defaults(model=None)
     add_corpus_args(ev)
     ev.add_argument("--plan", required=True)
+    ev.set_defaults(handler=cmd_evaluate)
     ap = sub.add_parser("apply", help="write the pruned checkpoint and measure its latency")
     add_model_args(ap)
     ap.set_defaults(model=None)
@@ -185,6 +160,4 @@ def add_commands(sub, add_model_args, add_corpus_args) -> None:
     ap.add_argument("--out", required=True, help="directory for the pruned checkpoint")
     ap.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
     ap.add_argument("--repeats", type=positive_int, default=3, help="timed forwards per model (median)")
-
-
-HANDLERS = {"plan": cmd_plan, "evaluate": cmd_evaluate, "apply": cmd_apply}
+    ap.set_defaults(handler=cmd_apply)

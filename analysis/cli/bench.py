@@ -13,10 +13,11 @@ import time
 
 import torch
 
+from analysis.cli.args import add_model_args, load_model, positive_int
 from analysis.collect import Perplexity, batches, run_pass
 from analysis.corpus import load_file, make_windows
 from analysis.lens import LensReducer
-from analysis.removal import exact_sweep
+from analysis.pruning.removal import exact_sweep
 from analysis.similarity import SimilarityReducer
 from analysis.sparsity import SparsityReducer
 from analysis.sublayers import SublayerReducer
@@ -55,6 +56,18 @@ def instrumented(model, windows, with_lens: bool) -> None:
     run_pass(model, windows, reducers)
 
 
+def add_command(sub) -> None:
+    bench = sub.add_parser("bench", help="print speed ratios against baselines measured in the same run")
+    add_model_args(bench)
+    bench.add_argument("--corpus", default="builtin:all")
+    bench.add_argument("--seq-len", type=positive_int, default=128)
+    bench.add_argument("--max-windows", type=positive_int, default=None)
+    bench.add_argument("--repeats", type=positive_int, default=3)
+    bench.add_argument("--parts", default="pass,sweep,toggle",
+                       help="comma-separated subset of pass, sweep, toggle (default: all three)")
+    bench.set_defaults(handler=lambda args: run_bench(args, load_model(args)))
+
+
 def run_bench(args, model) -> int:
     torch.manual_seed(0)
     corpus = load_file(args.corpus)
@@ -76,7 +89,7 @@ def run_bench(args, model) -> int:
         print(f"removal sweep, prefix re-use     {fast:8.2f} s")
         print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
     if "toggle" in parts:
-        from analysis.playground import bench_toggles
+        from analysis.pruning.playground import bench_toggles
         toggle, full = bench_toggles(model, windows)
         print(f"single toggle (median, all {3 * model.n_layers}) {toggle:8.2f} s")
         print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.ablation import Removal
+from analysis.pruning.ablation import Removal
 from analysis.similarity import best_blocks, block_influence
 
 METHODS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "cheapest_measured",

@@ -10,18 +10,16 @@ and a copy of the plan. `measure_latency` times both checkpoints on the same win
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from analysis.ablation import Removal, removal_nll
+from analysis import store
+from analysis.pruning.ablation import Removal, removal_nll
 from analysis.collect import batches
-from analysis.plans import PruningPlan
+from analysis.pruning.plan import PruningPlan
 
 PLAN_FILE = "layer-lab-plan.json"
 LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers")
@@ -130,17 +128,9 @@ def prune_model(hf, removal: Removal) -> torch.nn.Module:
     return hf
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` into place; an existing Layer Lab checkpoint is replaced."""
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / PLAN_FILE).is_file()):
-            raise ValueError(f"{out} exists and is not a Layer Lab checkpoint; choose another --out")
-        old = Path(tempfile.mkdtemp(prefix=out.name + ".old-", dir=out.parent))
-        os.replace(out, old / "x")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+def _is_our_checkpoint(out: Path) -> bool:
+    """An existing output may be replaced only when it is a Layer Lab checkpoint (or empty)."""
+    return out.is_dir() and (not any(out.iterdir()) or (out / PLAN_FILE).is_file())
 
 
 def apply_plan(plan: PruningPlan, source_dir, out_dir) -> Path:
@@ -159,16 +149,12 @@ def apply_plan(plan: PruningPlan, source_dir, out_dir) -> Path:
     hf = AutoModelForCausalLM.from_pretrained(source_dir, dtype="auto", trust_remote_code=trust)
     tokenizer = AutoTokenizer.from_pretrained(source_dir, trust_remote_code=trust)
     prune_model(hf, removal)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+    if out.exists() and not _is_our_checkpoint(out):
+        raise ValueError(f"{out} exists and is not a Layer Lab checkpoint; choose another --out")
+    with store.building_dir(out, _is_our_checkpoint) as tmp:
         hf.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / PLAN_FILE).write_text(plan.to_json(), encoding="utf-8")
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

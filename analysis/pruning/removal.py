@@ -13,7 +13,7 @@ import torch
 from scipy.stats import spearmanr
 
 from analysis import store
-from analysis.ablation import KINDS, Removal, removal_nll
+from analysis.pruning.ablation import KINDS, Removal, removal_nll
 from analysis.collect import batches, token_nll
 from analysis.corpus import Corpus, make_windows
 
@@ -132,7 +132,8 @@ class RemovalCost:
     @classmethod
     def from_dict(cls, data: dict) -> "RemovalCost":
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError("stale removal schema")
+            raise store.SchemaError(f"Removal-cost schema version {data.get('schema_version')!r} is not the "
+                                    f"supported {SCHEMA_VERSION}.")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
     def components(self) -> list[dict]:
@@ -162,14 +163,12 @@ def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None) ->
 def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None,
                  use_cache: bool = True, progress=None) -> RemovalCost:
     """Exact sweep + attribution estimate with Spearman correlations (cached on disk)."""
-    key = removal_key(model, corpus, seq_len, max_windows)
-    if use_cache:
-        cached = store.load("removal", key, SCHEMA_VERSION)
-        if cached is not None:
-            try:
-                return RemovalCost.from_dict(cached)
-            except (ValueError, KeyError, TypeError):
-                pass
+    return store.cached("removal", removal_key(model, corpus, seq_len, max_windows), SCHEMA_VERSION,
+                        lambda: _measure(model, corpus, seq_len, max_windows, progress),
+                        to_dict=RemovalCost.to_dict, from_dict=RemovalCost.from_dict, use_cache=use_cache)
+
+
+def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress) -> RemovalCost:
     windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
     exact = exact_sweep(model, windows, progress=with_eta(progress) if progress else None)
     if progress:
@@ -182,8 +181,5 @@ def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None
         sum((exact[k] for k in ("block_ppl", "attn_ppl", "mlp_ppl")), []),
         sum((estimate[k] for k in ("block_ppl", "attn_ppl", "mlp_ppl")), []),
     )
-    result = RemovalCost(SCHEMA_VERSION, exact["full_ppl"], exact["block_ppl"], exact["attn_ppl"],
+    return RemovalCost(SCHEMA_VERSION, exact["full_ppl"], exact["block_ppl"], exact["attn_ppl"],
                          exact["mlp_ppl"], estimate)
-    if use_cache:
-        store.save("removal", key, SCHEMA_VERSION, result.to_dict())
-    return result

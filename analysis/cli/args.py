@@ -1,0 +1,65 @@
+"""Argument helpers and progress printers shared by every subcommand."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad command-line usage; printed as one `error:` line, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="'default', a hub name, a local dir or a .gguf file")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def add_corpus_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--corpus", required=required, help="a text file, or builtin:all / builtin:<name>")
+    p.add_argument("--seq-len", type=positive_int, required=required)
+    p.add_argument("--max-windows", type=positive_int, default=None)
+
+
+def progress(frac: float, message: str) -> None:
+    """The progress printer every subcommand uses (stderr, so stdout stays the result)."""
+    print(f"[{frac:4.0%}] {message}", file=sys.stderr)
+
+
+def warn(lines) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def load_model(args):
+    from analysis.loading import get_model
+    return get_model(args.model, args.device, args.dtype, progress=progress)
+
+
+def corpus_windows(model, args):
+    """(corpus, token windows) named by --corpus / --seq-len / --max-windows."""
+    from analysis.corpus import load_file, make_windows
+
+    corpus = load_file(args.corpus)
+    return corpus, make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows)
+
+
+def write_text(path: str, text: str) -> None:
+    from analysis.store import write_text_atomic
+    write_text_atomic(Path(path), text)

@@ -1,0 +1,49 @@
+"""`prepare` (convert the embedded default model once) and `report` (run every analysis
+and write report.json)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis import store
+from analysis.cli.args import UsageError, add_corpus_args, add_model_args, load_model, progress
+
+
+def add_command(sub) -> None:
+    rep = sub.add_parser("report", help="run the analyses and write report.json")
+    add_model_args(rep)
+    add_corpus_args(rep)
+    rep.add_argument("--eps", type=float, default=0.01)
+    rep.add_argument("--skip-removal", action="store_true", help="leave out the 3L removal sweep")
+    rep.add_argument("--skip-lens", action="store_true", help="leave out the logit lens and early exit")
+    rep.add_argument("--out", required=True)
+    rep.set_defaults(handler=cmd_report)
+    prep = sub.add_parser("prepare", help="convert the embedded default model into cache/ (once)")
+    prep.add_argument("--model", default="default")
+    prep.set_defaults(handler=cmd_prepare)
+
+
+def cmd_report(args) -> int:
+    from analysis.corpus import load_file
+    from analysis.pipeline import analyse
+    from analysis.pruning.removal import removal_cost
+    from analysis.report import build_report
+
+    if not 0 < args.eps < 10:
+        raise UsageError("--eps must be between 0 and 10")
+    corpus = load_file(args.corpus)
+    model = load_model(args)
+    analysis = analyse(model, corpus, args.seq_len, max_windows=args.max_windows, eps=args.eps,
+                       with_lens=not args.skip_lens, progress=progress)
+    removal = None if args.skip_removal else removal_cost(model, corpus, args.seq_len,
+                                                          max_windows=args.max_windows, progress=progress)
+    report = build_report(analysis, removal, eps=args.eps)
+    store.write_json_atomic(Path(args.out), report)
+    print(f"perplexity {report['perplexity']:.4f} over {report['corpus']['n_predicted_tokens']} tokens -> {args.out}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from analysis.loading import resolve_source
+    path, _ = resolve_source(args.model, progress)
+    print(f"model ready at {path}")
+    return 0

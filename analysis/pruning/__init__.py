@@ -1,0 +1,1 @@
+"""Removing layers: measured cost, the live playground, presets, plans, apply."""

@@ -1,0 +1,94 @@
+"""Top-k next tokens and greedy continuation of a prompt with removals applied.
+
+Decoding runs through the Hugging Face model the bridge wraps, so the bridge's zeroing
+hooks apply, with the model's own KV cache (and therefore its own masks and positions).
+Results are memoised per (model, prompt, removal, length) and shared by all sessions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from analysis import store
+from analysis.pruning.ablation import Removal, RemovalHooks
+
+MAX_NEW_TOKENS = 200
+MEMO_SIZE = 64
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    top: list  # [(token_id, probability)] of the next token after the prompt, best first
+    generated: list  # greedy continuation token ids (stops after an end-of-sequence token)
+
+
+def prompt_tokens(model, prompt: str, max_new: int = 0) -> torch.Tensor:
+    """[1, T] token ids: BOS (when the model has one) + the prompt, fitted to the context."""
+    ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if model.bos_token_id is not None:
+        ids = [model.bos_token_id] + ids
+    if not ids:
+        raise ValueError("Enter a prompt: this model has no BOS token to start from.")
+    room = max(1, model.n_ctx - max_new)
+    return torch.tensor([ids[-room:]], dtype=torch.long)
+
+
+def _eos_ids(model) -> set:
+    eos = getattr(model.hf_model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = model.tokenizer.eos_token_id
+    return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+
+
+def run_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: int = 5) -> PromptResult:
+    """Top-k next tokens and a greedy continuation of `tokens` with `removal` applied.
+
+    Decodes through the HF model the bridge wraps, so the bridge's zeroing hooks apply,
+    with the model's own KV cache; the lock is held per step, so other sessions can use
+    the model in between.
+    """
+    from transformers import DynamicCache
+
+    if not 0 <= max_new <= MAX_NEW_TOKENS:
+        raise ValueError(f"generation length must be 0..{MAX_NEW_TOKENS}")
+    hf, bridge = model.hf_model, model.bridge
+    hooks = RemovalHooks(model.n_layers)
+    hooks.set(removal)
+    cache = DynamicCache(config=hf.config)
+    step_input, top, generated, eos = tokens.to(model.device), [], [], _eos_ids(model)
+    for step in range(max(1, max_new)):
+        with model.lock, torch.inference_mode(), bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
+            logits = hf(step_input, past_key_values=cache, use_cache=True).logits[0, -1].float()
+        if step == 0:
+            probs = torch.softmax(logits, -1)
+            values, ids = probs.topk(min(k, probs.numel()))
+            top = [(int(i), float(p)) for i, p in zip(ids, values)]
+        if max_new == 0:
+            break
+        next_id = int(logits.argmax())
+        generated.append(next_id)
+        if next_id in eos:
+            break
+        step_input = torch.tensor([[next_id]], device=model.device)
+    return PromptResult(top, generated)
+
+
+_PROMPTS = store.LRU(MEMO_SIZE)
+
+
+def prompt_result(model, prompt: str, removal: Removal, max_new: int) -> PromptResult:
+    """`run_prompt` memoised per (model, prompt, removal, length), shared by all sessions."""
+    key = (model.fingerprint, model.device, model.dtype, prompt, removal, max_new)
+    result = _PROMPTS.get(key)
+    if result is None:
+        result = run_prompt(model, prompt_tokens(model, prompt, max_new), removal, max_new)
+        _PROMPTS.put(key, result)
+    return result
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """A single token as a quoted Python string literal, so spaces and newlines show."""
+    return repr(tokenizer.decode([token_id]))
+
+
