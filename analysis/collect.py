@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from analysis import hooks
 from analysis.loading import LoadedModel
 
 Progress = Callable[[float, str], None]
@@ -21,31 +22,51 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class Batch:
-    """What the hooks captured for one batch of windows (all on the model's device)."""
+    """What the hooks captured for one batch of windows (all on the model's device).
+
+    Lists are indexed by layer; an entry is None when no reducer asked for that site
+    (and resid_mid is all None for parallel attention/MLP architectures).
+    """
 
     tokens: torch.Tensor  # [B, T]
     first_repr: int  # 1 when a BOS is prepended, else 0
     resid: list  # L+1 tensors [B, T, d]: h_0..h_L (h_L = output of the last block)
-    resid_mid: list  # L tensors [B, T, d] (None entries for parallel attn/MLP)
+    resid_mid: list  # L tensors [B, T, d]
+    attn_out: list  # L tensors [B, T, d]: what attention adds to the residual
+    mlp_out: list  # L tensors [B, T, d]: what the MLP adds to the residual
     logits: torch.Tensor | None = None  # [B, T, V]
     window_offset: int = 0  # index of this batch's first window in the corpus
 
 
+SITES = ("resid_mid", "attn_out", "mlp_out")  # optional Batch fields a reducer may ask for
+
+
 class Reducer(Protocol):
-    def hooks(self, model: LoadedModel, batch_ref: dict) -> list[tuple[str, Callable]]: ...
+    """Folds each batch into running statistics; `result()` freezes them.
+
+    `sites` names the optional Batch fields it reads (SITES); `hooks` returns in-hook
+    reducers (name, hook) pairs, used only where reducing inside the hook saves memory
+    (sparsity counts the MLP activation there, so [B, T, d_mlp] x L is never kept).
+    """
+
+    sites: tuple
+
+    def hooks(self, model: LoadedModel, first_repr: int) -> list[tuple[str, Callable]]: ...
     def update(self, model: LoadedModel, batch: Batch) -> None: ...
-    def result(self) -> dict: ...
+    def result(self): ...
 
 
 class Perplexity:
     """Running sum of next-token cross-entropy over every predicted position."""
+
+    sites = ()
 
     def __init__(self) -> None:
         self.nll_sum = 0.0
         self.n_predicted = 0
         self.per_window: list[float] = []
 
-    def hooks(self, model, batch_ref):
+    def hooks(self, model, first_repr):
         return []
 
     def update(self, model, batch: Batch) -> None:
@@ -75,42 +96,39 @@ def batches(windows: torch.Tensor, batch_tokens: int):
         yield start, windows[start:start + per]
 
 
-def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list, *,
+def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer], *,
              batch_tokens: int = 2048, progress: Progress | None = None) -> None:
     """Run the instrumented pass once over `windows`, feeding every reducer.
 
     Holds the model's lock for each batch's forward; hooks are removed on exit even on
-    error (the bridge's `hooks` context manager resets them).
+    error. A batch's captured tensors are released before the next batch runs.
     """
     L = model.n_layers
     first_repr = 1 if model.bos_token_id is not None and bool((windows[:, 0] == model.bos_token_id).all()) else 0
-    has_mid = not model.parallel_attn_mlp
-    ref: dict = {}
-
-    def keep(slot: str, idx: int):
-        def hook(tensor, hook):
-            ref[slot][idx] = tensor.detach()
-            return tensor
-        return hook
-
-    fwd = [(f"blocks.{l}.hook_resid_pre", keep("resid", l)) for l in range(L)]
-    fwd.append((f"blocks.{L - 1}.hook_resid_post", keep("resid", L)))
-    if has_mid:
-        fwd += [(f"blocks.{l}.hook_resid_mid", keep("mid", l)) for l in range(L)]
-    for reducer in reducers:
-        fwd += reducer.hooks(model, ref)
+    wanted = {site for reducer in reducers for site in reducer.sites}
+    if model.parallel_attn_mlp:
+        wanted.discard("resid_mid")
+    names = hooks.residual_stream(L)
+    site_names = {"resid_mid": [hooks.resid_mid(l) for l in range(L)],
+                  "attn_out": [hooks.sublayer_out("attn", l) for l in range(L)],
+                  "mlp_out": [hooks.sublayer_out("mlp", l) for l in range(L)]}
+    for site in SITES:
+        if site in wanted:
+            names += site_names[site]
+    extra = [pair for reducer in reducers for pair in reducer.hooks(model, first_repr)]
     total = windows.shape[0]
-    bridge = model.bridge
-    for offset, chunk in batches(windows, batch_tokens):
-        ref.clear()
-        ref.update(resid=[None] * (L + 1), mid=[None] * L, first_repr=first_repr)
-        chunk = chunk.to(model.device)
-        with model.lock, torch.inference_mode(), bridge.hooks(fwd_hooks=fwd):
-            logits = bridge(chunk, return_type="logits")
-            batch = Batch(chunk, first_repr, ref["resid"], ref["mid"], logits, offset)
-            for reducer in reducers:
-                reducer.update(model, batch)
-        if progress:
-            done = min(total, offset + chunk.shape[0])
-            progress(done / total, f"Instrumented pass: {done}/{total} windows")
-    ref.clear()
+    with hooks.capture(model, names, extra=extra) as got:
+        for offset, chunk in batches(windows, batch_tokens):
+            chunk = chunk.to(model.device)
+            with model.lock, torch.inference_mode():
+                logits = model.bridge(chunk, return_type="logits")
+                fields = {site: [got.get(n) for n in site_names[site]] for site in SITES}
+                batch = Batch(chunk, first_repr, [got[n] for n in hooks.residual_stream(L)], logits=logits,
+                              window_offset=offset, **fields)
+                for reducer in reducers:
+                    reducer.update(model, batch)
+                got.clear()
+                del batch, logits, fields
+            if progress:
+                done = min(total, offset + chunk.shape[0])
+                progress(done / total, f"Instrumented pass: {done}/{total} windows")

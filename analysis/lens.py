@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis import early_exit
+from analysis import early_exit, hooks
 from analysis.hooks import readout
 
 SIGNALS = ("ce", "kl", "entropy", "agree", "rank", "maxprob", "gap", "cos_next")
@@ -29,7 +29,6 @@ def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: tor
     resid_pre0 [n, d] (h_0, for the cosine between consecutive residuals).
     """
     logp_f = F.log_softmax(final_logits.float(), dim=-1)
-    p_f = logp_f.exp()
     top1_f = final_logits.argmax(-1)
     out = {k: [] for k in SIGNALS}
     previous = resid_pre0
@@ -39,8 +38,8 @@ def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: tor
         p = logp.exp()
         top2 = p.topk(2, dim=-1).values
         out["ce"].append(-logp.gather(-1, gold[:, None]).squeeze(-1))
-        out["kl"].append((p_f * (logp_f - logp)).sum(-1))
-        out["entropy"].append(-(p * logp).sum(-1))
+        out["kl"].append(hooks.kl(logp_f, logp))
+        out["entropy"].append(hooks.entropy(logp))
         out["agree"].append((logits.argmax(-1) == top1_f).float())
         out["rank"].append((logits > logits.gather(-1, top1_f[:, None])).sum(-1).float())
         out["maxprob"].append(top2[:, 0])
@@ -51,6 +50,8 @@ def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: tor
 
 
 class LensReducer:
+    sites = ()
+
     def __init__(self, n_layers: int, vocab: int, n_windows: int, chunk_tokens: int = 512) -> None:
         self.L = n_layers
         self.chunk = chunk_tokens
@@ -61,7 +62,7 @@ class LensReducer:
         self.exits = early_exit.ExitAccumulator(n_layers)
         self.count = 0
 
-    def hooks(self, model, batch_ref):
+    def hooks(self, model, first_repr):
         return []
 
     def update(self, model, batch) -> None:
@@ -131,31 +132,21 @@ def window_grid(model, window: torch.Tensor, top_k: int = 5, site: str = "resid_
         raise ValueError(f"site must be one of {SITES}")
     if site == "resid_mid" and model.parallel_attn_mlp:
         raise ValueError("This architecture runs attention and MLP in parallel: there is no resid_mid.")
-    L = model.n_layers
-    resid = [None] * L
-
-    def keep(l):
-        def hook(tensor, hook):
-            resid[l] = tensor.detach()[0]
-            return tensor
-        return hook
-
-    fwd = [(f"blocks.{l}.hook_{site}", keep(l)) for l in range(L)]
+    names = [getattr(hooks, site)(l) for l in range(model.n_layers)]
     tokens = window.view(1, -1).to(model.device)
-    with model.lock, torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd):
+    with model.lock, torch.inference_mode(), hooks.capture(model, names) as got:
         final = model.bridge(tokens, return_type="logits")[0].float()
         logp_f = F.log_softmax(final, -1)
         top1_f = final.argmax(-1)
         rows = {"top_ids": [], "top_probs": [], "p_final_top1": [], "kl": [], "entropy": []}
-        for l in range(L):
-            logp = F.log_softmax(readout(model, resid[l]).float(), -1)
-            p = logp.exp()
-            top = p.topk(top_k, dim=-1)
+        for name in names:
+            logp = F.log_softmax(readout(model, got[name][0]).float(), -1)
+            top = logp.topk(top_k, dim=-1)
             rows["top_ids"].append(top.indices.cpu())
-            rows["top_probs"].append(top.values.cpu())
-            rows["p_final_top1"].append(p.gather(-1, top1_f[:, None]).squeeze(-1).cpu())
-            rows["kl"].append((logp_f.exp() * (logp_f - logp)).sum(-1).cpu())
-            rows["entropy"].append(-(p * logp).sum(-1).cpu())
+            rows["top_probs"].append(top.values.exp().cpu())
+            rows["p_final_top1"].append(logp.gather(-1, top1_f[:, None]).squeeze(-1).exp().cpu())
+            rows["kl"].append(hooks.kl(logp_f, logp).cpu())
+            rows["entropy"].append(hooks.entropy(logp).cpu())
     grid = {k: torch.stack(v, dim=1).numpy() for k, v in rows.items()}
     grid["final_top1"] = top1_f.cpu().numpy()
     return grid

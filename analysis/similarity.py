@@ -59,6 +59,8 @@ def best_blocks(angular: np.ndarray) -> list[dict]:
 class SimilarityReducer:
     """Running sums for cosine/angular matrices and the CKA sample."""
 
+    sites = ()
+
     def __init__(self, n_layers: int, d_model: int, total_positions: int, n_windows: int,
                  cka_sample: int = 1024) -> None:
         k = n_layers + 1
@@ -73,7 +75,7 @@ class SimilarityReducer:
         self.samples = {"all": [], "last": []}
         self.seen = {"all": 0, "last": 0}
 
-    def hooks(self, model, batch_ref):
+    def hooks(self, model, first_repr):
         return []
 
     def _fold(self, which: str, unit: torch.Tensor, sample) -> None:

@@ -14,11 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from analysis import hooks
+
 EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 P_GRID = (1e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 
 
 class SparsityReducer:
+    sites = ()
+
     def __init__(self, n_layers: int, d_mlp: int, extra_eps: tuple = ()) -> None:
         self.eps = tuple(sorted(set(EPS_GRID) | {float(e) for e in extra_eps}))
         self.p = P_GRID
@@ -28,15 +32,15 @@ class SparsityReducer:
         self.exact = torch.zeros(n_layers, dtype=torch.float64)
         self.fire = torch.zeros(len(self.eps), n_layers, d_mlp, dtype=torch.float64)
         self.positions = 0
-        self._first_repr = {"value": 0}
 
-    def hooks(self, model, batch_ref):
-        self._ref = batch_ref
-        return [(f"blocks.{l}.mlp.hook_post", self._hook(l)) for l in range(self.n_layers)]
+    def hooks(self, model, first_repr):
+        """In-hook counting (the documented exception to the reducer protocol): the MLP
+        activation [B, T, d_mlp] is reduced as it passes and never kept."""
+        return [(hooks.mlp_post(l), self._hook(l, first_repr)) for l in range(self.n_layers)]
 
-    def _hook(self, layer: int):
+    def _hook(self, layer: int, first_repr: int):
         def hook(tensor, hook):
-            a = tensor.detach()[:, self._ref.get("first_repr", 0):].abs().float()
+            a = tensor.detach()[:, first_repr:].abs().float()
             self._fold(layer, a.reshape(-1, a.shape[-1]))
             return tensor
         return hook
@@ -97,16 +101,8 @@ def at_p(result: dict, p: float) -> np.ndarray:
 
 def token_density(model, window: torch.Tensor, eps: float) -> np.ndarray:
     """Fraction of |a| > eps per token and layer [T, L] for one window (one short forward)."""
-    L = model.n_layers
-    rows = [None] * L
-
-    def keep(l):
-        def hook(tensor, hook):
-            rows[l] = (tensor.detach()[0].abs() > eps).float().mean(-1).cpu()
-            return tensor
-        return hook
-
-    fwd = [(f"blocks.{l}.mlp.hook_post", keep(l)) for l in range(L)]
-    with model.lock, torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd):
+    names = [hooks.mlp_post(l) for l in range(model.n_layers)]
+    density = lambda a: (a.detach()[0].abs() > eps).float().mean(-1).cpu()
+    with model.lock, torch.inference_mode(), hooks.capture(model, names, keep=density) as got:
         model.bridge(window.view(1, -1).to(model.device), return_type=None)
-    return torch.stack(rows, dim=1).numpy()
+        return torch.stack([got[n] for n in names], dim=1).numpy()

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 
 class SublayerReducer:
+    sites = ("resid_mid", "attn_out", "mlp_out")
+
     def __init__(self, n_layers: int, parallel: bool) -> None:
         self.parallel = parallel
         self.sums = {k: torch.zeros(n_layers, dtype=torch.float64)
@@ -20,24 +22,15 @@ class SublayerReducer:
         self.count = 0
         self.n_layers = n_layers
 
-    def hooks(self, model, batch_ref):
-        self._ref = batch_ref
-
-        def keep(slot, l):
-            def hook(tensor, hook):
-                batch_ref.setdefault(slot, {})[l] = tensor.detach()
-                return tensor
-            return hook
-        return ([(f"blocks.{l}.hook_attn_out", keep("attn_out", l)) for l in range(self.n_layers)]
-                + [(f"blocks.{l}.hook_mlp_out", keep("mlp_out", l)) for l in range(self.n_layers)])
+    def hooks(self, model, first_repr):
+        return []
 
     def update(self, model, batch) -> None:
-        ref = self._ref
         s = batch.first_repr
         for l in range(self.n_layers):
             pre = batch.resid[l][:, s:].float()
-            attn = ref["attn_out"][l][:, s:].float()
-            mlp = ref["mlp_out"][l][:, s:].float()
+            attn = batch.attn_out[l][:, s:].float()
+            mlp = batch.mlp_out[l][:, s:].float()
             if self.parallel:
                 mlp_in = pre
                 attn_cos = F.cosine_similarity(pre, pre + attn, dim=-1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from analysis.collect import batches, token_nll
+from analysis import hooks
 from analysis.hooks import readout
 
 KINDS = ("blocks", "attn", "mlp")
@@ -64,8 +65,8 @@ class RemovalHooks:
         return hook
 
     def fwd_hooks(self) -> list:
-        return ([(f"blocks.{l}.hook_attn_out", self._zero("attn", l)) for l in range(self.n_layers)]
-                + [(f"blocks.{l}.hook_mlp_out", self._zero("mlp", l)) for l in range(self.n_layers)])
+        return [(hooks.sublayer_out(kind, l), self._zero(kind, l)) for kind in ("attn", "mlp")
+                for l in range(self.n_layers)]
 
 
 @dataclass(frozen=True)
@@ -154,20 +155,11 @@ class CleanStates:
 def clean_states(model, tokens: torch.Tensor) -> CleanStates:
     """One unmodified forward keeping every residual (call with the model lock held)."""
     L = model.n_layers
-    resid, mid = [None] * (L + 1), [None] * L
-
-    def keep(store, i):
-        def hook(tensor, hook):
-            store[i] = tensor.detach()
-            return tensor
-        return hook
-
-    fwd = [(f"blocks.{l}.hook_resid_pre", keep(resid, l)) for l in range(L)]
-    fwd.append((f"blocks.{L - 1}.hook_resid_post", keep(resid, L)))
-    if not model.parallel_attn_mlp:
-        fwd += [(f"blocks.{l}.hook_resid_mid", keep(mid, l)) for l in range(L)]
-    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=fwd), _BlockInputRecorder(model) as recorder:
+    names = hooks.residual_stream(L) + ([] if model.parallel_attn_mlp else [hooks.resid_mid(l) for l in range(L)])
+    with torch.inference_mode(), hooks.capture(model, names) as got, _BlockInputRecorder(model) as recorder:
         logits = model.bridge(tokens, return_type="logits")
+        resid = [got[n] for n in hooks.residual_stream(L)]
+        mid = [got.get(hooks.resid_mid(l)) for l in range(L)]
     return CleanStates(tokens, resid, mid, logits, recorder.inputs())
 
 

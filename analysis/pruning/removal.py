@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from analysis import store
+from analysis import hooks, store
 from analysis.pruning.ablation import KINDS, Removal, removal_nll
 from analysis.collect import batches, token_nll
 from analysis.corpus import Corpus, make_windows
@@ -54,6 +54,11 @@ def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_toke
     return out
 
 
+def _retain_grad(tensor: torch.Tensor) -> torch.Tensor:
+    tensor.retain_grad()
+    return tensor
+
+
 def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 1024) -> dict:
     """First-order estimate of every single removal's perplexity from one forward and
     one backward pass: delta NLL ~ -sum(grad * output) of the zeroed outputs."""
@@ -63,27 +68,18 @@ def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 10
     count = 0
     for _, chunk in batches(windows, batch_tokens):
         chunk = chunk.to(model.device)
-        saved: dict = {}
-
-        def keep(name):
-            def hook(tensor, hook):
-                tensor.retain_grad()
-                saved[name] = tensor
-                return tensor
-            return hook
-
-        fwd = [(f"blocks.{l}.hook_{k}_out", keep((k, l))) for l in range(L) for k in ("attn", "mlp")]
-        with model.lock, torch.enable_grad(), model.bridge.hooks(fwd_hooks=fwd):
+        names = {(kind, l): hooks.sublayer_out(kind, l) for l in range(L) for kind in ("attn", "mlp")}
+        with model.lock, torch.enable_grad(), hooks.capture(model, names.values(), keep=_retain_grad) as saved:
             model.bridge.zero_grad(set_to_none=True)
             logits = model.bridge(chunk, return_type="logits")
             loss = token_nll(logits, chunk).sum()
             loss.backward()
-            for (kind, layer), out in saved.items():
+            for (kind, layer), name in names.items():
+                out = saved[name]
                 delta[kind][layer] += float(-(out.grad * out.detach()).sum())
             model.bridge.zero_grad(set_to_none=True)
         total_nll += float(loss.detach())
         count += chunk.shape[0] * (chunk.shape[1] - 1)
-        saved.clear()
     ppl = lambda d: np.exp((total_nll + d) / count).tolist()
     return {"block_ppl": ppl(delta["attn"] + delta["mlp"]), "attn_ppl": ppl(delta["attn"]),
             "mlp_ppl": ppl(delta["mlp"]), "full_ppl": math.exp(total_nll / count)}

@@ -96,3 +96,50 @@ def test_round_trip_and_schema(result):
     bad = result.to_dict() | {"schema_version": 99}
     with pytest.raises(Exception, match="schema"):
         Analysis.from_dict(bad)
+
+
+def test_no_tensor_of_a_batch_is_alive_during_the_next(tiny):
+    """Memory flat in corpus length (issue 12): every tensor the pass captured for batch i
+    (residuals, sublayer outputs, logits) is freed before batch i+1 runs, with all the
+    real reducers attached. Checked with weak references, not timing or RSS."""
+    import gc
+    import weakref
+
+    from analysis.collect import Perplexity, run_pass
+    from analysis.lens import LensReducer
+    from analysis.similarity import SimilarityReducer
+    from analysis.sparsity import SparsityReducer
+    from analysis.sublayers import SublayerReducer
+
+    windows = make_windows(tiny.tokenizer, TEXT, 16)
+    L = tiny.n_layers
+
+    class Watch:
+        sites = ("resid_mid", "attn_out", "mlp_out")
+
+        def __init__(self):
+            self.previous, self.batches, self.alive = [], 0, []
+
+        def hooks(self, model, first_repr):  # runs as the next batch's forward starts
+            def check(tensor, hook):
+                gc.collect()
+                self.alive.append(sum(ref() is not None for ref in self.previous))
+                return tensor
+            return [("blocks.0.hook_resid_pre", check)]
+
+        def update(self, model, batch):
+            tensors = batch.resid + batch.resid_mid + batch.attn_out + batch.mlp_out + [batch.logits]
+            self.previous = [weakref.ref(t) for t in tensors]
+            self.batches += 1
+
+        def result(self):
+            return None
+
+    watch = Watch()
+    n_repr = windows.shape[0] * (windows.shape[1] - 1)
+    reducers = [Perplexity(), SimilarityReducer(L, tiny.d_model, n_repr, windows.shape[0]),
+                SublayerReducer(L, False), SparsityReducer(L, tiny.d_mlp),
+                LensReducer(L, tiny.bridge.cfg.d_vocab, windows.shape[0]), watch]
+    run_pass(tiny, windows, reducers, batch_tokens=3 * windows.shape[1])
+    assert watch.batches >= 3
+    assert watch.alive == [0] * watch.batches
