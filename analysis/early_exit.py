@@ -11,9 +11,12 @@ early-exiting model would not have.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from analysis.store import Record
 
 OPTIMISM_NOTE = (
     "Teacher-forced: every position still attends to keys and values computed at full "
@@ -28,6 +31,33 @@ RULES = {
     "entropy": ("entropy", "le", np.round(np.linspace(0.0, 8.0, 41), 4)),
     "cosine": ("cos_next", "ge", np.round(np.linspace(0.5, 1.0, 41), 4)),
 }
+
+
+@dataclass(frozen=True)
+class ExitCurve(Record):
+    """One confidence rule over its threshold grid: for each threshold the mean fraction
+    of blocks used, agreement with the full model's top-1, change in cross-entropy, and
+    the histogram of exit blocks ([thresholds, L])."""
+
+    signal: str
+    direction: str  # 'ge': passes when signal >= t; 'le': when signal <= t
+    thresholds: list
+    fraction_blocks: list
+    agreement: list
+    delta_ce: list
+    exit_hist: list
+
+
+@dataclass(frozen=True)
+class ExitResult(Record):
+    """The oracle exit (first block whose top-1 equals the final top-1) and every rule's curve."""
+
+    oracle_exit_hist: list  # [L]: tokens whose oracle exit is after block l
+    oracle_mean_fraction: float  # mean of (exit block + 1) / L
+    curves: dict  # rule -> ExitCurve
+    n_positions: int
+
+    NESTED_MAPS = {"curves": ExitCurve}
 
 
 def exit_layers(passes: torch.Tensor) -> torch.Tensor:
@@ -66,34 +96,31 @@ class ExitAccumulator:
             self.exit_hist[rule].scatter_add_(1, exits.T, torch.ones(exits.T.shape, dtype=torch.float64))
         self.n += n
 
-    def result(self) -> dict:
+    def result(self) -> ExitResult:
         n = max(1, self.n)
         ce_final = self.ce_final / n
         curves = {}
         for rule, (signal, direction, thresholds) in RULES.items():
             acc = self.curves[rule]
-            curves[rule] = {
-                "signal": signal,
-                "direction": direction,
-                "thresholds": [float(x) for x in thresholds],
-                "fraction_blocks": (acc["blocks"] / n / self.L).tolist(),
-                "agreement": (acc["agree"] / n).tolist(),
-                "delta_ce": (acc["ce"] / n - ce_final).tolist(),
-                "exit_hist": self.exit_hist[rule].tolist(),  # [threshold, block]: tokens exiting there
-            }
+            curves[rule] = ExitCurve(
+                signal=signal,
+                direction=direction,
+                thresholds=[float(x) for x in thresholds],
+                fraction_blocks=(acc["blocks"] / n / self.L).tolist(),
+                agreement=(acc["agree"] / n).tolist(),
+                delta_ce=(acc["ce"] / n - ce_final).tolist(),
+                exit_hist=self.exit_hist[rule].tolist(),  # [threshold, block]: tokens exiting there
+            )
         depths = np.arange(1, self.L + 1)
         hist = self.oracle_hist.numpy()
-        return {
-            "oracle_exit_hist": hist.tolist(),
-            "oracle_mean_fraction": float((hist * depths).sum() / n / self.L),
-            "curves": curves,
-        }
+        return ExitResult(oracle_exit_hist=hist.tolist(), oracle_mean_fraction=float((hist * depths).sum() / n / self.L),
+                          curves=curves, n_positions=self.n)
 
 
-def operating_point(curve: dict, target_agreement: float) -> dict | None:
+def operating_point(curve: ExitCurve, target_agreement: float) -> dict | None:
     """Cheapest threshold whose agreement reaches the target, or None."""
     best = None
-    for t, frac, agree, dce in zip(curve["thresholds"], curve["fraction_blocks"], curve["agreement"], curve["delta_ce"]):
+    for t, frac, agree, dce in zip(curve.thresholds, curve.fraction_blocks, curve.agreement, curve.delta_ce):
         if agree >= target_agreement and (best is None or frac < best["fraction_blocks"]):
             best = {"threshold": t, "fraction_blocks": frac, "agreement": agree, "delta_ce": dce}
     return best

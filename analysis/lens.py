@@ -11,12 +11,34 @@ per-window view.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from analysis import early_exit, hooks
 from analysis.hooks import readout
+from analysis.store import Record
+
+@dataclass(frozen=True)
+class LensResult(Record):
+    """Logit lens per block l (readout after block l, [L] each) over `n_positions`
+    predicted tokens; `seq_mean_ce` [windows, L] is each window's mean cross-entropy of
+    the readout after every block; `early_exit` the oracle and the rules' curves."""
+
+    ce: np.ndarray
+    kl_to_final: np.ndarray
+    entropy: np.ndarray
+    top1_agree: np.ndarray
+    median_rank_final_top1: np.ndarray
+    seq_mean_ce: np.ndarray
+    early_exit: early_exit.ExitResult
+    n_positions: int
+
+    ARRAYS = ("ce", "kl_to_final", "entropy", "top1_agree", "median_rank_final_top1", "seq_mean_ce")
+    NESTED = {"early_exit": early_exit.ExitResult}
+
 
 SIGNALS = ("ce", "kl", "entropy", "agree", "rank", "maxprob", "gap", "cos_next")
 
@@ -90,19 +112,20 @@ class LensReducer:
             self.exits.update({k: v.cpu() for k, v in sig.items()})
             self.count += sig["ce"].shape[0]
 
-    def result(self) -> dict:
+    def result(self) -> LensResult:
         n = max(1, self.count)
         cdf = self.rank_hist.cumsum(1)
         median_rank = (cdf < cdf[:, -1:] / 2).sum(1).double()
-        return {
-            "ce": (self.sums["ce"] / n).numpy(),
-            "kl_to_final": (self.sums["kl"] / n).numpy(),
-            "entropy": (self.sums["entropy"] / n).numpy(),
-            "top1_agree": (self.sums["agree"] / n).numpy(),
-            "median_rank_final_top1": median_rank.numpy(),
-            "seq_mean_ce": (self.seq_ce / self.seq_count.clamp_min(1)[:, None]).numpy(),
-            "early_exit": self.exits.result(),
-        }
+        return LensResult(
+            ce=(self.sums["ce"] / n).numpy(),
+            kl_to_final=(self.sums["kl"] / n).numpy(),
+            entropy=(self.sums["entropy"] / n).numpy(),
+            top1_agree=(self.sums["agree"] / n).numpy(),
+            median_rank_final_top1=median_rank.numpy(),
+            seq_mean_ce=(self.seq_ce / self.seq_count.clamp_min(1)[:, None]).numpy(),
+            early_exit=self.exits.result(),
+            n_positions=self.count,
+        )
 
 
 SITES = ("resid_post", "resid_mid")

@@ -6,44 +6,43 @@ of model fingerprint + corpus sha256 + settings + schema version.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-import numpy as np
+from dataclasses import dataclass
 
 from analysis import store
 from analysis.collect import Perplexity, run_pass
 from analysis.corpus import Corpus, make_windows
-from analysis.lens import LensReducer
-from analysis.similarity import SimilarityReducer
-from analysis.sparsity import SparsityReducer
-from analysis.sublayers import SublayerReducer
+from analysis.lens import LensReducer, LensResult
+from analysis.similarity import SimilarityReducer, SimilarityResult
+from analysis.sparsity import SparsityReducer, SparsityResult
+from analysis.sublayers import SublayerReducer, SublayerResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
-class Analysis:
-    schema_version: int
-    model: dict
-    corpus: dict
-    perplexity: float
-    similarity: dict
-    sublayers: dict
-    sparsity: dict
-    lens: dict | None
+class Analysis(store.Record):
+    """Everything the one instrumented pass yields, frozen: the model card, the corpus
+    (windows, tokens), perplexity and one typed section per analysis."""
 
-    def to_dict(self) -> dict:
-        return store.jsonable(asdict(self))
+    schema_version: int
+    model: dict  # LoadedModel.card() + parallel_attn_mlp
+    corpus: dict  # corpus_info()
+    perplexity: float
+    similarity: SimilarityResult
+    sublayers: SublayerResult
+    sparsity: SparsityResult
+    lens: LensResult | None
+    eps: float  # the absolute sparsity threshold the report quotes
+
+    NESTED = {"similarity": SimilarityResult, "sublayers": SublayerResult, "sparsity": SparsityResult,
+              "lens": LensResult}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Analysis":
         version = data.get("schema_version") if isinstance(data, dict) else None
         if version != SCHEMA_VERSION:
             raise store.SchemaError(f"Analysis schema version {version!r} is not the supported {SCHEMA_VERSION}.")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-    def array(self, section: str, name: str) -> np.ndarray:
-        return np.asarray(getattr(self, section)[name], dtype=float)
+        return super().from_dict(data)
 
 
 def corpus_info(corpus: Corpus, windows, seq_len: int, bos: bool) -> dict:
@@ -92,8 +91,9 @@ def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_
         model=model.card() | {"parallel_attn_mlp": model.parallel_attn_mlp},
         corpus=corpus_info(corpus, windows, seq_len, bos) | {"max_windows": max_windows},
         perplexity=ppl.result()["perplexity"],
-        similarity=store.jsonable(sim.result()),
-        sublayers=store.jsonable(sub.result()),
-        sparsity=store.jsonable(spa.result()) | {"eps": eps},
-        lens=store.jsonable(lens.result()) if lens else None,
+        similarity=sim.result(),
+        sublayers=sub.result(),
+        sparsity=spa.result(),
+        lens=lens.result() if lens else None,
+        eps=eps,
     )

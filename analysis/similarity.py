@@ -9,10 +9,47 @@ functions of those matrices.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from analysis.store import Record
+
+MEASURES = {"cosine": "cos", "angular": "ang", "cka": "cka"}
+POSITIONS = {"all": "all non-BOS positions", "last": "last token of each window"}
+
+
+@dataclass(frozen=True)
+class SimilarityResult(Record):
+    """Layer x layer matrices over h_0..h_L ([L+1, L+1] each), for all representation
+    positions and for the last token of each window, plus the mean representation
+    per layer [L+1, d] and how many positions each was averaged over."""
+
+    cos_all: np.ndarray
+    ang_all: np.ndarray
+    cka_all: np.ndarray
+    cos_last: np.ndarray
+    ang_last: np.ndarray
+    cka_last: np.ndarray
+    mean_repr: np.ndarray
+    cka_all_positions: int  # positions in the CKA sample
+    cka_last_positions: int
+    n_positions: int  # representation positions (all non-BOS)
+    n_last: int  # last-token positions (one per window)
+
+    ARRAYS = ("cos_all", "ang_all", "cka_all", "cos_last", "ang_last", "cka_last", "mean_repr")
+
+    def matrix(self, measure: str, positions: str) -> np.ndarray:
+        """The [L+1, L+1] matrix for a measure ('cosine', 'angular', 'cka') over 'all'/'last'."""
+        return getattr(self, f"{MEASURES[measure]}_{positions}")
+
+    def block_influence(self) -> np.ndarray:
+        return block_influence(self.cos_all)
+
+    def best_blocks(self) -> list[dict]:
+        return best_blocks(self.ang_last)
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -107,8 +144,9 @@ class SimilarityReducer:
         last = torch.stack([x[:, -1] for x in resid]).float()  # [L+1, B, d]
         self._fold("last", F.normalize(last, dim=-1), lambda idx: last[:, idx])
 
-    def result(self) -> dict:
-        out = {"mean_repr": (self.mean_sum / max(1, self.count["all"])).numpy()}
+    def result(self) -> SimilarityResult:
+        out = {"mean_repr": (self.mean_sum / max(1, self.count["all"])).numpy(),
+               "n_positions": self.count["all"], "n_last": self.count["last"]}
         for which in ("all", "last"):
             n = max(1, self.count[which])
             out[f"cos_{which}"] = (self.cos_sum[which] / n).numpy()
@@ -119,16 +157,7 @@ class SimilarityReducer:
             else:
                 out[f"cka_{which}"] = cka_matrix([s.numpy() for s in sample])
             out[f"cka_{which}_positions"] = 0 if sample is None else int(sample.shape[1])
-        return out
-
-
-MEASURES = {"cosine": "cos", "angular": "ang", "cka": "cka"}
-POSITIONS = {"all": "all non-BOS positions", "last": "last token of each window"}
-
-
-def layer_matrix(similarity: dict, measure: str, positions: str) -> np.ndarray:
-    """The [L+1, L+1] matrix for a measure ('cosine', 'angular', 'cka') over 'all'/'last'."""
-    return np.asarray(similarity[f"{MEASURES[measure]}_{positions}"], dtype=float)
+        return SimilarityResult(**out)
 
 
 def layer_map(mean_repr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,50 @@ the pass for a grid of thresholds so the UI can switch eps without another pass:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from analysis import hooks
+from analysis.store import Record
 
 EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 P_GRID = (1e-3, 1e-2, 2e-2, 5e-2, 1e-1)
+
+
+@dataclass(frozen=True)
+class SparsityResult(Record):
+    """Counts of the MLP activation over `n_positions` representation positions: grids
+    [thresholds, L] for the absolute and relative rules, exact zeros [L], and per-neuron
+    firing frequencies [eps, L, d_mlp]."""
+
+    eps_grid: np.ndarray
+    p_grid: np.ndarray
+    frac_near_zero_grid: np.ndarray
+    frac_relative_grid: np.ndarray
+    frac_exact_zero: np.ndarray
+    firing_frequency_grid: np.ndarray
+    n_positions: int
+
+    ARRAYS = ("eps_grid", "p_grid", "frac_near_zero_grid", "frac_relative_grid", "frac_exact_zero",
+              "firing_frequency_grid")
+
+    def at_eps(self, eps: float) -> dict:
+        """Per-layer sparsity at one eps of the grid: fractions and dead-neuron counts."""
+        i = int(np.argmin(np.abs(self.eps_grid - eps)))
+        if not np.isclose(self.eps_grid[i], eps, rtol=1e-9):
+            raise ValueError(f"eps {eps} was not counted; choose one of {self.eps_grid.tolist()}.")
+        return {
+            "eps": float(self.eps_grid[i]),
+            "frac_near_zero": self.frac_near_zero_grid[i],
+            "dead_neurons": (self.firing_frequency_grid[i] == 0).sum(axis=1),
+            "firing_frequency": self.firing_frequency_grid[i],
+        }
+
+    def at_p(self, p: float) -> np.ndarray:
+        """Per-layer share under the relative rule at the grid's p nearest to `p`."""
+        return self.frac_relative_grid[int(np.argmin(np.abs(self.p_grid - p)))]
 
 
 class SparsityReducer:
@@ -65,38 +102,17 @@ class SparsityReducer:
     def update(self, model, batch) -> None:
         pass
 
-    def result(self) -> dict:
+    def result(self) -> SparsityResult:
         n = max(1, self.positions)
         d_mlp = self.fire.shape[2]
-        return {
-            "eps_grid": list(self.eps),
-            "p_grid": list(self.p),
-            "frac_near_zero_grid": (self.near / (n * d_mlp)).numpy(),
-            "frac_relative_grid": (self.rel / (n * d_mlp)).numpy(),
-            "frac_exact_zero": (self.exact / (n * d_mlp)).numpy(),
-            "firing_frequency_grid": (self.fire / n).numpy(),
-            "positions": self.positions,
-        }
-
-
-def at_eps(result: dict, eps: float) -> dict:
-    """Per-layer sparsity at one eps of the grid: fractions and dead-neuron counts."""
-    grid = result["eps_grid"]
-    i = int(np.argmin([abs(e - eps) for e in grid]))
-    if not np.isclose(grid[i], eps, rtol=1e-9):
-        raise ValueError(f"eps {eps} was not counted; choose one of {grid}.")
-    return {
-        "eps": grid[i],
-        "frac_near_zero": np.asarray(result["frac_near_zero_grid"])[i],
-        "dead_neurons": (np.asarray(result["firing_frequency_grid"])[i] == 0).sum(axis=1),
-        "firing_frequency": np.asarray(result["firing_frequency_grid"])[i],
-    }
-
-
-def at_p(result: dict, p: float) -> np.ndarray:
-    grid = result["p_grid"]
-    i = int(np.argmin([abs(x - p) for x in grid]))
-    return np.asarray(result["frac_relative_grid"])[i]
+        return SparsityResult(
+            eps_grid=np.array(self.eps), p_grid=np.array(self.p),
+            frac_near_zero_grid=(self.near / (n * d_mlp)).numpy(),
+            frac_relative_grid=(self.rel / (n * d_mlp)).numpy(),
+            frac_exact_zero=(self.exact / (n * d_mlp)).numpy(),
+            firing_frequency_grid=(self.fire / n).numpy(),
+            n_positions=self.positions,
+        )
 
 
 def token_density(model, window: torch.Tensor, eps: float) -> np.ndarray:

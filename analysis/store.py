@@ -19,7 +19,8 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from dataclasses import fields
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -27,7 +28,9 @@ from analysis import settings
 
 
 def jsonable(value):
-    """numpy / torch values -> plain JSON types, recursively."""
+    """numpy / torch values and Records -> plain JSON types, recursively."""
+    if isinstance(value, Record):
+        return value.to_dict()
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -41,6 +44,37 @@ def jsonable(value):
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None
     return value
+
+
+class Record:
+    """Base of the frozen result dataclasses: `to_dict` gives plain JSON types (for the
+    disk cache and report.json), `from_dict` rebuilds the record, turning the fields
+    named in ARRAYS into float arrays (JSON null -> nan) and those in NESTED / NESTED_MAPS
+    into records (a record, or a dict of records). A missing field raises KeyError, a
+    payload that is not an object SchemaError: callers treat both as stale."""
+
+    ARRAYS: ClassVar[tuple] = ()
+    NESTED: ClassVar[dict] = {}
+    NESTED_MAPS: ClassVar[dict] = {}
+
+    def to_dict(self) -> dict:
+        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        if not isinstance(data, dict):
+            raise SchemaError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+        values = {}
+        for f in fields(cls):
+            value = data[f.name]
+            if f.name in cls.ARRAYS:
+                value = np.asarray(value, dtype=float)
+            elif f.name in cls.NESTED and value is not None:
+                value = cls.NESTED[f.name].from_dict(value)
+            elif f.name in cls.NESTED_MAPS:
+                value = {k: cls.NESTED_MAPS[f.name].from_dict(v) for k, v in value.items()}
+            values[f.name] = value
+        return cls(**values)
 
 
 def make_key(**parts) -> str:

@@ -8,8 +8,27 @@ stream|| over representation positions.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from analysis.store import Record
+
+
+@dataclass(frozen=True)
+class SublayerResult(Record):
+    """Per-layer [L] sublayer redundancy scores and output-norm ratios."""
+
+    parallel: bool  # attention and MLP read the same input stream (no resid_mid)
+    attn_score: np.ndarray
+    mlp_score: np.ndarray
+    attn_norm_ratio: np.ndarray
+    mlp_norm_ratio: np.ndarray
+    n_positions: int
+
+    ARRAYS = ("attn_score", "mlp_score", "attn_norm_ratio", "mlp_norm_ratio")
 
 
 class SublayerReducer:
@@ -47,15 +66,16 @@ class SublayerReducer:
             self.sums["mlp_ratio"][l] += float((mlp.norm(dim=-1) / mlp_in.norm(dim=-1).clamp_min(1e-12)).double().sum())
         self.count += batch.resid[0][:, s:].shape[0] * batch.resid[0][:, s:].shape[1]
 
-    def result(self) -> dict:
+    def result(self) -> SublayerResult:
         n = max(1, self.count)
-        return {
-            "parallel": self.parallel,
-            "attn_score": (1.0 - self.sums["attn_cos"] / n).numpy(),
-            "mlp_score": (1.0 - self.sums["mlp_cos"] / n).numpy(),
-            "attn_norm_ratio": (self.sums["attn_ratio"] / n).numpy(),
-            "mlp_norm_ratio": (self.sums["mlp_ratio"] / n).numpy(),
-        }
+        return SublayerResult(
+            parallel=self.parallel,
+            attn_score=(1.0 - self.sums["attn_cos"] / n).numpy(),
+            mlp_score=(1.0 - self.sums["mlp_cos"] / n).numpy(),
+            attn_norm_ratio=(self.sums["attn_ratio"] / n).numpy(),
+            mlp_norm_ratio=(self.sums["mlp_ratio"] / n).numpy(),
+            n_positions=self.count,
+        )
 
 
 def joint_ranking(attn_score, mlp_score) -> list[dict]:

@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 from analysis import early_exit, lens
-from analysis.corpus import make_windows
 from analysis.figures import lens as figures
 from ui import context
 
@@ -19,7 +18,7 @@ if analysis.lens is None:
 result, L = analysis.lens, model.n_layers
 
 st.header("One window, block by block")
-windows = make_windows(model.tokenizer, ctx.corpus.text, ctx.seq_len, model.n_ctx, ctx.max_windows)
+windows = context.windows(ctx)
 c1, c2, c3, c4 = st.columns(4)
 w = int(c1.number_input("Window", 0, windows.shape[0] - 1, 0, key="lens_window"))
 sites = ["resid_post"] + ([] if model.parallel_attn_mlp else ["resid_mid"])
@@ -29,10 +28,8 @@ colours = {"p_final_top1": "probability of the final top-1", "kl": "KL(final ‖
 colour = c3.selectbox("Colour", list(colours), format_func=colours.get, key="lens_colour")
 n_pred = windows.shape[1] - 1
 span = c4.slider("Positions", 0, n_pred - 1, (0, min(n_pred, 32) - 1), key="lens_span") if n_pred > 1 else (0, 0)
-memo = st.session_state.setdefault("_lens_grid", {})
-if (ctx.key, w, site) not in memo:
-    memo[(ctx.key, w, site)] = lens.window_grid(model, windows[w], site=site)
-grid = memo[(ctx.key, w, site)]
+with st.spinner("Reading out every block for this window..."):
+    grid = context.lens_grid(ctx, w, site)
 sel = np.arange(span[0], span[1] + 1)
 tokens = windows[w].numpy()
 fig = figures.lens_grid(lens.decode_tokens(model.tokenizer, grid["top_ids"][sel]), grid["top_probs"][sel],
@@ -44,11 +41,11 @@ st.caption("Each cell: the top-1 token read out at that block; hover for the top
            "Bottom axis: the input token at each position; top axis: the true next token.")
 
 st.header("Over the whole corpus")
-curves = {k: result[k] for k, _ in figures.CURVES}
-first = lens.first_agreement_above(result["top1_agree"], 0.5)
+curves = {k: getattr(result, k) for k, _ in figures.CURVES}
+first = lens.first_agreement_above(result.top1_agree, 0.5)
 m1, m2, m3 = st.columns(3)
 m1.metric("First block with top-1 agreement > 50%", "never" if first is None else first)
-m2.metric("Cross-entropy after the last block", f"{result['ce'][-1]:.3f} nats")
+m2.metric("Cross-entropy after the last block", f"{result.ce[-1]:.3f} nats")
 m3.metric("Predicted tokens", analysis.corpus["n_predicted_tokens"])
 st.plotly_chart(figures.layer_curves(curves))
 st.caption("Index l = readout after block l. KL(final ‖ layer) compares with the model's own output distribution; "
@@ -56,24 +53,23 @@ st.caption("Index l = readout after block l. KL(final ‖ layer) compares with t
 
 st.header("Early exit")
 st.warning(early_exit.OPTIMISM_NOTE)
-ee = result["early_exit"]
+ee = result.early_exit
 r1, r2 = st.columns(2)
-rule = r1.selectbox("Confidence rule", list(ee["curves"]), key="exit_rule",
+rule = r1.selectbox("Confidence rule", list(ee.curves), key="exit_rule",
                     help="max_prob: top-1 probability ≥ t; top2_gap: p1 − p2 ≥ t; entropy: ≤ t nats; "
                          "cosine: cos(residual before, after the block) ≥ t.")
-curve = ee["curves"][rule]
-threshold = r2.select_slider("Threshold", curve["thresholds"], value=curve["thresholds"][len(curve["thresholds"]) // 2],
+curve = ee.curves[rule]
+threshold = r2.select_slider("Threshold", curve.thresholds, value=curve.thresholds[len(curve.thresholds) // 2],
                              key=f"exit_threshold_{rule}")
-i = curve["thresholds"].index(threshold)
-st.metric("Oracle exit: mean fraction of blocks used", f"{ee['oracle_mean_fraction']:.3f}")
-rule_hist = curve["exit_hist"][i] if "exit_hist" in curve else None
-st.plotly_chart(figures.exit_depth_histogram(ee["oracle_exit_hist"], rule_hist,
-                                             f"{rule} {curve['direction']} {threshold:g}"))
-st.caption(f"At {rule} {curve['direction']} {threshold:g}: {curve['fraction_blocks'][i]:.3f} of the blocks used, "
-           f"agreement {curve['agreement'][i]:.3f}, Δ cross-entropy {curve['delta_ce'][i]:+.4f} nats.")
+i = curve.thresholds.index(threshold)
+st.metric("Oracle exit: mean fraction of blocks used", f"{ee.oracle_mean_fraction:.3f}")
+st.plotly_chart(figures.exit_depth_histogram(ee.oracle_exit_hist, curve.exit_hist[i],
+                                             f"{rule} {curve.direction} {threshold:g}"))
+st.caption(f"At {rule} {curve.direction} {threshold:g}: {curve.fraction_blocks[i]:.3f} of the blocks used, "
+           f"agreement {curve.agreement[i]:.3f}, Δ cross-entropy {curve.delta_ce[i]:+.4f} nats.")
 target = st.slider("Agreement target", 0.5, 1.0, 0.95, 0.01, key="exit_target")
-points = {r: early_exit.operating_point(c, target) for r, c in ee["curves"].items()}
-st.plotly_chart(figures.exit_sweep(ee["curves"], points, target))
+points = {r: early_exit.operating_point(c, target) for r, c in ee.curves.items()}
+st.plotly_chart(figures.exit_sweep(ee.curves, points, target))
 st.dataframe(pd.DataFrame([{"rule": r, **(p or {"threshold": None})} for r, p in points.items()]),
              hide_index=True)
 st.caption("Operating point: the cheapest threshold of each rule whose agreement with the full model reaches the "
@@ -84,6 +80,6 @@ st.caption("For each window, the fewest blocks whose logit-lens perplexity stays
            "(after \"Dynamic layer selection in decoder-only transformers\").")
 pct = st.select_slider("Tolerance x (%)", [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000], value=10,
                        key="seq_tolerance", help="Perplexity of the readout ≤ (1 + x/100) × the full model's.")
-depths = early_exit.sequence_oracle(np.asarray(result["seq_mean_ce"]), pct)
+depths = early_exit.sequence_oracle(result.seq_mean_ce, pct)
 st.metric("Mean fraction of blocks", f"{depths.mean() / L:.3f}")
 st.plotly_chart(figures.sequence_oracle_histogram(depths, L, pct))

@@ -2,106 +2,64 @@
 per-token loss, next-token predictions and generated text change next to the full model.
 
 Only the fragment below reruns on a toggle; the analyses are never recomputed and every
-evaluation restarts from the cached clean residual of the first changed layer.
+evaluation restarts from the cached clean residual of the first changed layer. The toggle
+and link state machine lives in ui/toggles.py.
 """
 import numpy as np
 import streamlit as st
 
-from ui import links
-from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
-from analysis.pruning.ablation import KINDS, Removal
 from analysis.corpus import CorpusError
 from analysis.figures import playground as figs
-from ui import context, urlstate
+from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
+from analysis.pruning.ablation import KINDS, Removal
+from ui import context, toggles, urlstate
 from ui.sidebar import plain
 
-DEFAULT_PROMPT = "The capital of France is"
 LABELS = {"blocks": "Remove blocks", "attn": "Remove attention sublayers", "mlp": "Remove MLP sublayers"}
 
 
-def toggle_key(kind: str, fp: str) -> str:
-    return f"pg_{kind}_{fp}"
-
-
-def set_toggles(fp: str, removal: Removal, method: dict | None) -> None:
-    for kind in KINDS:
-        st.session_state[toggle_key(kind, fp)] = sorted(getattr(removal, kind))
-    st.session_state.setdefault("_pg_method", {})[fp] = dict(method or {}, removal=removal) if method else None
-
-
-def seed_state(fp: str, n_layers: int) -> None:
-    """Toggles and prompt from the link (once per session, clamped) or from earlier visits."""
-    saved = st.session_state.setdefault("_pg_toggles", {})
-    if not st.session_state.get("_pg_link_done"):
-        st.session_state["_pg_link_done"] = True
-        link = st.session_state.get("_link", {})
-        if any(key in link for key in links.REMOVAL_KEYS):
-            values, st.session_state["_pg_notices"] = links.clamp_layers(link, n_layers)
-            saved[fp] = values
-            for kind in KINDS:
-                st.session_state.pop(toggle_key(kind, fp), None)
-        if "prompt" in link:
-            st.session_state["_pg_prompt"] = link["prompt"]
-    for kind in KINDS:
-        if toggle_key(kind, fp) not in st.session_state:
-            st.session_state[toggle_key(kind, fp)] = list(saved.get(fp, {}).get(kind, []))
-    for key, default in (("pg_prompt", st.session_state.get("_pg_prompt", DEFAULT_PROMPT)),
-                         ("pg_new", st.session_state.get("_pg_new", 20))):
-        if key not in st.session_state:
-            st.session_state[key] = default
-
-
-def apply_preset(fp: str, n_layers: int, analysis, removal_cost) -> None:
-    method, k = st.session_state["pg_preset"], int(st.session_state["pg_k"])
+def main() -> None:
+    st.title("Layer playground")
+    st.caption("Switch any block, attention or MLP sublayer off. Every change re-evaluates the corpus from the first "
+               "changed layer on (the unchanged prefix is cached), next to the full model.")
+    ctx = context.require()
+    analysis = context.analysis_for(ctx)
+    removal_cost = context.removal_for(ctx, run=False)
+    bar = st.progress(0.0, text="Keeping the clean residuals of the corpus...")
     try:
-        removal = presets.suggest(method, k, n_layers, analysis=analysis, removal_cost=removal_cost)
-    except ValueError as err:
-        st.session_state["_pg_preset_error"] = str(err)
-        return
-    set_toggles(fp, removal, {"name": method, "parameters": {"k": k}})
-
-
-st.title("Layer playground")
-st.caption("Switch any block, attention or MLP sublayer off. Every change re-evaluates the corpus from the first "
-           "changed layer on (the unchanged prefix is cached), next to the full model.")
-ctx = context.require()
-model = ctx.model
-L, fp = model.n_layers, model.fingerprint
-analysis = context.analysis_for(ctx)
-removal_cost = context.removal_for(ctx, run=False)
-bar = st.progress(0.0, text="Keeping the clean residuals of the corpus...")
-try:
-    pg = playground.get_playground(model, ctx.corpus, ctx.seq_len, ctx.max_windows,
-                                   progress=lambda f, m: bar.progress(min(1.0, f), text=m))
-except CorpusError as err:
+        pg = playground.get_playground(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows,
+                                       progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+    except CorpusError as err:
+        bar.empty()
+        st.error(str(err))
+        st.stop()
     bar.empty()
-    st.error(str(err))
-    st.stop()
-bar.empty()
-seed_state(fp, L)
-for message in st.session_state.get("_pg_notices", []):
-    st.warning(f"From the link: {message}")
+    toggles.seed_state(ctx.model.fingerprint, ctx.model.n_layers)
+    for message in st.session_state.get("_pg_notices", []):
+        st.warning(f"From the link: {message}")
+    st.fragment(live)(ctx, pg, analysis, removal_cost)
 
 
-@st.fragment
-def live() -> None:
-    chosen = {kind: st.pills(LABELS[kind], list(range(L)), selection_mode="multi", key=toggle_key(kind, fp))
+def live(ctx, pg, analysis, removal_cost) -> None:
+    model = ctx.model
+    L, fp = model.n_layers, model.fingerprint
+    chosen = {kind: st.pills(LABELS[kind], list(range(L)), selection_mode="multi", key=toggles.toggle_key(kind, fp))
               for kind in KINDS}
     removal = Removal.of(**chosen)
-    st.session_state["_pg_toggles"][fp] = {kind: sorted(getattr(removal, kind)) for kind in KINDS}
+    toggles.remember(fp, removal)
 
     with st.expander("Presets from the analyses"):
         methods = [m for m in presets.METHODS if m != "cheapest_measured" or removal_cost is not None]
         c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="bottom")
         c1.selectbox("Method", methods, key="pg_preset", format_func=lambda m: f"{m}: {presets.DESCRIPTIONS[m]}")
         c2.number_input("k", 0, 2 * L, 1, key="pg_k")
-        c3.button("Apply preset", on_click=apply_preset, args=(fp, L, analysis, removal_cost))
+        c3.button("Apply preset", on_click=toggles.apply_preset, args=(fp, L, analysis, removal_cost))
         if removal_cost is None:
             st.caption("cheapest_measured is offered once the removal sweep is cached (Attention vs MLP page).")
         if message := st.session_state.pop("_pg_preset_error", None):
             st.error(plain(message))
     with st.expander("Import a pruning plan"):
-        import_plan()
+        import_plan(model)
 
     st.plotly_chart(figs.removal_map(removal.blocks, removal.attn, removal.mlp, L), key="pg_map")
     st.info(playground.describe(removal, L))
@@ -116,7 +74,7 @@ def live() -> None:
     cols[3].metric("FLOPs per token removed", f"{100 * flop_frac:.2f}%")
     st.caption(f"Corpus: {pg.windows.shape[0]} windows, {full.nll.size} predicted tokens. FLOPs per token count "
                f"the attention q/k/v/o and MLP weights, attention over {ctx.seq_len} tokens and the unembedding.")
-    loss_strip(full, pruned)
+    loss_strip(model, pg, full, pruned)
 
     st.subheader("Prompt")
     c1, c2 = st.columns([4, 1])
@@ -125,15 +83,15 @@ def live() -> None:
     st.session_state["_pg_prompt"], st.session_state["_pg_new"] = prompt, new
     urlstate.set_view(**playground.link_values(removal), prompt=prompt)
     urlstate.sync("playground")
-    show_prompt(prompt, removal, new)
+    show_prompt(model, prompt, removal, new)
 
     st.subheader("Share and export")
     st.caption("Copy link: opens this page with the same model, corpus, removals and prompt.")
     st.code(urlstate.share_url("playground"), language=None, wrap_lines=True)
-    export_plan(removal, full, pruned)
+    export_plan(ctx, removal, full, pruned)
 
 
-def loss_strip(full, pruned) -> None:
+def loss_strip(model, pg, full, pruned) -> None:
     window = int(st.number_input("Window for the per-token loss strip", 0, full.nll.shape[0] - 1, 0,
                                  key="pg_window"))
     ids = pg.windows[window, 1:].tolist()
@@ -147,7 +105,7 @@ def loss_strip(full, pruned) -> None:
                   for i in worst], hide_index=True)
 
 
-def show_prompt(prompt: str, removal: Removal, new: int) -> None:
+def show_prompt(model, prompt: str, removal: Removal, new: int) -> None:
     try:
         results = [prompts.prompt_result(model, prompt, r, new) for r in (Removal(), removal)]
     except ValueError as err:
@@ -165,7 +123,7 @@ def show_prompt(prompt: str, removal: Removal, new: int) -> None:
         column.code(tok.decode(result.generated), language=None, wrap_lines=True)
 
 
-def import_plan() -> None:
+def import_plan(model) -> None:
     upload = st.file_uploader("Pruning plan (JSON)", type=["json"], key="pg_plan_upload")
     if upload is None:
         return
@@ -176,13 +134,14 @@ def import_plan() -> None:
         return
     for warning in check.warnings:
         st.warning(plain(warning))
-    st.write(playground.describe(check.plan.removal(), L))
-    st.button("Apply this plan's removals", key="pg_plan_apply", on_click=set_toggles,
-              args=(fp, check.plan.removal(), check.plan.method))
+    st.write(playground.describe(check.plan.removal(), model.n_layers))
+    st.button("Apply this plan's removals", key="pg_plan_apply", on_click=toggles.set_toggles,
+              args=(model.fingerprint, check.plan.removal(), check.plan.method))
 
 
-def export_plan(removal: Removal, full, pruned) -> None:
-    method = (st.session_state.get("_pg_method") or {}).get(fp)
+def export_plan(ctx, removal: Removal, full, pruned) -> None:
+    model = ctx.model
+    method = (st.session_state.get("_pg_method") or {}).get(model.fingerprint)
     if not method or method.get("removal") != removal:
         method = {"name": "manual", "parameters": {}}
     evaluation = {"corpus_sha256": ctx.corpus.sha256, "seq_len": ctx.seq_len, "perplexity_full": full.perplexity,
@@ -197,8 +156,8 @@ def export_plan(removal: Removal, full, pruned) -> None:
     c1.download_button("Download pruning plan (JSON)", plan.to_json(), file_name="layer-lab-plan.json",
                        mime="application/json", on_click="ignore", key="pg_plan_json")
     source = model.source_dir or model.name
-    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source), file_name="layer-lab-mergekit.yaml",
-                       mime="text/yaml", on_click="ignore", key="pg_plan_yaml")
+    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source),
+                       file_name="layer-lab-mergekit.yaml", mime="text/yaml", on_click="ignore", key="pg_plan_yaml")
 
 
-live()
+main()

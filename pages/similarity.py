@@ -14,21 +14,21 @@ ctx, analysis = context.page(
     "candidates for removal; the measured removal cost at the bottom says whether that holds.")
 sim = analysis.similarity
 L = analysis.model["n_layers"]
-positions_count = {"all": analysis.corpus["n_windows"] * analysis.corpus["seq_len"], "last": analysis.corpus["n_windows"]}
+positions_count = {"all": sim.n_positions, "last": sim.n_last}
 
 c1, c2, c3 = st.columns([2, 2, 3])
 measure = c1.radio("Measure", list(similarity.MEASURES), key="sim_measure", horizontal=True,
                    format_func={"cosine": "mean cosine", "angular": "angular distance", "cka": "linear CKA"}.get)
 positions = c2.radio("Positions", list(similarity.POSITIONS), key="sim_positions",
                      format_func=similarity.POSITIONS.get)
-blocks = similarity.best_blocks(sim["ang_last"])
+blocks = sim.best_blocks()
 n = None
 if blocks:
     n = c3.slider("Block size n to mark (best contiguous block by angular distance)", 1, L - 1, 1,
                   key="sim_block_n") if L > 2 else 1
 best = blocks[n - 1] if n else None
 
-matrix = similarity.layer_matrix(sim, measure, positions)
+matrix = sim.matrix(measure, positions)
 if measure == "cka" and not (matrix == matrix).all():
     st.warning("Linear CKA needs at least two positions; with one window use all positions.")
 block = (best["start"], best["n"]) if best else None
@@ -36,7 +36,7 @@ st.plotly_chart(figs.layer_heatmap(matrix, measure, f"{measure} between h_i and 
                                    f"{similarity.POSITIONS[positions]}", block), key="sim_heatmap")
 notes = [f"{positions_count[positions]} positions per layer."]
 if measure == "cka":
-    notes.append(f"CKA uses an evenly spread sample of {sim[f'cka_{positions}_positions']} of them.")
+    notes.append(f"CKA uses an evenly spread sample of {getattr(sim, f'cka_{positions}_positions')} of them.")
 if best:
     notes.append(f"Red square: h_{best['start']}..h_{best['start'] + best['n']}; white cells: the pair the "
                  f"best block of {best['n']} joins.")
@@ -56,7 +56,7 @@ if best:
                "of each window; the best block removes blocks l..l+n-1.")
 
 st.subheader("Block Influence")
-bi = similarity.block_influence(sim["cos_all"])
+bi = sim.block_influence()
 st.plotly_chart(figs.block_influence_bars(bi, block), key="sim_bi")
 st.caption("ShortGPT: BI_l = 1 - mean over non-BOS tokens of cos(h_l, h_l+1). Red: the marked best block.")
 
@@ -66,8 +66,8 @@ max_groups = max(1, min(10, L + 1))
 n_groups = g1.slider("Redundancy groups", 1, max_groups, min(4, max_groups), key="sim_groups") \
     if max_groups > 1 else 1
 contiguous = g2.checkbox("Only groups of consecutive layers", value=True, key="sim_contiguous")
-coords, explained = similarity.layer_map(sim["mean_repr"])
-groups = similarity.layer_groups(sim["cos_all"], n_groups, contiguous)
+coords, explained = similarity.layer_map(sim.mean_repr)
+groups = similarity.layer_groups(sim.cos_all, n_groups, contiguous)
 st.plotly_chart(figs.layer_map(coords, explained, groups), key="sim_map")
 st.caption("Each point is one layer's average hidden state (scaled to unit length) projected to 2-D with PCA; "
            "layers close together point the same way on average, and a long jump marks a block that rewrites "
@@ -80,7 +80,7 @@ removal = context.removal_on_request(
     "The ground truth is the corpus perplexity with each block removed, measured by running the "
     "model once per removal (the unchanged prefix is re-used).")
 if removal is not None:
-    panels = predictors(bi, analysis.sublayers["attn_score"], analysis.sublayers["mlp_score"], removal)
+    panels = predictors(bi, analysis.sublayers.attn_score, analysis.sublayers.mlp_score, removal)
     st.metric("Spearman(Block Influence, perplexity with the block removed)", f"{panels[0]['rho']:.3f}")
     left, right = st.columns(2)
     left.plotly_chart(predictor_scatter(panels[:1], removal.full_ppl), key="sim_predictor")

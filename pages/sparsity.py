@@ -2,8 +2,6 @@
 import numpy as np
 import streamlit as st
 
-from analysis import sparsity
-from analysis.corpus import make_windows
 from analysis.figures import sparsity as figures
 from analysis.lens import decode_tokens
 from ui import context
@@ -16,15 +14,15 @@ model = ctx.model
 result = analysis.sparsity
 
 c1, c2 = st.columns(2)
-eps_grid = [float(e) for e in result["eps_grid"]]
+eps_grid = [float(e) for e in result.eps_grid]
 eps = c1.select_slider("eps (absolute rule |a| ≤ eps)", eps_grid, value=min(eps_grid, key=lambda e: abs(e - 0.01)),
                        format_func=lambda e: f"{e:g}", key="sparsity_eps")
-p_grid = [float(p) for p in result["p_grid"]]
+p_grid = [float(p) for p in result.p_grid]
 p = c2.select_slider("p (relative rule |a| ≤ p · max|a| of the token)", p_grid,
                      value=min(p_grid, key=lambda x: abs(x - 0.01)), format_func=lambda x: f"{x:g}", key="sparsity_p")
-at = sparsity.at_eps(result, eps)
-relative = sparsity.at_p(result, p)
-exact = np.asarray(result["frac_exact_zero"], dtype=float)
+at = result.at_eps(eps)
+relative = result.at_p(p)
+exact = result.frac_exact_zero
 
 m = st.columns(4)
 m[0].metric(f"Mean share |a| ≤ {eps:g}", f"{at['frac_near_zero'].mean():.4f}")
@@ -39,20 +37,18 @@ st.caption("Dotted lines: model averages. A SiLU (or GELU) MLP like the default 
 
 st.subheader("Dead neurons")
 st.plotly_chart(figures.dead_neurons(at["dead_neurons"], model.d_mlp, eps))
-st.caption(f"A neuron is dead at eps when |a| ≤ eps at every one of the {result['positions']} positions.")
+st.caption(f"A neuron is dead at eps when |a| ≤ eps at every one of the {result.n_positions} positions.")
 
 st.subheader("Firing frequency of each neuron")
 layer = st.selectbox("Layer", range(model.n_layers), index=model.n_layers // 2, key="sparsity_layer")
 st.plotly_chart(figures.firing_histogram(np.asarray(at["firing_frequency"])[layer], layer, eps))
 
 st.subheader("Density per token")
-windows = make_windows(model.tokenizer, ctx.corpus.text, ctx.seq_len, model.n_ctx, ctx.max_windows)
+windows = context.windows(ctx)
 w = int(st.number_input("Window", 0, windows.shape[0] - 1, 0, key="sparsity_window"))
-memo = st.session_state.setdefault("_token_density", {})
-if (ctx.key, w, eps) not in memo:
-    memo[(ctx.key, w, eps)] = sparsity.token_density(model, windows[w], eps)
 first = 1 if analysis.corpus["bos"] else 0
-density = memo[(ctx.key, w, eps)][first:]
+with st.spinner("Counting the activations of this window..."):
+    density = context.token_density(ctx, w, eps)[first:]
 positions = np.arange(first, windows.shape[1])
 tokens = list(decode_tokens(model.tokenizer, windows[w].numpy()[first:]))
 st.plotly_chart(figures.token_density(density, tokens, positions, eps))

@@ -2,7 +2,7 @@
 sublayers, and the measured perplexity of all 3L single removals as ground truth."""
 import streamlit as st
 
-from analysis import similarity, sublayers
+from analysis import sublayers
 from analysis.figures import sublayers as figs
 from analysis.pruning.removal import predictors
 from ui import context
@@ -13,10 +13,9 @@ ctx, analysis = context.page(
     "checked against the perplexity the model actually loses when each one is removed.")
 sub = analysis.sublayers
 L = analysis.model["n_layers"]
-attn, mlp = analysis.array("sublayers", "attn_score"), analysis.array("sublayers", "mlp_score")
-attn_ratio, mlp_ratio = analysis.array("sublayers", "attn_norm_ratio"), analysis.array("sublayers", "mlp_norm_ratio")
+attn, mlp, attn_ratio, mlp_ratio = sub.attn_score, sub.mlp_score, sub.attn_norm_ratio, sub.mlp_norm_ratio
 
-if sub["parallel"]:
+if sub.parallel:
     st.info("Parallel attention and MLP: this architecture adds both sublayers' outputs to the same input "
             "stream (there is no stream between them), so each sublayer is scored against resid_pre: "
             "score = 1 - mean cos(resid_pre, resid_pre + output).")
@@ -24,7 +23,7 @@ else:
     st.caption("Sequential blocks: attention score = 1 - mean cos(resid_pre, resid_mid); MLP score = "
                "1 - mean cos(resid_mid, resid_post), over all non-BOS positions.")
 
-st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, bool(sub["parallel"])), key="sub_scores")
+st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, sub.parallel), key="sub_scores")
 removal = context.removal_for(ctx, run=False)
 
 left, right = st.columns(2)
@@ -59,7 +58,7 @@ if removal is not None:
     st.plotly_chart(figs.estimate_vs_exact(exact, removal.estimate, rho), key="sub_estimate")
 
     st.markdown("**Does similarity predict damage on this model?**")
-    panels = predictors(similarity.block_influence(analysis.similarity["cos_all"]), attn, mlp, removal)
+    panels = predictors(analysis.similarity.block_influence(), attn, mlp, removal)
     st.plotly_chart(figs.predictor_scatter(panels, removal.full_ppl), key="sub_predictors")
     st.caption("Each point is one removal: its redundancy score against the measured perplexity ratio. "
                "Spearman rank correlation near +1 means the score orders removals by their real cost; "

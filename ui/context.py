@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from analysis.corpus import Corpus, CorpusError
+from analysis import store
+from analysis.corpus import Corpus, CorpusError, make_windows
 from analysis.loading import LoadedModel
 from analysis.pipeline import Analysis, analyse
 from analysis.pruning.removal import RemovalCost, removal_cost
@@ -26,6 +27,35 @@ class Context:
     @property
     def key(self) -> tuple:
         return (self.model.fingerprint, self.corpus.sha256, self.seq_len, self.max_windows)
+
+
+_SHARED = store.LRU(64)  # windows, lens grids, token densities: shared by every session
+
+
+def _shared(key: tuple, compute):
+    value = _SHARED.get(key)
+    if value is None:
+        value = compute()
+        _SHARED.put(key, value)
+    return value
+
+
+def windows(ctx: Context):
+    """The context's token windows [n_windows, T] (tokenised once per context, shared)."""
+    return _shared(("windows",) + ctx.key, lambda: make_windows(
+        ctx.model.tokenizer, ctx.corpus.text, ctx.seq_len, ctx.model.n_ctx, ctx.max_windows))
+
+
+def lens_grid(ctx: Context, window: int, site: str) -> dict:
+    """`lens.window_grid` of one corpus window at `site`, memoised for all sessions."""
+    from analysis.lens import window_grid
+    return _shared(("lens_grid", window, site) + ctx.key, lambda: window_grid(ctx.model, windows(ctx)[window], site=site))
+
+
+def token_density(ctx: Context, window: int, eps: float):
+    """`sparsity.token_density` of one corpus window, memoised for all sessions."""
+    from analysis.sparsity import token_density as density
+    return _shared(("density", window, eps) + ctx.key, lambda: density(ctx.model, windows(ctx)[window], eps))
 
 
 def set_current(ctx: Context | None) -> None:

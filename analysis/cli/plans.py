@@ -63,7 +63,8 @@ def cmd_plan(args) -> int:
     elif args.method == "cheapest_measured":
         from analysis.pruning.removal import removal_cost
         cost = removal_cost(model, corpus, args.seq_len, max_windows=args.max_windows, progress=progress)
-    removal = suggest(args.method, args.target, model.n_layers, analysis=analysis, removal_cost=cost)
+    removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.similarity,
+                      sublayers=analysis and analysis.sublayers, removal_cost=cost)
     parameters = {"k": args.target}
     evaluation = None
     if corpus is not None:

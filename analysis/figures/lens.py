@@ -95,16 +95,17 @@ def exit_depth_histogram(oracle_hist, rule_hist=None, rule_label: str = "") -> g
     return fig
 
 
-def exit_sweep(curves: dict, operating: dict | None = None, target: float | None = None) -> go.Figure:
+def exit_sweep(curves: dict,  # rule -> early_exit.ExitCurve
+               operating: dict | None = None, target: float | None = None) -> go.Figure:
     """Threshold sweeps per rule: fraction of blocks used against agreement with the full
     model (left) and against the change in cross-entropy (right); operating points marked."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("agreement with full model", "Δ cross-entropy (nats)"))
     for rule, curve in curves.items():
         colour = RULE_COLOURS.get(rule)
-        frac = np.asarray(curve["fraction_blocks"])
-        hover = [f"{rule} {curve['direction']} {t:g}" for t in curve["thresholds"]]
+        frac = np.asarray(curve.fraction_blocks)
+        hover = [f"{rule} {curve.direction} {t:g}" for t in curve.thresholds]
         for col, key in ((1, "agreement"), (2, "delta_ce")):
-            fig.add_trace(go.Scatter(x=frac, y=curve[key], mode="lines+markers", marker={"size": 4},
+            fig.add_trace(go.Scatter(x=frac, y=getattr(curve, key), mode="lines+markers", marker={"size": 4},
                                      line={"color": colour}, name=rule, legendgroup=rule, showlegend=col == 1,
                                      text=hover, hovertemplate="%{text}<br>blocks %{x:.3f}<br>%{y:.4f}<extra></extra>"),
                           row=1, col=col)

@@ -18,6 +18,7 @@ from analysis import hooks
 from analysis.hooks import readout
 
 KINDS = ("blocks", "attn", "mlp")
+PPL_KEYS = {"blocks": "block_ppl", "attn": "attn_ppl", "mlp": "mlp_ppl"}  # kind -> RemovalCost field
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,17 @@
 - reverse_order: the last k blocks before the final one (L-1-k .. L-2), the
   "prune from the top" baseline.
 
-`analysis` may be a pipeline.Analysis or a plain dict with the same sections;
-`removal_cost` a removal.RemovalCost or its dict. Ties go to the lower layer index.
+Inputs are the typed result sections (SimilarityResult, SublayerResult, RemovalCost);
+a missing one is a clear ValueError. Ties go to the lower layer index.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from analysis.pruning.ablation import Removal
-from analysis.similarity import best_blocks, block_influence
+from analysis.pruning.removal import RemovalCost
+from analysis.similarity import SimilarityResult, best_blocks, block_influence
+from analysis.sublayers import SublayerResult
 
 METHODS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "cheapest_measured",
            "reverse_order")
@@ -32,25 +34,15 @@ DESCRIPTIONS = {
 }
 
 
-def _section(analysis, name: str) -> dict:
-    if analysis is None:
-        return {}
-    value = analysis.get(name) if isinstance(analysis, dict) else getattr(analysis, name, None)
-    return value if isinstance(value, dict) else {}
-
-
-def _array(analysis, section: str, key: str, method: str, shape: tuple) -> np.ndarray:
-    if analysis is None:
-        raise ValueError(f"method {method!r} needs the layer analysis (run the instrumented pass first)")
-    value = _section(analysis, section).get(key)
+def _array(value, name: str, method: str, needs: str, shape: tuple) -> np.ndarray:
     if value is None:
-        raise ValueError(f"method {method!r} needs {section}.{key}, which the analysis does not contain")
+        raise ValueError(f"method {method!r} needs {needs} (run the instrumented pass first)")
     arr = np.asarray(value, dtype=float)
     if arr.shape != shape:
-        raise ValueError(f"{section}.{key} has shape {arr.shape}, expected {shape}: "
+        raise ValueError(f"{name} has shape {arr.shape}, expected {shape}: "
                          "the analysis is for a model with another number of layers")
     if np.isnan(arr).any():
-        raise ValueError(f"{section}.{key} contains missing values; rerun the analysis")
+        raise ValueError(f"{name} contains missing values; rerun the analysis")
     return arr
 
 
@@ -59,21 +51,6 @@ def _check_k(method: str, k: int, low: int, high: int, what: str) -> None:
         raise ValueError(f"k must be an integer, not {k!r}")
     if not low <= k <= high:
         raise ValueError(f"{method}: k = {k} is out of range; choose 0..{high} {what}")
-
-
-def _cost_rows(removal_cost) -> list[dict]:
-    if removal_cost is None:
-        raise ValueError("method 'cheapest_measured' needs the measured removal costs (run the removal sweep first)")
-    if hasattr(removal_cost, "components"):
-        rows = removal_cost.components()
-    elif isinstance(removal_cost, dict):
-        rows = [{"kind": kind, "layer": l, "ppl": p}
-                for kind, key in (("blocks", "block_ppl"), ("attn", "attn_ppl"), ("mlp", "mlp_ppl"))
-                for l, p in enumerate(removal_cost.get(key) or [])]
-    else:
-        raise ValueError(f"removal_cost must be a RemovalCost or a dict, not {type(removal_cost).__name__}")
-    finite = lambda p: p is not None and p == p
-    return sorted(rows, key=lambda r: (0, float(r["ppl"])) if finite(r["ppl"]) else (1, 0.0))
 
 
 def cheapest(rows: list[dict], k: int, n_layers: int) -> Removal:
@@ -103,7 +80,8 @@ def cheapest(rows: list[dict], k: int, n_layers: int) -> Removal:
     return Removal.of(**chosen)
 
 
-def suggest(method: str, k: int, n_layers: int, analysis=None, removal_cost=None) -> Removal:
+def suggest(method: str, k: int, n_layers: int, *, similarity: SimilarityResult | None = None,
+            sublayers: SublayerResult | None = None, removal_cost: RemovalCost | None = None) -> Removal:
     """The removal that `method` suggests for k components of an n_layers-layer model."""
     L = int(n_layers)
     if L < 1:
@@ -119,14 +97,22 @@ def suggest(method: str, k: int, n_layers: int, analysis=None, removal_cost=None
     if k == 0:
         return Removal()
     if method == "lowest_block_influence":
-        bi = block_influence(_array(analysis, "similarity", "cos_all", method, (L + 1, L + 1)))
+        cos = _array(similarity and similarity.cos_all, "similarity.cos_all", method, "the layer similarity",
+                     (L + 1, L + 1))
+        bi = block_influence(cos)
         return Removal.of(blocks=np.argsort(bi, kind="stable")[:k].tolist())
     if method == "best_contiguous_block":
-        best = best_blocks(_array(analysis, "similarity", "ang_last", method, (L + 1, L + 1)))[k - 1]
+        ang = _array(similarity and similarity.ang_last, "similarity.ang_last", method, "the layer similarity",
+                     (L + 1, L + 1))
+        best = best_blocks(ang)[k - 1]
         return Removal.of(blocks=range(best["start"], best["start"] + k))
     if method == "redundant_attention":
-        score = _array(analysis, "sublayers", "attn_score", method, (L,))
+        score = _array(sublayers and sublayers.attn_score, "sublayers.attn_score", method, "the sublayer scores",
+                       (L,))
         return Removal.of(attn=np.argsort(score, kind="stable")[:k].tolist())
     if method == "cheapest_measured":
-        return cheapest(_cost_rows(removal_cost), k, L)
+        if removal_cost is None:
+            raise ValueError("method 'cheapest_measured' needs the measured removal costs (run the removal sweep "
+                             "first)")
+        return cheapest(removal_cost.components(), k, L)
     return Removal.of(blocks=range(L - 1 - k, L - 1))  # reverse_order

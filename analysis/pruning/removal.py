@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
 from analysis import hooks, store
-from analysis.pruning.ablation import KINDS, Removal, removal_nll
+from analysis.pruning.ablation import KINDS, PPL_KEYS, Removal, removal_nll
 from analysis.collect import batches, token_nll
 from analysis.corpus import Corpus, make_windows
 
@@ -49,7 +49,7 @@ def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_toke
     full, sums, count = removal_nll(model, windows, [r for _, _, r in items], naive=naive,
                                     batch_tokens=batch_tokens, on_removal=step)
     ppl = np.exp(np.array(sums) / count).reshape(len(KINDS), L)
-    out = {f"{'block' if kind == 'blocks' else kind}_ppl": ppl[i].tolist() for i, kind in enumerate(KINDS)}
+    out = {PPL_KEYS[kind]: ppl[i].tolist() for i, kind in enumerate(KINDS)}
     out["full_ppl"] = math.exp(full / count)
     return out
 
@@ -114,7 +114,11 @@ def rank_correlation(a, b) -> float:
 
 
 @dataclass(frozen=True)
-class RemovalCost:
+class RemovalCost(store.Record):
+    """Measured corpus perplexity with each single block, attention and MLP sublayer
+    removed ([L] each), the full model's, and the first-order `estimate` of the same
+    (same keys plus `spearman` rank correlations with the exact numbers)."""
+
     schema_version: int
     full_ppl: float
     block_ppl: list
@@ -122,22 +126,22 @@ class RemovalCost:
     mlp_ppl: list
     estimate: dict
 
-    def to_dict(self) -> dict:
-        return store.jsonable(asdict(self))
-
     @classmethod
     def from_dict(cls, data: dict) -> "RemovalCost":
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise store.SchemaError(f"Removal-cost schema version {data.get('schema_version')!r} is not the "
-                                    f"supported {SCHEMA_VERSION}.")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            raise store.SchemaError(f"Removal-cost schema version {version!r} is not the supported {SCHEMA_VERSION}.")
+        return super().from_dict(data)
+
+    def ppl(self, kind: str) -> list:
+        """Perplexity with each single `kind` ("blocks", "attn", "mlp") removed."""
+        return getattr(self, PPL_KEYS[kind])
 
     def components(self) -> list[dict]:
-        """All 3L removals with their measured perplexity, cheapest first."""
-        rows = [{"kind": kind, "layer": l, "ppl": p}
-                for kind, key in (("blocks", "block_ppl"), ("attn", "attn_ppl"), ("mlp", "mlp_ppl"))
-                for l, p in enumerate(getattr(self, key))]
-        return sorted(rows, key=lambda r: r["ppl"])
+        """All 3L removals with their measured perplexity, cheapest first (missing values last)."""
+        rows = [{"kind": kind, "layer": l, "ppl": p} for kind in KINDS for l, p in enumerate(self.ppl(kind))]
+        finite = lambda p: p is not None and p == p
+        return sorted(rows, key=lambda r: (0, float(r["ppl"])) if finite(r["ppl"]) else (1, 0.0))
 
 
 def predictors(block_influence, attn_score, mlp_score, removal: "RemovalCost") -> list[dict]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest import no_traceback, open_app
+
 ROOT = Path(__file__).resolve().parents[2]
 OTHER = "Other (hub name, local dir or .gguf)..."
 PASTE = "Paste or upload..."
@@ -22,15 +24,7 @@ RAW_MARKUP = ("<script>", "<b>x</b>", "**bold**", "](https://")
 
 def start(model_spec: str, query: dict | None = None, state: dict | None = None) -> AppTest:
     """First run (on the overview) with everything the sidebar needs seeded beforehand."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    seeds = {"model_choice": OTHER, "model_other": model_spec, "seq_len": SEQ, "max_windows": 2}
-    for key, value in {**seeds, **(state or {})}.items():
-        at.session_state[key] = value
-    at.run()
-    no_traceback(at)
-    return at
+    return open_app(model=model_spec, seq_len=SEQ, max_windows=2, query=query, state=state)
 
 
 def to_playground(at: AppTest) -> AppTest:
@@ -40,8 +34,6 @@ def to_playground(at: AppTest) -> AppTest:
     return at
 
 
-def no_traceback(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
 
 
 def shown(text: str) -> str:

@@ -2,24 +2,14 @@
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from apptest import open_app
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted(p.name for p in (ROOT / "pages").glob("*.py"))
 
 
-def run_page(page: str, model_spec: str, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    at.session_state["model_choice"] = "Other (hub name, local dir or .gguf)..."
-    at.session_state["model_other"] = model_spec
-    at.session_state["seq_len"] = 32
-    at.run()
-    if page != "overview.py":
-        at.switch_page(f"pages/{page}")
-        at.run()
-    return at
+def run_page(page: str, model_spec: str, query: dict | None = None):
+    return open_app(page.removesuffix(".py"), model=model_spec, query=query, check=False)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -30,11 +20,7 @@ def test_every_page_renders_on_tiny_model(page, tiny_dir, isolated_cache):
 
 
 def test_overview_shows_default_model_card():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.session_state["seq_len"] = 64
-    at.session_state["max_windows"] = 4
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(seq_len=64, max_windows=4)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == "30"
     assert float(metrics["Perplexity"]) > 1

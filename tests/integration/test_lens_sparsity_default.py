@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from streamlit.testing.v1 import AppTest
+from apptest import open_app
 
 import reference
 from analysis import early_exit, lens, sparsity
@@ -55,10 +55,10 @@ def test_lens_cross_entropy_per_layer_matches_plain(result, captured, plain_defa
             ce.append(float(-logp[torch.arange(len(gold)), gold].mean()))
             kl.append(float((final.exp() * (final - logp)).sum(-1).mean()))
             agree.append(float((layer_logits.argmax(-1) == final.argmax(-1)).double().mean()))
-    assert np.allclose(result.lens["ce"], ce, rtol=1e-3)
-    assert np.allclose(result.lens["kl_to_final"], kl, rtol=1e-3, atol=1e-4)
-    assert np.allclose(result.lens["top1_agree"], agree, atol=2 / len(gold))
-    assert result.lens["top1_agree"][-1] == 1.0
+    assert np.allclose(result.lens.ce, ce, rtol=1e-3)
+    assert np.allclose(result.lens.kl_to_final, kl, rtol=1e-3, atol=1e-4)
+    assert np.allclose(result.lens.top1_agree, agree, atol=2 / len(gold))
+    assert result.lens.top1_agree[-1] == 1.0
 
 
 def test_last_readout_equals_model_logits(default_model, captured):
@@ -72,10 +72,10 @@ def test_frac_near_zero_matches_down_proj_input(result, captured, default_model)
     _, _, acts, _ = captured
     a = torch.stack(acts)[:, :, 1:].reshape(default_model.n_layers, -1, default_model.d_mlp).abs()
     for eps in (1e-3, 1e-2, 1e-1):
-        at = sparsity.at_eps(result.sparsity, eps)
+        at = result.sparsity.at_eps(eps)
         assert np.allclose(at["frac_near_zero"], (a <= eps).double().mean((1, 2)).numpy(), rtol=1e-3)
         assert np.array_equal(at["dead_neurons"], (a.amax(1) <= eps).sum(1).numpy())
-    assert np.allclose(sparsity.at_p(result.sparsity, 0.01),
+    assert np.allclose(result.sparsity.at_p(0.01),
                        (a <= 0.01 * a.amax(-1, keepdim=True)).double().mean((1, 2)).numpy(), rtol=1e-3)
 
 
@@ -93,13 +93,7 @@ def test_report_fields_on_default(result):
 
 @pytest.mark.parametrize("page, charts", [("sparsity.py", 4), ("logit_lens.py", 5)])
 def test_page_renders_on_default_model(page, charts, default_model, isolated_cache):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.session_state["seq_len"] = 64
-    at.session_state["max_windows"] = 2
-    at.run()
-    at.switch_page(f"pages/{page}")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(page.removesuffix(".py"), seq_len=64, max_windows=2)
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == charts
     metrics = {m.label: m.value for m in at.metric}

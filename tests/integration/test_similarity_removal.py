@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch.nn.functional as F
-from streamlit.testing.v1 import AppTest
+from apptest import open_app
 
 import reference
 from analysis.corpus import Corpus, make_windows
@@ -37,7 +37,7 @@ def test_block_influence_matches_plain_transformers(default_model, plain_default
     h = reference.residuals(plain_default, windows)[:, :, 1:]
     L = default_model.n_layers
     expected = np.array([1 - float(F.cosine_similarity(h[l], h[l + 1], dim=-1).mean()) for l in range(L)])
-    ours = block_influence(result.array("similarity", "cos_all"))
+    ours = block_influence(result.similarity.cos_all)
     assert ours.shape == (L,)
     assert np.allclose(ours, expected, rtol=1e-3, atol=1e-6)
     assert ours.std() > 1e-3  # blocks really differ
@@ -61,14 +61,8 @@ def test_all_90_removals_measured_and_checked_against_transformers(default_model
     assert all(-1 <= v <= 1 for v in rho.values())
 
 
-def _app(page: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
-    at.session_state["seq_len"] = SEQ
-    at.session_state["max_windows"] = N_WINDOWS
-    at.run()
-    at.switch_page(f"pages/{page}")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+def _app(page: str):
+    at = open_app(page.removesuffix(".py"), seq_len=SEQ, max_windows=N_WINDOWS, timeout=900)
     assert not at.error, [e.value for e in at.error]
     return at
 

@@ -1,7 +1,6 @@
 """Several sessions share one model: concurrent analyses and removals must each get
 exactly their own numbers (no hook leaks between sessions), never deadlock, and keep
 memory flat."""
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,8 +29,8 @@ def session_work(model, index: int) -> dict:
     full, pruned = evaluate(model, SESSIONS[index], windows, batch_tokens=64)
     grid = window_grid(model, windows[0])
     density = token_density(model, windows[0], 0.01)
-    return {"ppl": result.perplexity, "cos": np.asarray(result.similarity["cos_all"]),
-            "lens_ce": np.asarray(result.lens["ce"]), "full": full, "pruned": pruned,
+    return {"ppl": result.perplexity, "cos": np.asarray(result.similarity.cos_all),
+            "lens_ce": np.asarray(result.lens.ce), "full": full, "pruned": pruned,
             "grid_kl": grid["kl"], "density": density}
 
 
@@ -57,8 +56,13 @@ def test_concurrent_sessions_match_serial_runs(tiny):
     assert sum(len(hp._forward_hooks) for hp in tiny.bridge.hook_dict.values()) == 0
 
 
+def _hook_count(model) -> int:
+    return sum(len(point._forward_hooks) + len(point._forward_pre_hooks) for point in model.bridge.hook_dict.values())
+
+
 def test_hooks_removed_after_error(tiny):
     windows = make_windows(tiny.tokenizer, TEXT, 16)
+    before, hooks_before = session_work(tiny, 0), _hook_count(tiny)
 
     class Boom(Exception):
         pass
@@ -69,6 +73,8 @@ def test_hooks_removed_after_error(tiny):
     with pytest.raises(Boom):
         with tiny.lock, tiny.bridge.hooks(fwd_hooks=[("blocks.1.hook_mlp_out", bad_hook)]):
             tiny.bridge(windows[:1])
-    before = session_work(tiny, 0)
-    assert before["ppl"] == session_work(tiny, 0)["ppl"]
+    assert _hook_count(tiny) == hooks_before
+    after = session_work(tiny, 0)
+    assert after["ppl"] == before["ppl"] and after["pruned"] == before["pruned"]
+    assert np.array_equal(after["cos"], before["cos"])
     assert not tiny.lock._is_owned()

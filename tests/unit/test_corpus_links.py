@@ -18,7 +18,9 @@ def test_windows_follow_protocol(tiny):
 
 def test_short_corpus_gives_one_shorter_window(tiny):
     w = make_windows(tiny.tokenizer, "The cat", 64)
-    assert w.shape[0] == 1 and 2 < w.shape[1] < 65
+    n_tokens = len(tiny.tokenizer("The cat", add_special_tokens=False)["input_ids"])
+    assert w.shape == (1, n_tokens + 1)  # the whole text after a BOS, not 64 tokens
+    assert w[0, 0] == tiny.tokenizer.bos_token_id
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t ", "a\x00b"])
@@ -82,7 +84,6 @@ def test_allow_list(monkeypatch):
 
 
 def test_held_out_split_is_disjoint_and_every_fifth():
-    import torch
 
     from analysis.corpus import CorpusError, split_windows
     windows = torch.arange(12).view(12, 1).repeat(1, 3)

@@ -1,6 +1,5 @@
 """Faults: corrupt or stale cache entries, interrupted conversion, broken model files."""
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -99,13 +99,13 @@ def monkeypatch_module():
 
 def test_lens_curves_match_plain_transformers(chunked, ref_lens):
     res, _, _ = chunked
-    assert np.allclose(res["ce"], ref_lens["ce"].mean(0), rtol=1e-4)
-    assert np.allclose(res["kl_to_final"], ref_lens["kl"].mean(0), rtol=1e-3, atol=1e-5)
-    assert np.allclose(res["entropy"], ref_lens["entropy"].mean(0), rtol=1e-4)
-    assert np.allclose(res["top1_agree"], ref_lens["agree"].mean(0), atol=1e-9)
-    assert res["top1_agree"][-1] == 1.0 and res["kl_to_final"][-1] == pytest.approx(0, abs=1e-5)
+    assert np.allclose(res.ce, ref_lens["ce"].mean(0), rtol=1e-4)
+    assert np.allclose(res.kl_to_final, ref_lens["kl"].mean(0), rtol=1e-3, atol=1e-5)
+    assert np.allclose(res.entropy, ref_lens["entropy"].mean(0), rtol=1e-4)
+    assert np.allclose(res.top1_agree, ref_lens["agree"].mean(0), atol=1e-9)
+    assert res.top1_agree[-1] == 1.0 and res.kl_to_final[-1] == pytest.approx(0, abs=1e-5)
     lower_median = np.sort(ref_lens["rank"], axis=0)[(len(ref_lens["rank"]) - 1) // 2]
-    assert np.array_equal(res["median_rank_final_top1"], lower_median)
+    assert np.array_equal(res.median_rank_final_top1, lower_median)
 
 
 def test_readout_is_chunked_and_never_grows_with_corpus(chunked, windows):
@@ -125,35 +125,35 @@ def test_last_readout_equals_model_logits(tiny, hf, windows):
 
 
 def test_early_exit_against_reference(chunked, ref_lens):
-    ee = chunked[0]["early_exit"]
+    ee = chunked[0].early_exit
     L = ref_lens["agree"].shape[1]
     agree = ref_lens["agree"].astype(bool)
     oracle = np.where(agree.any(1), agree.argmax(1), L - 1) + 1
-    assert np.array_equal(ee["oracle_exit_hist"], np.bincount(oracle, minlength=L + 1)[1:])
-    assert ee["oracle_mean_fraction"] == pytest.approx(oracle.mean() / L, rel=1e-9)
-    curve = ee["curves"]["max_prob"]
+    assert np.array_equal(ee.oracle_exit_hist, np.bincount(oracle, minlength=L + 1)[1:])
+    assert ee.oracle_mean_fraction == pytest.approx(oracle.mean() / L, rel=1e-9)
+    curve = ee.curves["max_prob"]
     for i in (3, 12, 25):
-        t = curve["thresholds"][i]
+        t = curve.thresholds[i]
         passes = ref_lens["maxprob"] >= np.float32(t)
         passes[:, -1] = True
         exit_at = passes.argmax(1)
         rows = np.arange(len(exit_at))
-        assert curve["fraction_blocks"][i] == pytest.approx((exit_at + 1).mean() / L, rel=1e-6)
-        assert curve["agreement"][i] == pytest.approx(agree[rows, exit_at].mean(), rel=1e-6)
+        assert curve.fraction_blocks[i] == pytest.approx((exit_at + 1).mean() / L, rel=1e-6)
+        assert curve.agreement[i] == pytest.approx(agree[rows, exit_at].mean(), rel=1e-6)
         dce = ref_lens["ce"][rows, exit_at].mean() - ref_lens["ce"][:, -1].mean()
-        assert curve["delta_ce"][i] == pytest.approx(dce, rel=1e-3, abs=1e-5)
-        assert np.array_equal(curve["exit_hist"][i], np.bincount(exit_at, minlength=L))
-    cos = ee["curves"]["cosine"]
-    t = cos["thresholds"][20]
+        assert curve.delta_ce[i] == pytest.approx(dce, rel=1e-3, abs=1e-5)
+        assert np.array_equal(curve.exit_hist[i], np.bincount(exit_at, minlength=L))
+    cos = ee.curves["cosine"]
+    t = cos.thresholds[20]
     passes = ref_lens["cos_next"] >= np.float32(t)
     passes[:, -1] = True
-    assert cos["fraction_blocks"][20] == pytest.approx((passes.argmax(1) + 1).mean() / L, rel=1e-6)
+    assert cos.fraction_blocks[20] == pytest.approx((passes.argmax(1) + 1).mean() / L, rel=1e-6)
 
 
 def test_sequence_oracle(chunked, ref_lens, windows):
     res = chunked[0]
     per_window = ref_lens["ce"].reshape(windows.shape[0], -1, ref_lens["ce"].shape[1]).mean(1)
-    assert np.allclose(res["seq_mean_ce"], per_window, rtol=1e-5)
+    assert np.allclose(res.seq_mean_ce, per_window, rtol=1e-5)
     ce = np.array([[3.0, 2.2, 2.0], [2.0, 2.5, 2.0], [5.0, 4.0, 1.0]])
     assert early_exit.sequence_oracle(ce, 10).tolist() == [3, 1, 3]  # exp(0.2) = 1.22 > 1.10 for the first
     assert early_exit.sequence_oracle(ce, 25).tolist() == [2, 1, 3]
@@ -161,8 +161,9 @@ def test_sequence_oracle(chunked, ref_lens, windows):
 
 
 def test_operating_point_picks_cheapest_reaching_target():
-    curve = {"thresholds": [0.1, 0.5, 0.9], "fraction_blocks": [0.3, 0.6, 0.9], "agreement": [0.7, 0.96, 0.99],
-             "delta_ce": [0.5, 0.1, 0.01]}
+    curve = early_exit.ExitCurve(signal="maxprob", direction="ge", thresholds=[0.1, 0.5, 0.9],
+                                 fraction_blocks=[0.3, 0.6, 0.9], agreement=[0.7, 0.96, 0.99],
+                                 delta_ce=[0.5, 0.1, 0.01], exit_hist=[])
     assert early_exit.operating_point(curve, 0.95)["threshold"] == 0.5
     assert early_exit.operating_point(curve, 0.5)["fraction_blocks"] == 0.3
     assert early_exit.operating_point(curve, 0.999) is None
@@ -171,18 +172,18 @@ def test_operating_point_picks_cheapest_reaching_target():
 def test_sparsity_matches_down_proj_input(chunked, mlp_acts, tiny):
     _, res, _ = chunked
     a = mlp_acts[:, :, 1:].reshape(tiny.n_layers, -1, tiny.d_mlp).abs()  # every position except the BOS
-    assert res["positions"] == a.shape[1]
+    assert res.n_positions == a.shape[1]
     for eps in (1e-3, 1e-2, 1e-1):
-        at = sparsity.at_eps(res, eps)
+        at = res.at_eps(eps)
         assert np.allclose(at["frac_near_zero"], (a <= eps).double().mean((1, 2)).numpy(), rtol=1e-3, atol=1e-5)
         assert np.array_equal(at["dead_neurons"], (a.amax(1) <= eps).sum(1).numpy())
         fire = (a > eps).double().mean(1).numpy()
         assert np.abs(np.asarray(at["firing_frequency"]) - fire).max() < 5e-3
     rel = (a <= 0.05 * a.amax(-1, keepdim=True)).double().mean((1, 2)).numpy()
-    assert np.allclose(sparsity.at_p(res, 0.05), rel, rtol=1e-3, atol=1e-5)
-    assert np.allclose(res["frac_exact_zero"], (a == 0).double().mean((1, 2)).numpy(), atol=1e-6)
+    assert np.allclose(res.at_p(0.05), rel, rtol=1e-3, atol=1e-5)
+    assert np.allclose(res.frac_exact_zero, (a == 0).double().mean((1, 2)).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="not counted"):
-        sparsity.at_eps(res, 0.0123)
+        res.at_eps(0.0123)
 
 
 def test_token_density_matches_reference(tiny, windows, mlp_acts):
@@ -222,14 +223,14 @@ def test_report_carries_the_fields(tiny, isolated_cache):
     report = build_report(result, eps=0.01)
     sp = report["sparsity"]
     assert set(sp) >= {"eps", "frac_near_zero", "frac_relative", "frac_exact_zero", "dead_neurons"}
-    assert sp["frac_near_zero"] == pytest.approx(list(sparsity.at_eps(result.sparsity, 0.01)["frac_near_zero"]))
+    assert sp["frac_near_zero"] == pytest.approx(list(result.sparsity.at_eps(0.01)["frac_near_zero"]))
     for key in ("ce", "kl_to_final", "entropy", "top1_agree", "median_rank_final_top1"):
         assert len(report["logit_lens"][key]) == tiny.n_layers
-        assert report["logit_lens"][key] == pytest.approx(result.lens[key])
+        assert report["logit_lens"][key] == pytest.approx(getattr(result.lens, key))
     ee = report["early_exit"]
-    assert ee["oracle_mean_fraction"] == result.lens["early_exit"]["oracle_mean_fraction"]
+    assert ee["oracle_mean_fraction"] == result.lens.early_exit.oracle_mean_fraction
     assert set(ee["curves"]) == set(early_exit.RULES)
-    depths = early_exit.sequence_oracle(np.asarray(result.lens["seq_mean_ce"]), 10.0)
+    depths = early_exit.sequence_oracle(result.lens.seq_mean_ce, 10.0)
     assert ee["sequence_oracle_mean_fraction"] == pytest.approx(depths.mean() / tiny.n_layers)
     assert ee["note"] == early_exit.OPTIMISM_NOTE
 
@@ -242,8 +243,8 @@ def test_figures_escape_tokens_and_mark_points():
     assert heat.text[0][0] == "&lt;b&gt;" and heat.text[1][0] == "x\\ny"
     assert "&lt;b&gt;  0.500" in heat.customdata[0][0]
     assert list(fig.layout.xaxis2.ticktext) == ["q", "&lt;s&gt;"] and fig.layout.xaxis.ticktext[0] == "&lt;i&gt;"
-    curve = {"thresholds": [0.1, 0.9], "fraction_blocks": [0.2, 0.8], "agreement": [0.5, 0.99],
-             "delta_ce": [1.0, 0.1], "direction": "ge"}
+    curve = early_exit.ExitCurve(signal="maxprob", direction="ge", thresholds=[0.1, 0.9], fraction_blocks=[0.2, 0.8],
+                                 agreement=[0.5, 0.99], delta_ce=[1.0, 0.1], exit_hist=[])
     point = early_exit.operating_point(curve, 0.95)
     sweep = lens_figures.exit_sweep({"max_prob": curve}, {"max_prob": point}, 0.95)
     stars = [t for t in sweep.data if t.marker.symbol == "star"]

@@ -36,8 +36,8 @@ def test_cosine_and_block_influence(result, ref):
     rep = h[:, :, 1:].reshape(h.shape[0], -1, h.shape[-1])
     cos = np.array([[float(F.cosine_similarity(rep[i], rep[j], dim=-1).mean()) for j in range(len(rep))]
                     for i in range(len(rep))])
-    assert np.allclose(result.array("similarity", "cos_all"), cos, rtol=1e-4, atol=1e-5)
-    bi = block_influence(result.array("similarity", "cos_all"))
+    assert np.allclose(result.similarity.cos_all, cos, rtol=1e-4, atol=1e-5)
+    bi = block_influence(result.similarity.cos_all)
     assert np.allclose(bi, [1 - cos[l, l + 1] for l in range(len(rep) - 1)], rtol=1e-4)
 
 
@@ -47,7 +47,7 @@ def test_angular_best_block_at_last_token(result, ref):
     L = h.shape[0] - 1
     ang = np.array([[float((torch.arccos(F.cosine_similarity(last[i], last[j], dim=-1).clamp(-1, 1)) / math.pi).mean())
                      for j in range(L + 1)] for i in range(L + 1)])
-    ours = best_blocks(result.array("similarity", "ang_last"))
+    ours = best_blocks(result.similarity.ang_last)
     assert [b["n"] for b in ours] == list(range(1, L))
     for b in ours:
         dists = [ang[l, l + b["n"]] for l in range(L - b["n"] + 1)]
@@ -65,7 +65,7 @@ def test_cka_matches_feature_space_formula(result, ref):
         y = y - y.mean(0)
         return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
 
-    ours = result.array("similarity", "cka_all")
+    ours = result.similarity.cka_all
     for i, j in [(0, 1), (1, 3), (2, 4), (0, 4)]:
         assert ours[i, j] == pytest.approx(cka(rep[i], rep[j]), rel=1e-5)
     assert linear_cka(rep[1], rep[2]) == pytest.approx(cka(rep[1], rep[2]), rel=1e-5)
@@ -85,16 +85,17 @@ def test_sublayer_scores(result, tiny, ref):
         attn = 1 - float(F.cosine_similarity(pre, mid, dim=-1).mean())
         mlp = 1 - float(F.cosine_similarity(mid, post, dim=-1).mean())
         ratio = float(((mid - pre).norm(dim=-1) / pre.norm(dim=-1)).mean())
-        assert result.sublayers["attn_score"][l] == pytest.approx(attn, rel=1e-4)
-        assert result.sublayers["mlp_score"][l] == pytest.approx(mlp, rel=1e-4)
-        assert result.sublayers["attn_norm_ratio"][l] == pytest.approx(ratio, rel=1e-4)
+        assert result.sublayers.attn_score[l] == pytest.approx(attn, rel=1e-4)
+        assert result.sublayers.mlp_score[l] == pytest.approx(mlp, rel=1e-4)
+        assert result.sublayers.attn_norm_ratio[l] == pytest.approx(ratio, rel=1e-4)
 
 
 def test_round_trip_and_schema(result):
     again = Analysis.from_dict(result.to_dict())
     assert again.perplexity == result.perplexity
     bad = result.to_dict() | {"schema_version": 99}
-    with pytest.raises(Exception, match="schema"):
+    from analysis.store import SchemaError
+    with pytest.raises(SchemaError, match="schema"):
         Analysis.from_dict(bad)
 
 

@@ -1,0 +1,45 @@
+"""The playground page in AppTest on the tiny model: a link restores clamped toggles,
+prompt and numbers; a preset sets the toggles."""
+from analysis.pruning.ablation import Removal
+
+SEQ = 32
+
+
+def _playground_app(tiny_dir, query: dict):
+    from apptest import open_app
+    return open_app("playground", model=str(tiny_dir), seq_len=SEQ, max_windows=3, query=query)
+
+
+def _expected_ppl(tiny, removal) -> str:
+    from analysis.corpus import load_corpus
+    from analysis.pruning.playground import get_playground
+    return f"{get_playground(tiny, load_corpus('builtin:all'), SEQ, 3).evaluate(removal).perplexity:.3f}"
+
+
+def test_link_restores_clamped_toggles_prompt_and_numbers(tiny, tiny_dir, isolated_cache):
+    at = _playground_app(tiny_dir, {"rm_blocks": "1,99", "rm_mlp": "2", "prompt": "Where are"})
+    assert any("out of range 0..3: [99]" in w.value for w in at.warning), [w.value for w in at.warning]
+    fp = tiny.fingerprint
+    assert at.session_state[f"pg_blocks_{fp}"] == [1] and at.session_state[f"pg_mlp_{fp}"] == [2]
+    assert at.text_input(key="pg_prompt").value == "Where are"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned perplexity"] == _expected_ppl(tiny, Removal.of(blocks=[1], mlp=[2]))
+    assert metrics["Full perplexity"] == _expected_ppl(tiny, Removal())
+    assert at.query_params["rm_blocks"] == "1" and at.query_params["rm_mlp"] == "2"
+    link = next(c.value for c in at.code if c.value.startswith("http"))
+    assert "rm_blocks=1&" in link and "prompt=Where+are" in link and "/playground?" in link
+
+
+def test_preset_sets_toggles_and_nothing_removed_says_full_model(tiny, tiny_dir, isolated_cache):
+    at = _playground_app(tiny_dir, {})
+    assert any(i.value == "Nothing removed: this is the full model." for i in at.info)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned perplexity"] == metrics["Full perplexity"]
+    at.selectbox(key="pg_preset").set_value("reverse_order")
+    at.number_input(key="pg_k").set_value(2)
+    at.button[0].click().run()
+    fp = tiny.fingerprint
+    assert at.session_state[f"pg_blocks_{fp}"] == [1, 2]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned perplexity"] == _expected_ppl(tiny, Removal.of(blocks=[1, 2]))
+    assert at.query_params["rm_blocks"] == "1,2"

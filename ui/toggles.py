@@ -1,0 +1,67 @@
+"""The playground's toggle state machine: which blocks and sublayers are switched off,
+per model (by fingerprint) and session; seeded once from a link (clamped to the model),
+otherwise from earlier visits; changed by the pills, a preset or an imported plan.
+The widgets' keys are the single source of truth; the saved copy survives page changes.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.pruning import presets
+from analysis.pruning.ablation import KINDS, Removal
+from ui import links
+
+DEFAULT_PROMPT = "The capital of France is"
+
+
+def toggle_key(kind: str, fp: str) -> str:
+    return f"pg_{kind}_{fp}"
+
+
+def set_toggles(fp: str, removal: Removal, method: dict | None) -> None:
+    for kind in KINDS:
+        st.session_state[toggle_key(kind, fp)] = sorted(getattr(removal, kind))
+    st.session_state.setdefault("_pg_method", {})[fp] = dict(method or {}, removal=removal) if method else None
+
+
+def seed_state(fp: str, n_layers: int) -> None:
+    """Toggles and prompt from the link (once per session, clamped) or from earlier visits."""
+    saved = st.session_state.setdefault("_pg_toggles", {})
+    if not st.session_state.get("_pg_link_done"):
+        st.session_state["_pg_link_done"] = True
+        link = st.session_state.get("_link", {})
+        if any(key in link for key in links.REMOVAL_KEYS):
+            values, st.session_state["_pg_notices"] = links.clamp_layers(link, n_layers)
+            saved[fp] = values
+            for kind in KINDS:
+                st.session_state.pop(toggle_key(kind, fp), None)
+        if "prompt" in link:
+            st.session_state["_pg_prompt"] = link["prompt"]
+    for kind in KINDS:
+        if toggle_key(kind, fp) not in st.session_state:
+            st.session_state[toggle_key(kind, fp)] = list(saved.get(fp, {}).get(kind, []))
+    for key, default in (("pg_prompt", st.session_state.get("_pg_prompt", DEFAULT_PROMPT)),
+                         ("pg_new", st.session_state.get("_pg_new", 20))):
+        if key not in st.session_state:
+            st.session_state[key] = default
+
+
+def apply_preset(fp: str, n_layers: int, analysis, removal_cost) -> None:
+    method, k = st.session_state["pg_preset"], int(st.session_state["pg_k"])
+    try:
+        removal = presets.suggest(method, k, n_layers, similarity=analysis.similarity,
+                                  sublayers=analysis.sublayers, removal_cost=removal_cost)
+    except ValueError as err:
+        st.session_state["_pg_preset_error"] = str(err)
+        return
+    set_toggles(fp, removal, {"name": method, "parameters": {"k": k}})
+
+
+def current(fp: str) -> Removal:
+    """The removal the toggles show now."""
+    return Removal.of(**{kind: st.session_state.get(toggle_key(kind, fp), []) for kind in KINDS})
+
+
+def remember(fp: str, removal: Removal) -> None:
+    """Keep the toggles for this model, so they survive leaving the page."""
+    st.session_state.setdefault("_pg_toggles", {})[fp] = {kind: sorted(getattr(removal, kind)) for kind in KINDS}
