@@ -1,1 +1,31 @@
-"""Layer Lab analyses: pure Python/torch, never imports streamlit."""
+"""Layer Lab's computation (never imports streamlit). Where each number is computed:
+
+report.json field                    computed by
+-----------------------------------  ------------------------------------------------------------
+model (card, fingerprint)            loading.LoadedModel.card, loading.fingerprint_model
+corpus (windows, tokens)             corpus.make_windows (protocol), pipeline.corpus_info
+perplexity                           collect.Perplexity (reducer) <- collect.token_nll
+similarity.cosine_matrix, cka        similarity.SimilarityReducer -> SimilarityResult.cos_all / cka_all
+similarity.block_influence           similarity.block_influence (SimilarityResult.block_influence)
+similarity.angular_best_block        similarity.best_blocks (on SimilarityResult.ang_last)
+sublayers.*                          sublayers.SublayerReducer -> SublayerResult
+sparsity.*                           sparsity.SparsityReducer (in-hook counts) -> SparsityResult.at_eps/at_p
+logit_lens.*                         lens.LensReducer (lens.layer_signals, hooks.readout) -> LensResult
+early_exit.*                         early_exit.ExitAccumulator -> ExitResult; early_exit.sequence_oracle
+removal.block/attn/mlp_ppl           pruning.removal.exact_sweep <- pruning.ablation.removal_nll
+removal.estimate                     pruning.removal.attribution_estimate (gradient x activation)
+
+How it flows: loading (model, once per name/device/dtype) -> corpus (token windows) ->
+collect.run_pass (the ONE instrumented forward; hooks.capture records the residual
+stream, sublayer outputs and MLP activations) -> reducers (similarity, sublayers,
+sparsity, lens, perplexity: running sums per batch) -> frozen results (pipeline.Analysis,
+cached on disk by store.cached) -> report (report.build_report) and figures/ (plotly)
+-> the app's pages.
+
+Pruning (analysis/pruning/): ablation (Removal, zeroing hooks, replaying blocks with the
+arguments the model's forward gave them), removal (exact 3L sweep, attribution estimate),
+playground (live evaluation from cached clean residuals), prompts (top-k, greedy
+generation), costs (parameters, FLOPs), presets (suggested removals), plan / plan_check /
+mergekit (pruning-plan JSON, validation, MergeKit YAML), apply (a real smaller checkpoint).
+Command line: analysis/cli/ (`python -m analysis ...`).
+"""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from analysis import hooks
 from analysis.loading import LoadedModel
@@ -83,7 +85,8 @@ class Perplexity:
         }
 
 
-def token_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def token_nll(logits: Float[Tensor, "batch pos vocab"],
+              tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
     """Next-token cross-entropy [B, T-1] of logits [B, T, V] against tokens [B, T]."""
     logits = logits[:, :-1].float()  # logsumexp - gold logit: one read, no [B, T, V] log-probs
     return torch.logsumexp(logits, dim=-1) - logits.gather(-1, tokens[:, 1:, None]).squeeze(-1)

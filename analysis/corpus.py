@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 from analysis import settings, store
 
@@ -122,7 +124,7 @@ def load_file(path: str | Path) -> Corpus:
 
 
 def make_windows(tokenizer, text: str, seq_len: int, n_ctx: int | None = None,
-                 max_windows: int | None = None) -> torch.Tensor:
+                 max_windows: int | None = None) -> Int[Tensor, "windows pos"]:
     """Token windows [n_windows, seq_len (+1 with BOS)] following the corpus protocol.
 
     The text is tokenized without special tokens and cut into consecutive,

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 
 def resid_pre(l: int) -> str:
@@ -72,7 +74,7 @@ def capture(model, names: Iterable[str], *, keep: Callable[[torch.Tensor], torch
             got.clear()
 
 
-def readout(model, resid: torch.Tensor) -> torch.Tensor:
+def readout(model, resid: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows vocab"]:
     """Logits [..., V] of residual vectors [..., d]: the final norm applied afresh,
     the unembedding, then the architecture's own post-unembedding transform (Gemma's
     final logit soft-capping, Cohere's logit scale, ...) exactly as the model applies it."""
@@ -82,11 +84,11 @@ def readout(model, resid: torch.Tensor) -> torch.Tensor:
     return transform(logits) if transform is not None else logits
 
 
-def kl(logp_p: torch.Tensor, logp_q: torch.Tensor) -> torch.Tensor:
+def kl(logp_p: Float[Tensor, "*rows vocab"], logp_q: Float[Tensor, "*rows vocab"]) -> Float[Tensor, "*rows"]:
     """KL(p || q) over the last axis from log-probabilities."""
     return (logp_p.exp() * (logp_p - logp_q)).sum(-1)
 
 
-def entropy(logp: torch.Tensor) -> torch.Tensor:
+def entropy(logp: Float[Tensor, "*rows vocab"]) -> Float[Tensor, "*rows"]:
     """Entropy over the last axis from log-probabilities."""
     return -(logp.exp() * logp).sum(-1)

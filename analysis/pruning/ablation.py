@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from analysis.collect import batches, token_nll
 from analysis import hooks
@@ -128,7 +130,8 @@ class _BlockInputRecorder:
         return BlockInputs(tuple(self.args), tuple(self.kwargs))
 
 
-def run_blocks(model, resid: torch.Tensor, start: int, inputs: BlockInputs, skip=frozenset()) -> torch.Tensor:
+def run_blocks(model, resid: Float[Tensor, "batch pos d_model"], start: int, inputs: BlockInputs,
+               skip=frozenset()) -> Float[Tensor, "batch pos d_model"]:
     """Run blocks start..L-1 on `resid` (the residual entering block `start`), each with
     the arguments the model's own forward gave it. Blocks in `skip` are removed ones:
     their output is their input, so they are not computed."""
@@ -153,7 +156,7 @@ class CleanStates:
     inputs: BlockInputs | None = None
 
 
-def clean_states(model, tokens: torch.Tensor) -> CleanStates:
+def clean_states(model, tokens: Int[Tensor, "batch pos"]) -> CleanStates:
     """One unmodified forward keeping every residual (call with the model lock held)."""
     L = model.n_layers
     names = hooks.residual_stream(L) + ([] if model.parallel_attn_mlp else [hooks.resid_mid(l) for l in range(L)])

@@ -144,3 +144,27 @@ def test_no_tensor_of_a_batch_is_alive_during_the_next(tiny):
     run_pass(tiny, windows, reducers, batch_tokens=3 * windows.shape[1])
     assert watch.batches >= 3
     assert watch.alive == [0] * watch.batches
+
+
+def test_public_tensor_functions_keep_their_shape_annotations(tiny):
+    """jaxtyping + beartype check the annotated shapes at module borders at run time."""
+    from beartype import beartype
+    from jaxtyping import jaxtyped
+    from jaxtyping import TypeCheckError
+
+    from analysis import hooks
+    from analysis.collect import token_nll
+    from analysis.pruning.ablation import clean_states, run_blocks
+
+    windows = make_windows(tiny.tokenizer, TEXT, 16)[:2]
+    checked = {f.__name__: jaxtyped(typechecker=beartype)(f) for f in (token_nll, hooks.readout, run_blocks,
+                                                                       clean_states)}
+    with tiny.lock:
+        clean = checked["clean_states"](tiny, windows)
+        with torch.inference_mode():
+            resid = checked["run_blocks"](tiny, clean.resid[1], 1, clean.inputs)
+            logits = checked["readout"](tiny, resid)
+    nll = checked["token_nll"](logits, windows)
+    assert nll.shape == (2, windows.shape[1] - 1)
+    with pytest.raises(TypeCheckError):
+        checked["token_nll"](logits[:, :-1], windows)  # positions disagree
