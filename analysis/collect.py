@@ -85,11 +85,28 @@ class Perplexity:
         }
 
 
+NLL_ROWS = 256  # rows of [rows, V] per step of the log-sum-exp
+
+
 def token_nll(logits: Float[Tensor, "batch pos vocab"],
               tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
-    """Next-token cross-entropy [B, T-1] of logits [B, T, V] against tokens [B, T]."""
-    logits = logits[:, :-1].float()  # logsumexp - gold logit: one read, no [B, T, V] log-probs
-    return torch.logsumexp(logits, dim=-1) - logits.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    """Next-token cross-entropy [B, T-1] of logits [B, T, V] against tokens [B, T]:
+    log-sum-exp minus the gold logit, in float32. Without autograd the log-sum-exp runs
+    over NLL_ROWS rows at a time through one reused buffer, so no [B, T, V] temporary
+    (or log-probability tensor) is ever built."""
+    x = logits[:, :-1]
+    gold = x.gather(-1, tokens[:, 1:, None]).squeeze(-1).float()
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.logsumexp(x.float(), dim=-1) - gold
+    lse = torch.empty(gold.shape, device=x.device)
+    buf = torch.empty((min(NLL_ROWS, x.shape[1]), x.shape[-1]), device=x.device)
+    for b in range(x.shape[0]):
+        for s in range(0, x.shape[1], NLL_ROWS):
+            rows = x[b, s:s + NLL_ROWS]
+            top = rows.amax(-1, keepdim=True).float()
+            out = torch.sub(rows, top, out=buf[:rows.shape[0]])
+            lse[b, s:s + rows.shape[0]] = out.exp_().sum(-1).log_().add_(top.squeeze(-1))
+    return lse - gold
 
 
 def batches(windows: torch.Tensor, batch_tokens: int):

@@ -74,12 +74,26 @@ def capture(model, names: Iterable[str], *, keep: Callable[[torch.Tensor], torch
             got.clear()
 
 
-def readout(model, resid: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows vocab"]:
+def readout(model, resid: Float[Tensor, "*rows d_model"], *,
+            out: Float[Tensor, "rows vocab"] | None = None) -> Float[Tensor, "*rows vocab"]:
     """Logits [..., V] of residual vectors [..., d]: the final norm applied afresh,
     the unembedding, then the architecture's own post-unembedding transform (Gemma's
-    final logit soft-capping, Cohere's logit scale, ...) exactly as the model applies it."""
+    final logit soft-capping, Cohere's logit scale, ...) exactly as the model applies it.
+
+    Runs the HF modules the bridge wraps (no hook points, no copies). With `out` (a
+    [rows, V] buffer, resid [rows, d]) a linear unembedding writes into it, so a loop over
+    layers reuses one buffer instead of allocating [rows, V] each time."""
     bridge = model.bridge
-    logits = bridge.unembed(bridge.ln_final(resid))
+    norm = getattr(bridge.ln_final, "original_component", None) or bridge.ln_final
+    head = getattr(bridge.unembed, "original_component", None) or bridge.unembed
+    normed = norm(resid)
+    if out is not None and isinstance(head, torch.nn.Linear) and normed.dim() == 2 and out.dtype == normed.dtype:
+        if head.bias is not None:
+            logits = torch.addmm(head.bias, normed, head.weight.t(), out=out)
+        else:
+            logits = torch.mm(normed, head.weight.t(), out=out)
+    else:
+        logits = head(normed)
     transform = getattr(getattr(bridge, "adapter", None), "apply_output_logits_transform", None)
     return transform(logits) if transform is not None else logits
 

@@ -43,29 +43,60 @@ class LensResult(Record):
 SIGNALS = ("ce", "kl", "entropy", "agree", "rank", "maxprob", "gap", "cos_next")
 
 
+class Scratch:
+    """Three reusable [rows, V] float32 buffers for the lens' vocabulary-wide work:
+    allocating ~50 MB per layer would page-fault on every call."""
+
+    def __init__(self) -> None:
+        self._buffers: list = []
+
+    def get(self, rows: int, vocab: int, device) -> list[torch.Tensor]:
+        if not self._buffers or self._buffers[0].shape[0] < rows or self._buffers[0].shape[1] != vocab \
+                or self._buffers[0].device != torch.device(device):
+            self._buffers = [torch.empty(rows, vocab, device=device) for _ in range(3)]
+        return [b[:rows] for b in self._buffers]
+
+
 def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: torch.Tensor,
-                  resid_pre0: torch.Tensor) -> dict:
+                  resid_pre0: torch.Tensor, scratch: Scratch | None = None) -> dict:
     """Per-token signals [n, L] for rows of flattened positions.
 
     resid_post: L tensors [n, d] (output of each block); final_logits [n, V]; gold [n];
     resid_pre0 [n, d] (h_0, for the cosine between consecutive residuals).
+
+    One unembedding per layer into a reused buffer, then few passes over its [n, V]
+    logits (float32, never float64): top-2 (agreement, max probability, top-2 gap), the
+    rank of the final top-1 (count of larger logits), exp and its sum (log-sum-exp), and
+    two multiply-sums: entropy = lse - sum(e z) / sum(e), KL(final || layer) =
+    sum p_f log p_f - sum p_f z + lse, with z = logits minus their maximum and e = exp(z).
+    No log-softmax or probability tensor is built per layer.
     """
-    logp_f = F.log_softmax(final_logits.float(), dim=-1)
-    top1_f = final_logits.argmax(-1)
+    n, vocab = final_logits.shape
+    z, e, tmp = (scratch or Scratch()).get(n, vocab, final_logits.device)
+    z.copy_(final_logits)
+    top2_f = z.topk(2, dim=-1)
+    top1_f = top2_f.indices[:, 0]
+    z.sub_(top2_f.values[:, :1])
+    p_f = torch.exp(z)
+    p_f.div_(p_f.sum(-1, keepdim=True))
+    lse_f = torch.exp(z, out=e).sum(-1).log()
+    neg_h_f = torch.mul(p_f, z, out=tmp).sum(-1) - lse_f  # sum p_f log p_f
     out = {k: [] for k in SIGNALS}
     previous = resid_pre0
     for h in resid_post:
-        logits = readout(model, h).float()
-        logp = F.log_softmax(logits, dim=-1)
-        p = logp.exp()
-        top2 = p.topk(2, dim=-1).values
-        out["ce"].append(-logp.gather(-1, gold[:, None]).squeeze(-1))
-        out["kl"].append(hooks.kl(logp_f, logp))
-        out["entropy"].append(hooks.entropy(logp))
-        out["agree"].append((logits.argmax(-1) == top1_f).float())
-        out["rank"].append((logits > logits.gather(-1, top1_f[:, None])).sum(-1).float())
-        out["maxprob"].append(top2[:, 0])
-        out["gap"].append(top2[:, 0] - top2[:, 1])
+        logits = readout(model, h, out=z).float()
+        target = logits.gather(-1, top1_f[:, None])
+        out["rank"].append(torch.sub(logits, target, out=tmp).clamp_(min=0).sign_().sum(-1))
+        top2 = logits.topk(2, dim=-1)
+        z_ = logits.sub_(top2.values[:, :1])
+        s = torch.exp(z_, out=e).sum(-1)
+        lse = s.log()
+        out["ce"].append(lse - z_.gather(-1, gold[:, None]).squeeze(-1))
+        out["kl"].append(neg_h_f - torch.mul(p_f, z_, out=tmp).sum(-1) + lse)
+        out["entropy"].append(lse - e.mul_(z_).sum(-1) / s)
+        out["agree"].append((top2.indices[:, 0] == top1_f).float())
+        out["maxprob"].append(1.0 / s)
+        out["gap"].append((1.0 - torch.exp(top2.values[:, 1] - top2.values[:, 0])) / s)
         out["cos_next"].append(F.cosine_similarity(previous.float(), h.float(), dim=-1))
         previous = h
     return {k: torch.stack(v, dim=1) for k, v in out.items()}
@@ -74,7 +105,7 @@ def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: tor
 class LensReducer:
     sites = ()
 
-    def __init__(self, n_layers: int, vocab: int, n_windows: int, chunk_tokens: int = 512) -> None:
+    def __init__(self, n_layers: int, vocab: int, n_windows: int, chunk_tokens: int = 128) -> None:
         self.L = n_layers
         self.chunk = chunk_tokens
         self.sums = {k: torch.zeros(n_layers, dtype=torch.float64) for k in ("ce", "kl", "entropy", "agree")}
@@ -83,6 +114,7 @@ class LensReducer:
         self.seq_count = torch.zeros(n_windows, dtype=torch.float64)
         self.exits = early_exit.ExitAccumulator(n_layers)
         self.count = 0
+        self.scratch = Scratch()
 
     def hooks(self, model, first_repr):
         return []
@@ -101,7 +133,7 @@ class LensReducer:
         for s in range(0, rows_idx.shape[0], self.chunk):
             idx = rows_idx[s:s + self.chunk]
             sig = layer_signals(model, [h[idx] for h in resid[1:]], logits[idx], gold_all[s:s + self.chunk],
-                                resid[0][idx])
+                                resid[0][idx], self.scratch)
             for k in self.sums:
                 self.sums[k] += sig[k].double().sum(0).cpu()
             ranks = sig["rank"].long().clamp_max(self.rank_hist.shape[1] - 1).cpu()

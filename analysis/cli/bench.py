@@ -3,13 +3,23 @@
 - exact removal sweep with prefix re-use / naive sweep (one full forward per removal);
 - instrumented pass / a bare `transformers` forward over the same windows (a separate,
   unwrapped copy of the model), without and with the logit lens;
-- median single-toggle update in the playground / one full forward over the same corpus.
-Timing never decides a test; this prints figures for the closing notes and README.
+- median single-toggle update in the playground / one full forward over the same corpus;
+- the logit lens against its own FLOP floor (a bare forward plus L unembeddings per
+  predicted token, at the bare forward's FLOP rate);
+- peak RSS of a whole `report` over 62 windows / over 32 windows (memory flat in corpus
+  length), each in a fresh process with an empty result cache.
+Every line ends `ratio X (target <= Y)`. Timing never decides a test; this prints figures
+for the closing notes and README.
 """
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -56,6 +66,9 @@ def instrumented(model, windows, with_lens: bool) -> None:
     run_pass(model, windows, reducers)
 
 
+PARTS = ("pass", "sweep", "toggle", "memory")
+
+
 def add_command(sub) -> None:
     bench = sub.add_parser("bench", help="print speed ratios against baselines measured in the same run")
     add_model_args(bench)
@@ -63,8 +76,8 @@ def add_command(sub) -> None:
     bench.add_argument("--seq-len", type=positive_int, default=128)
     bench.add_argument("--max-windows", type=positive_int, default=None)
     bench.add_argument("--repeats", type=positive_int, default=3)
-    bench.add_argument("--parts", default="pass,sweep,toggle",
-                       help="comma-separated subset of pass, sweep, toggle (default: all three)")
+    bench.add_argument("--parts", default=",".join(PARTS),
+                       help=f"comma-separated subset of {', '.join(PARTS)} (default: all)")
     bench.set_defaults(handler=lambda args: run_bench(args, load_model(args)))
 
 
@@ -76,8 +89,8 @@ def run_bench(args, model) -> int:
     print(f"model {model.name} ({model.n_layers} layers) on {model.device}, {torch.get_num_threads()} threads; "
           f"{windows.shape[0]} windows x {windows.shape[1]} tokens")
     parts = {p.strip() for p in args.parts.split(",")}
-    if unknown := parts - {"pass", "sweep", "toggle"}:
-        print(f"error: unknown bench part(s) {', '.join(sorted(unknown))}; choose from pass, sweep, toggle")
+    if unknown := parts - set(PARTS):
+        print(f"error: unknown bench part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
         return 2
     if "pass" in parts:
         if model.source_dir is None:
@@ -93,6 +106,8 @@ def run_bench(args, model) -> int:
         toggle, full = bench_toggles(model, windows)
         print(f"single toggle (median, all {3 * model.n_layers}) {toggle:8.2f} s")
         print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
+    if "memory" in parts:
+        bench_memory(args)
     return 0
 
 
@@ -104,7 +119,52 @@ def bench_pass(model, windows, repeats: int) -> None:
     instrumented(model, windows, False)
     bare, inst = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, False)],
                         repeats)
-    lens = timed(lambda: instrumented(model, windows, True), 1)
+    bare2, lens = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, True)], 1)
+    floor = lens_floor(model, windows)
     print(f"bare transformers forward        {bare:8.2f} s")
-    print(f"instrumented pass (no lens)      {inst:8.2f} s   ratio {inst / bare:.2f}  (target <= 1.3)")
-    print(f"instrumented pass + logit lens   {lens:8.2f} s   ratio {lens / bare:.2f}  (lens reads out all {model.n_layers} layers)")
+    print(f"instrumented pass (no lens)      {inst:8.2f} s   ratio {inst / bare:.2f}  (target <= 1.25)")
+    print(f"logit-lens FLOP floor            {floor:8.2f} x a bare forward (+ {model.n_layers} unembeddings of "
+          f"2 x {model.d_model} x {model.bridge.cfg.d_vocab} FLOPs per predicted token)")
+    print(f"instrumented pass + logit lens   {lens:8.2f} s   {lens / bare2:.2f} x bare; "
+          f"ratio to its FLOP floor {lens / bare2 / floor:.2f}  (target <= 1.5)")
+
+
+def lens_floor(model, windows) -> float:
+    """FLOPs of a forward plus the lens' L unembeddings per predicted token, over the
+    forward's FLOPs: the time a perfect lens would take, in bare forwards."""
+    from analysis.pruning.costs import component_costs
+    W, T = windows.shape
+    forward = component_costs(model, context=(T + 1) // 2).total_flops * W * T
+    lens = model.n_layers * 2.0 * model.d_model * model.bridge.cfg.d_vocab * W * (T - 1)
+    return (forward + lens) / forward
+
+
+PEAK = ("import resource, sys\nfrom analysis.cli import main\nrc = main(sys.argv[1:])\n"
+        "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
+
+
+def peak_rss(argv: list[str]) -> int:
+    """Peak resident bytes of `python -m analysis <argv>` in a fresh process whose result
+    cache is empty (the converted model is shared)."""
+    from analysis.settings import models_dir
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as cache:
+        os.symlink(models_dir(), Path(cache) / "models")
+        env = dict(os.environ, LAYERLAB_CACHE_DIR=cache)
+        proc = subprocess.run([sys.executable, "-c", PEAK, *argv], cwd=root, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"report failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return int(proc.stderr.rsplit("PEAK_KB", 1)[1].split()[0]) * 1024
+
+
+def bench_memory(args) -> None:
+    """Peak RSS of the full report (logit lens included, removal sweep left out: it holds
+    one batch too) at 32 and 62 windows of 64 tokens: one batch plus a window, two batches."""
+    peaks = {}
+    for n in (32, 62):
+        with tempfile.TemporaryDirectory() as out:
+            peaks[n] = peak_rss(["report", "--model", args.model, "--corpus", args.corpus, "--seq-len", "64",
+                                 "--max-windows", str(n), "--dtype", args.dtype, "--skip-removal",
+                                 "--out", str(Path(out) / "report.json")])
+        print(f"report peak RSS, {n} windows x 64   {peaks[n] / 2 ** 30:6.2f} GiB")
+    print(f"peak RSS 62 windows / 32 windows   ratio {peaks[62] / peaks[32]:.2f}  (target <= 1.10)")

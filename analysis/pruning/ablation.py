@@ -199,31 +199,38 @@ def naive_logits(model, tokens: torch.Tensor, removal: Removal) -> torch.Tensor:
         return model.bridge(tokens, return_type="logits")
 
 
-def nll_sum(logits: torch.Tensor, tokens: torch.Tensor) -> float:
-    return float(token_nll(logits, tokens).double().sum())
-
-
 def removal_nll(model, windows: torch.Tensor, removals: list, *, naive: bool = False, batch_tokens: int = 2048,
-                on_removal=None) -> tuple[float, list, int]:
+                on_removal=None, on_tokens=None) -> tuple[float, list, int]:
     """(full-model NLL sum, NLL sum per removal, predicted tokens) over `windows`.
 
     One clean forward per batch; each removal then restarts from the clean residual
     entering its first changed layer (naive=True: one full hooked forward per removal,
-    the reference). on_removal(index, n_windows) is called after each removal of a batch.
+    the reference). on_removal(index, n_windows) is called after each removal of a batch;
+    on_tokens(index, window_offset, nll [B, T-1]) receives its per-token losses (index -1:
+    the full model). The model's lock is taken per removal, not per batch, so another
+    session's short request waits for one removal at most.
     """
     hooks = RemovalHooks(model.n_layers)
     full, sums, count = 0.0, [0.0] * len(removals), 0
-    for _, chunk in batches(windows, batch_tokens):
+    for offset, chunk in batches(windows, batch_tokens):
         chunk = chunk.to(model.device)
         with model.lock:
             clean = clean_states(model, chunk)
-            full += nll_sum(clean.logits, chunk)
-            with model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
-                for i, removal in enumerate(removals):
-                    logits = naive_logits(model, chunk, removal) if naive else suffix_logits(model, clean, removal, hooks)
-                    sums[i] += nll_sum(logits, chunk)
-                    if on_removal:
-                        on_removal(i, chunk.shape[0])
-            hooks.set(Removal())
+        nll = token_nll(clean.logits, chunk)
+        full += float(nll.double().sum())
+        if on_tokens:
+            on_tokens(-1, offset, nll)
+        for i, removal in enumerate(removals):
+            with model.lock, model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
+                logits = naive_logits(model, chunk, removal) if naive else suffix_logits(model, clean, removal, hooks)
+                hooks.set(Removal())
+            nll = token_nll(logits, chunk)
+            del logits
+            sums[i] += float(nll.double().sum())
+            if on_tokens:
+                on_tokens(i, offset, nll)
+            if on_removal:
+                on_removal(i, chunk.shape[0])
+        del clean
         count += chunk.shape[0] * (chunk.shape[1] - 1)
     return full, sums, count

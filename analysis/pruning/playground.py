@@ -50,7 +50,7 @@ class Playground:
     """Clean residuals of the corpus windows, built once, and memoised evaluations."""
 
     def __init__(self, model, windows: torch.Tensor, *, batch_tokens: int = 2048,
-                 budget_bytes: int = CLEAN_BUDGET_BYTES, memo_size: int = MEMO_SIZE) -> None:
+                 budget_bytes: int = CLEAN_BUDGET_BYTES, memo_size: int = MEMO_SIZE, key: tuple | None = None) -> None:
         self.model = model
         self.windows = windows.cpu()
         self.batch_tokens = batch_tokens
@@ -60,7 +60,8 @@ class Playground:
         self.full: Evaluation | None = None
         self.stride = 1
         self.keep_mid = not model.parallel_attn_mlp
-        self._memo = store.LRU(memo_size)
+        self.key = key  # with a key, evaluations go to the memo shared by all sessions (and the sweep)
+        self._memo = EVALUATIONS if key is not None else store.LRU(memo_size)
         self._lock = threading.Lock()
 
     def _plan_storage(self) -> None:
@@ -101,12 +102,12 @@ class Playground:
             self.build()
         if removal.is_empty():
             return self.full
-        result = self._memo.get(removal) if memo else None
+        result = self._memo.get((self.key, removal)) if memo else None
         if result is None:
             parts = [self._batch_nll(state, removal) for state in self.states]
             result = Evaluation(removal, np.concatenate(parts).astype(np.float64))
             if memo:
-                self._memo.put(removal, result)
+                self._memo.put((self.key, removal), result)
         return result
 
     def _batch_nll(self, state: CleanStates, removal: Removal) -> np.ndarray:
@@ -137,13 +138,26 @@ class Playground:
 
 KEEP_PLAYGROUNDS = 2
 _PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS)
+EVALUATIONS = store.LRU(512)  # (playground key, Removal) -> Evaluation, for every session
+
+
+def playground_key(model, corpus, seq_len: int, max_windows: int | None) -> tuple:
+    return (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)
+
+
+def seed_evaluations(key: tuple, per_token: dict) -> None:
+    """Put measured per-token losses {Removal: [n_windows, T-1]} (e.g. every single
+    removal from the 3L sweep) into the shared memo: a toggle then costs a lookup."""
+    for removal, nll in per_token.items():
+        if not removal.is_empty():
+            EVALUATIONS.put((key, removal), Evaluation(removal, np.asarray(nll, dtype=np.float64)))
 
 
 def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None) -> Playground:
     """The shared, built playground for (model, corpus, seq_len, max_windows)."""
-    key = (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)
+    key = playground_key(model, corpus, seq_len, max_windows)
     playground = _PLAYGROUNDS.get_or_create(key, lambda: Playground(
-        model, make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)))
+        model, make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows), key=key))
     return playground.build(progress)
 
 

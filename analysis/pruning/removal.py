@@ -28,7 +28,7 @@ def single_removals(n_layers: int):
 
 
 def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_tokens: int = 2048,
-                progress=None) -> dict:
+                progress=None, per_token: dict | None = None) -> dict:
     """Corpus perplexity for all 3L single removals, plus the full model's.
 
     With naive=False each removal restarts from the clean residual entering the first
@@ -46,8 +46,15 @@ def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_toke
             kind, layer, _ = items[i]
             progress(done / total, f"Removal sweep: {kind} {layer} ({done}/{total} window-removals)")
 
-    full, sums, count = removal_nll(model, windows, [r for _, _, r in items], naive=naive,
-                                    batch_tokens=batch_tokens, on_removal=step)
+    removals = [r for _, _, r in items]
+
+    def collect(i, offset, nll):  # {Removal: [n_windows, T-1] per-token losses}, filled batch by batch
+        removal = removals[i] if i >= 0 else Removal()
+        per_token.setdefault(removal, np.zeros((windows.shape[0], windows.shape[1] - 1)))
+        per_token[removal][offset:offset + nll.shape[0]] = nll.double().cpu().numpy()
+
+    full, sums, count = removal_nll(model, windows, removals, naive=naive, batch_tokens=batch_tokens,
+                                    on_removal=step, on_tokens=collect if per_token is not None else None)
     ppl = np.exp(np.array(sums) / count).reshape(len(KINDS), L)
     out = {PPL_KEYS[kind]: ppl[i].tolist() for i, kind in enumerate(KINDS)}
     out["full_ppl"] = math.exp(full / count)
@@ -169,8 +176,11 @@ def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None
 
 
 def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress) -> RemovalCost:
+    from analysis.pruning.playground import playground_key, seed_evaluations
     windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
-    exact = exact_sweep(model, windows, progress=with_eta(progress) if progress else None)
+    per_token: dict = {}
+    exact = exact_sweep(model, windows, progress=with_eta(progress) if progress else None, per_token=per_token)
+    seed_evaluations(playground_key(model, corpus, seq_len, max_windows), per_token)
     if progress:
         progress(1.0, "First-order estimate: one forward and one backward pass...")
     estimate = attribution_estimate(model, windows)

@@ -78,9 +78,9 @@ def chunked(tiny, windows, monkeypatch_module):
     sizes = []
     original = lens.readout
 
-    def recording(model, resid):
+    def recording(model, resid, **kwargs):
         sizes.append(resid.reshape(-1, resid.shape[-1]).shape[0])
-        return original(model, resid)
+        return original(model, resid, **kwargs)
 
     monkeypatch_module.setattr(lens, "readout", recording)
     red = lens.LensReducer(tiny.n_layers, tiny.bridge.cfg.d_vocab, windows.shape[0], chunk_tokens=7)
@@ -261,9 +261,9 @@ def test_lens_memory_is_bounded_by_the_chunk_not_the_corpus(tiny, monkeypatch):
     rows = []
     real = lens.readout
 
-    def spy(model, h):
+    def spy(model, h, **kwargs):
         rows.append(tuple(h.shape))
-        return real(model, h)
+        return real(model, h, **kwargs)
 
     monkeypatch.setattr(lens, "readout", spy)
     calls = {}

@@ -167,3 +167,24 @@ def test_bench_toggles_runs_every_single_toggle(tiny, windows, monkeypatch):  # 
     assert sorted(map(str, timed)) == sorted(map(str, singles)) and len(timed) == 3 * L
     assert all(not memo for _, memo in seen)  # every toggle computed, none served from the memo
     assert 0 < toggle < float("inf") and 0 < full < float("inf")
+
+
+def test_sweep_seeds_the_shared_memo_so_a_toggle_is_a_lookup(tiny, isolated_cache, monkeypatch):
+    """Issue 12: after the 3L sweep every single removal is served from the memo that all
+    sessions share, and equals a fresh evaluation exactly."""
+    from analysis.corpus import Corpus
+    from analysis.pruning import playground as pg_module
+    from analysis.pruning.removal import removal_cost
+
+    corpus = Corpus("seed", TEXT)
+    removal_cost(tiny, corpus, SEQ, max_windows=3)
+    pg = pg_module.get_playground(tiny, corpus, SEQ, 3)
+    computed = []
+    real = Playground._batch_nll
+    monkeypatch.setattr(Playground, "_batch_nll", lambda self, *a: computed.append(a) or real(self, *a))
+    singles = [Removal.of(**{kind: [l]}) for kind in ("blocks", "attn", "mlp") for l in range(tiny.n_layers)]
+    served = [pg.evaluate(r) for r in singles]
+    assert computed == []  # all 3L served from the sweep's per-token losses
+    other = pg_module.Playground(tiny, pg.windows).build()  # a private playground computes afresh
+    for removal, got in zip(singles, served):
+        assert np.allclose(got.nll, other.evaluate(removal, memo=False).nll, rtol=1e-5, atol=1e-6)
