@@ -63,18 +63,13 @@ def live(ctx, pg, analysis, removal_cost) -> None:
 
     st.plotly_chart(figs.removal_map(removal.blocks, removal.attn, removal.mlp, L), key="pg_map")
     st.info(playground.describe(removal, L))
-    full, pruned = pg.full, pg.evaluate(removal)
+    job = pg.request(removal)
+    with st.spinner("Evaluating the first windows..."):
+        job.wait(timeout=30)
     param_frac, flop_frac = costs.removed_fractions(costs.component_costs(model, ctx.seq_len), removal)
-    cols = st.columns(4)
-    cols[0].metric("Full perplexity", f"{full.perplexity:.3f}")
-    cols[1].metric("Pruned perplexity", f"{pruned.perplexity:.3f}",
-                   delta=f"{playground.changed_percent(full.perplexity, pruned.perplexity):+.2f}%",
-                   delta_color="inverse")
-    cols[2].metric("Parameters removed", f"{100 * param_frac:.2f}%")
-    cols[3].metric("FLOPs per token removed", f"{100 * flop_frac:.2f}%")
-    st.caption(f"Corpus: {pg.windows.shape[0]} windows, {full.nll.size} predicted tokens. FLOPs per token count "
-               f"the attention q/k/v/o and MLP weights, attention over {ctx.seq_len} tokens and the unembedding.")
-    loss_strip(model, pg, full, pruned)
+    numbers = st.empty()
+    show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len)
+    strip = st.container()
 
     st.subheader("Prompt")
     c1, c2 = st.columns([4, 1])
@@ -83,12 +78,45 @@ def live(ctx, pg, analysis, removal_cost) -> None:
     st.session_state["_pg_prompt"], st.session_state["_pg_new"] = prompt, new
     urlstate.set_view(**playground.link_values(removal), prompt=prompt)
     urlstate.sync("playground")
-    show_prompt(model, prompt, removal, new)
-
     st.subheader("Share and export")
     st.caption("Copy link: opens this page with the same model, corpus, removals and prompt.")
     st.code(urlstate.share_url("playground"), language=None, wrap_lines=True)
-    export_plan(ctx, removal, full, pruned)
+    export = st.container()
+    generation = st.container()
+
+    while not job.complete:  # refine the estimate; a new click interrupts this run, the worker goes on
+        job.wait(batches=len(job.parts) + 1, timeout=1.0)
+        show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len)
+    pruned = pg.evaluate(removal)  # from the memo the worker just filled
+    with strip:
+        loss_strip(model, pg, pg.full, pruned)
+    with export:
+        export_plan(ctx, removal, pg.full, pruned)
+    with generation:
+        show_prompt(model, prompt, removal, new)
+
+
+def show_numbers(slot, pg, job, param_frac: float, flop_frac: float, seq_len: int) -> None:
+    try:
+        snap = job.snapshot()
+    except Exception as err:  # the evaluation failed: say so, keep the page
+        slot.error(plain(f"This removal could not be evaluated: {err}"))
+        return
+    if snap is None:
+        slot.info("Evaluating...")
+        return
+    full = pg.full
+    with slot.container():
+        cols = st.columns(4)
+        cols[0].metric("Full perplexity", f"{full.perplexity:.3f}")
+        cols[1].metric("Pruned perplexity", f"{snap.perplexity:.3f}",
+                       delta=f"{playground.changed_percent(full.perplexity, snap.perplexity):+.2f}%",
+                       delta_color="inverse")
+        cols[2].metric("Parameters removed", f"{100 * param_frac:.2f}%")
+        cols[3].metric("FLOPs per token removed", f"{100 * flop_frac:.2f}%")
+        st.caption(f"Corpus: {pg.windows.shape[0]} windows, {full.nll.size} predicted tokens. Pruned perplexity: "
+                   f"{snap.label()} (first estimate after {job.first_seconds or 0:.2f} s). FLOPs per token count the attention q/k/v/o and MLP weights, attention "
+                   f"over {seq_len} tokens and the unembedding.")
 
 
 def loss_strip(model, pg, full, pruned) -> None:
@@ -106,8 +134,13 @@ def loss_strip(model, pg, full, pruned) -> None:
 
 
 def show_prompt(model, prompt: str, removal: Removal, new: int) -> None:
+    """Top-5 next tokens, then the greedy continuations of the full and the pruned model,
+    streamed side by side token by token (memoised for every session once finished)."""
+    st.markdown("**Next token and greedy continuation**")
+    results = [prompts.cached_prompt(model, prompt, r, new) for r in (Removal(), removal)]
     try:
-        results = [prompts.prompt_result(model, prompt, r, new) for r in (Removal(), removal)]
+        if any(r is None for r in results):
+            results = stream_side_by_side(model, prompt, removal, new)
     except ValueError as err:
         st.error(plain(str(err)))
         return
@@ -121,6 +154,30 @@ def show_prompt(model, prompt: str, removal: Removal, new: int) -> None:
     for column, title, result in zip(st.columns(2), ("Full model", "Pruned"), results):
         column.markdown(f"**{title}**, greedy continuation")
         column.code(tok.decode(result.generated), language=None, wrap_lines=True)
+
+
+def stream_side_by_side(model, prompt: str, removal: Removal, new: int) -> list:
+    """Decode the full and the pruned model one step each in turn, showing the text as it grows."""
+    tokens = prompts.prompt_tokens(model, prompt, new)
+    streams = [prompts.stream_prompt(model, tokens, r, new) for r in (Removal(), removal)]
+    tops = [next(stream) for stream in streams]
+    generated, live = [[], []], [True, True]
+    slots = [column.empty() for column in st.columns(2)]
+    while any(live):
+        for i, stream in enumerate(streams):
+            if live[i]:
+                token = next(stream, None)
+                if token is None:
+                    live[i] = False
+                else:
+                    generated[i].append(token)
+                    slots[i].code(model.tokenizer.decode(generated[i]), language=None, wrap_lines=True)
+    for slot in slots:
+        slot.empty()
+    results = [prompts.PromptResult(top, ids) for top, ids in zip(tops, generated)]
+    for r, result in zip((Removal(), removal), results):
+        prompts.remember_prompt(model, prompt, r, new, result)
+    return results
 
 
 def import_plan(model) -> None:
@@ -140,6 +197,7 @@ def import_plan(model) -> None:
 
 
 def export_plan(ctx, removal: Removal, full, pruned) -> None:
+    """Plan download (evaluation on the exact numbers) and MergeKit YAML."""
     model = ctx.model
     method = (st.session_state.get("_pg_method") or {}).get(model.fingerprint)
     if not method or method.get("removal") != removal:

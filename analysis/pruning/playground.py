@@ -63,6 +63,7 @@ class Playground:
         self.key = key  # with a key, evaluations go to the memo shared by all sessions (and the sweep)
         self._memo = EVALUATIONS if key is not None else store.LRU(memo_size)
         self._lock = threading.Lock()
+        self._scheduler = None
 
     def _plan_storage(self) -> None:
         W, T = self.windows.shape
@@ -96,6 +97,26 @@ class Playground:
             self.full = Evaluation(Removal(), np.concatenate(parts).astype(np.float64))
         return self
 
+    def remember(self, removal: Removal, nll: np.ndarray) -> Evaluation:
+        result = Evaluation(removal, np.asarray(nll, dtype=np.float64))
+        self._memo.put((self.key, removal), result)
+        return result
+
+    def request(self, removal: Removal):
+        """A `progressive.Progressive` for `removal` (complete at once when memoised):
+        the caller reads its running estimate while a worker fills it in, batch by batch."""
+        from analysis.pruning.progressive import Progressive, Scheduler
+        self.build()
+        done = self.full if removal.is_empty() else self._memo.get((self.key, removal))
+        if done is not None:
+            job = Progressive(removal, 1, self.windows.shape[0])
+            job.add(0, done.nll)
+            return job
+        with self._lock:
+            if self._scheduler is None:
+                self._scheduler = Scheduler(self)
+        return self._scheduler.request(removal)
+
     def evaluate(self, removal: Removal, memo: bool = True) -> Evaluation:
         """Per-token losses with `removal` applied (the full model's when nothing is removed)."""
         if self.full is None:
@@ -107,7 +128,7 @@ class Playground:
             parts = [self._batch_nll(state, removal) for state in self.states]
             result = Evaluation(removal, np.concatenate(parts).astype(np.float64))
             if memo:
-                self._memo.put((self.key, removal), result)
+                self.remember(removal, result.nll)
         return result
 
     def _batch_nll(self, state: CleanStates, removal: Removal) -> np.ndarray:
@@ -137,6 +158,7 @@ class Playground:
 
 
 KEEP_PLAYGROUNDS = 2
+PROGRESS_WINDOWS = 2  # windows per clean-state batch of a shared playground: the step of a progressive estimate
 _PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS)
 EVALUATIONS = store.LRU(512)  # (playground key, Removal) -> Evaluation, for every session
 
@@ -156,8 +178,11 @@ def seed_evaluations(key: tuple, per_token: dict) -> None:
 def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None) -> Playground:
     """The shared, built playground for (model, corpus, seq_len, max_windows)."""
     key = playground_key(model, corpus, seq_len, max_windows)
-    playground = _PLAYGROUNDS.get_or_create(key, lambda: Playground(
-        model, make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows), key=key))
+    def create() -> Playground:
+        windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+        return Playground(model, windows, key=key, batch_tokens=PROGRESS_WINDOWS * windows.shape[1])
+
+    playground = _PLAYGROUNDS.get_or_create(key, create)
     return playground.build(progress)
 
 

@@ -41,12 +41,14 @@ def _eos_ids(model) -> set:
     return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
 
 
-def run_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: int = 5) -> PromptResult:
-    """Top-k next tokens and a greedy continuation of `tokens` with `removal` applied.
+def stream_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: int = 5):
+    """Yield the top-k next tokens [(token_id, probability)] first, then the greedy
+    continuation of `tokens` with `removal` applied, one token id at a time (stops after
+    an end-of-sequence token).
 
     Decodes through the HF model the bridge wraps, so the bridge's zeroing hooks apply,
-    with the model's own KV cache; the lock is held per step, so other sessions can use
-    the model in between.
+    with the model's own KV cache (and so its own masks and positions); the lock is held
+    per step, so other sessions can use the model in between.
     """
     from transformers import DynamicCache
 
@@ -56,34 +58,52 @@ def run_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: i
     hooks = RemovalHooks(model.n_layers)
     hooks.set(removal)
     cache = DynamicCache(config=hf.config)
-    step_input, top, generated, eos = tokens.to(model.device), [], [], _eos_ids(model)
+    step_input, eos = tokens.to(model.device), _eos_ids(model)
     for step in range(max(1, max_new)):
         with model.lock, torch.inference_mode(), bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
             logits = hf(step_input, past_key_values=cache, use_cache=True).logits[0, -1].float()
         if step == 0:
             probs = torch.softmax(logits, -1)
             values, ids = probs.topk(min(k, probs.numel()))
-            top = [(int(i), float(p)) for i, p in zip(ids, values)]
+            yield [(int(i), float(p)) for i, p in zip(ids, values)]
         if max_new == 0:
-            break
+            return
         next_id = int(logits.argmax())
-        generated.append(next_id)
+        yield next_id
         if next_id in eos:
-            break
+            return
         step_input = torch.tensor([[next_id]], device=model.device)
-    return PromptResult(top, generated)
+
+
+def run_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: int = 5) -> PromptResult:
+    """Top-k next tokens and the whole greedy continuation (see `stream_prompt`)."""
+    stream = stream_prompt(model, tokens, removal, max_new, k)
+    top = next(stream)
+    return PromptResult(top, list(stream))
 
 
 _PROMPTS = store.LRU(MEMO_SIZE)
 
 
+def prompt_key(model, prompt: str, removal: Removal, max_new: int) -> tuple:
+    return (model.fingerprint, model.device, model.dtype, prompt, removal, max_new)
+
+
+def cached_prompt(model, prompt: str, removal: Removal, max_new: int) -> PromptResult | None:
+    """The memoised result (shared by all sessions), or None when not generated yet."""
+    return _PROMPTS.get(prompt_key(model, prompt, removal, max_new))
+
+
+def remember_prompt(model, prompt: str, removal: Removal, max_new: int, result: PromptResult) -> None:
+    _PROMPTS.put(prompt_key(model, prompt, removal, max_new), result)
+
+
 def prompt_result(model, prompt: str, removal: Removal, max_new: int) -> PromptResult:
     """`run_prompt` memoised per (model, prompt, removal, length), shared by all sessions."""
-    key = (model.fingerprint, model.device, model.dtype, prompt, removal, max_new)
-    result = _PROMPTS.get(key)
+    result = cached_prompt(model, prompt, removal, max_new)
     if result is None:
         result = run_prompt(model, prompt_tokens(model, prompt, max_new), removal, max_new)
-        _PROMPTS.put(key, result)
+        remember_prompt(model, prompt, removal, max_new, result)
     return result
 
 

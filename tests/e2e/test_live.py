@@ -1,0 +1,100 @@
+"""Issue 17 in a real browser: the playground answers a toggle within a second at the
+default settings (builtin:all, seq_len 128, every window), the exact number follows, the
+share link equals the state after a preset, and each page's first content time on a warm
+start. Figures are printed (run with -s to see them); latency is asserted against the
+issue's budget only at the default settings, where it is the requirement."""
+import re
+import statistics
+import time
+
+from playwright.sync_api import expect
+
+from test_browser_playground import LOAD_MS, STEP_MS, metric, pressed, share_link
+
+DEFAULT_WINDOWS = 45  # builtin:all at seq_len 128 on the default model
+FIRST = re.compile(r"first estimate after (\d+\.\d+) s")
+EXACT = re.compile(r"exact over all \d+ windows")
+
+
+def caption_text(page) -> str:
+    return " ".join(page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
+
+
+def toggle(page, toolbar: str, layer: int) -> None:
+    page.get_by_role("toolbar", name=toolbar).get_by_role("button", name=str(layer), exact=True).click()
+
+
+def test_toggle_latency_and_exact_number_at_default_settings(app_url, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{app_url}/playground")
+    expect(metric(page, "Pruned perplexity")).to_have_text(re.compile(r"^\d+\.\d{3}$"), timeout=LOAD_MS)
+    assert f"Corpus: {DEFAULT_WINDOWS} windows" in caption_text(page)
+    clicks = [("Remove blocks", 20), ("Remove attention sublayers", 9), ("Remove MLP sublayers", 25),
+              ("Remove blocks", 26), ("Remove attention sublayers", 17), ("Remove MLP sublayers", 12),
+              ("Remove blocks", 14), ("Remove attention sublayers", 3), ("Remove MLP sublayers", 28),
+              ("Remove blocks", 8)]
+    browser_s, backend_s = [], []
+    for toolbar, layer in clicks:
+        before = metric(page, "Pruned perplexity").inner_text()
+        start = time.perf_counter()
+        toggle(page, toolbar, layer)
+        expect(metric(page, "Pruned perplexity")).not_to_have_text(before, timeout=STEP_MS)
+        browser_s.append(time.perf_counter() - start)
+        match = FIRST.search(caption_text(page))
+        backend_s.append(float(match.group(1)) if match else float("nan"))
+    expect(page.get_by_text(EXACT)).to_be_visible(timeout=STEP_MS)  # the exact number follows
+    median_browser, median_backend = statistics.median(browser_s), statistics.median(backend_s)
+    print(f"\ntoggle latency at default settings ({DEFAULT_WINDOWS} windows x 128): browser median "
+          f"{median_browser:.2f} s (all: {', '.join(f'{t:.2f}' for t in browser_s)}), backend median "
+          f"{median_backend:.2f} s, browser - backend {median_browser - median_backend:.2f} s")
+    assert median_browser <= 1.0, browser_s
+    context.close()
+
+
+def test_share_link_equals_the_state_after_a_preset(app_url, browser):
+    first = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = first.new_page()
+    page.goto(f"{app_url}/playground?seq_len=32&max_windows=2&rm_attn=5")
+    expect(metric(page, "Pruned perplexity")).to_have_text(re.compile(r"^\d+\.\d{3}$"), timeout=LOAD_MS)
+    assert pressed(page, "Remove attention sublayers") == ["5"]
+    page.get_by_text("Presets from the analyses").click()
+    page.get_by_role("button", name="Apply preset").click()  # default method lowest_block_influence, k = 1
+    expect(page.get_by_text(EXACT)).to_be_visible(timeout=STEP_MS)
+    blocks = pressed(page, "Remove blocks")
+    assert len(blocks) == 1 and pressed(page, "Remove attention sublayers") == []
+    link = share_link(page, f"rm_blocks={blocks[0]}")
+    assert "rm_attn" not in link
+    expect(page).to_have_url(re.compile(f"rm_blocks={blocks[0]}"), timeout=STEP_MS)
+    pruned = metric(page, "Pruned perplexity").inner_text()
+    first.close()
+
+    second = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = second.new_page()
+    page.goto(link)
+    expect(metric(page, "Pruned perplexity")).to_have_text(pruned, timeout=LOAD_MS)
+    assert pressed(page, "Remove blocks") == blocks and pressed(page, "Remove attention sublayers") == []
+    second.close()
+
+
+PAGES = [("", "Corpus perplexity"), ("similarity", "Block Influence"), ("sublayers", "Joint ranking"),
+         ("sparsity", "Dead neurons"), ("logit_lens", "Over the whole corpus"), ("playground", "Pruned perplexity")]
+
+
+def test_first_content_per_page_on_a_warm_start(app_url, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    for path, marker in PAGES:  # warm: every analysis at the default settings computed once
+        page.goto(f"{app_url}/{path}")
+        expect(page.get_by_text(marker).first).to_be_visible(timeout=LOAD_MS)
+    times = {}
+    for path, marker in PAGES:
+        fresh = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        start = time.perf_counter()
+        fresh.goto(f"{app_url}/{path}")
+        expect(fresh.get_by_text(marker).first).to_be_visible(timeout=LOAD_MS)
+        times[path or "overview"] = time.perf_counter() - start
+        fresh.context.close()
+    print("\nfirst content on a warm start (s): " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
+    assert max(times.values()) <= 3.0, times
+    context.close()
