@@ -11,7 +11,7 @@ similarity.angular_best_block        similarity.best_blocks (on SimilarityResult
 sublayers.*                          sublayers.SublayerReducer -> SublayerResult
 sparsity.*                           sparsity.SparsityReducer (in-hook counts) -> SparsityResult.at_eps/at_p
 logit_lens.*                         lens.LensReducer (lens.layer_signals, hooks.readout) -> LensResult
-early_exit.*                         early_exit.ExitAccumulator -> ExitResult; early_exit.sequence_oracle
+early_exit.*                         early_exit.ExitAccumulator -> ExitResult; early_exit.per_window_tolerance_exit
 removal.block/attn/mlp_ppl           pruning.removal.exact_sweep <- pruning.ablation.removal_nll
 removal.estimate                     pruning.removal.attribution_estimate (gradient x activation)
 

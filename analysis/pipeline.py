@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from analysis import store
 from analysis.collect import Perplexity, run_pass
-from analysis.corpus import Corpus, make_windows
+from analysis.corpus import Corpus
+from analysis.evaluation import windows_for
 from analysis.lens import LensReducer, LensResult
 from analysis.similarity import SimilarityReducer, SimilarityResult
 from analysis.sparsity import SparsityReducer, SparsityResult
@@ -56,23 +57,29 @@ def corpus_info(corpus: Corpus, windows, seq_len: int, bos: bool) -> dict:
     }
 
 
-def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_lens: bool) -> str:
+def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_lens: bool,
+                 part: str = "all") -> str:
+    parts = {} if part == "all" else {"part": part}
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
-                          max_windows=max_windows, eps=eps, lens=with_lens, schema=SCHEMA_VERSION)
+                          max_windows=max_windows, eps=eps, lens=with_lens, schema=SCHEMA_VERSION, **parts)
 
 
 def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None, eps: float = 0.01,
-            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int = 2048) -> Analysis:
-    """The full single-pass analysis of `corpus` on `model` (cached on disk)."""
-    key = analysis_key(model, corpus, seq_len, max_windows, eps, with_lens)
+            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int = 2048,
+            part: str = "all") -> Analysis:
+    """The full single-pass analysis of `corpus` on `model` (cached on disk), over the
+    `part` of its windows (evaluation.part_windows: "all", or the "calibration" windows
+    of the held-out split, which is what the app and the CLI analyse when it applies)."""
+    key = analysis_key(model, corpus, seq_len, max_windows, eps, with_lens, part)
     return store.cached("analysis", key, SCHEMA_VERSION,
-                        lambda: _compute(model, corpus, seq_len, max_windows, eps, with_lens, progress, batch_tokens),
+                        lambda: _compute(model, corpus, seq_len, max_windows, eps, with_lens, progress, batch_tokens,
+                                         part),
                         to_dict=Analysis.to_dict, from_dict=Analysis.from_dict, use_cache=use_cache)
 
 
 def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_lens: bool, progress,
-             batch_tokens: int) -> Analysis:
-    windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+             batch_tokens: int, part: str) -> Analysis:
+    windows = windows_for(model, corpus, seq_len, max_windows, part)
     bos = model.bos_token_id is not None
     n_repr = windows.shape[0] * (windows.shape[1] - (1 if bos else 0))
     L = model.n_layers
@@ -89,7 +96,7 @@ def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_
     return Analysis(
         schema_version=SCHEMA_VERSION,
         model=model.card() | {"parallel_attn_mlp": model.parallel_attn_mlp},
-        corpus=corpus_info(corpus, windows, seq_len, bos) | {"max_windows": max_windows},
+        corpus=corpus_info(corpus, windows, seq_len, bos) | {"max_windows": max_windows, "part": part},
         perplexity=ppl.result()["perplexity"],
         similarity=sim.result(),
         sublayers=sub.result(),

@@ -1,19 +1,22 @@
 """The JSON report written by `python -m analysis report` (and readable by the app).
 
-It flattens an `Analysis` (and optionally a `RemovalCost`) into the documented
-contract: model, corpus, perplexity, similarity, sublayers, removal, sparsity,
-logit_lens, early_exit.
+It flattens an `Analysis` (and optionally a `RemovalCost`, the calibration/evaluation
+split and the `PruningCurves`) into the documented contract: model, corpus, evaluation,
+perplexity, similarity, sublayers, removal, sparsity, logit_lens, early_exit, curves,
+dynamic_depth.
 """
 from __future__ import annotations
 
 from analysis import early_exit, store
 
 REPORT_SCHEMA = "layer-lab/report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: early_exit.sequence_oracle_* renamed per_window_tolerance_exit_*; evaluation, curves, dynamic_depth
 
 
-def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: float = 10.0) -> dict:
-    """report.json (README, "report.json") from a frozen Analysis and optional RemovalCost."""
+def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: float = 10.0, split: dict | None = None,
+                 curves=None) -> dict:
+    """report.json (README, "report.json") from a frozen Analysis and optional RemovalCost,
+    split (evaluation.Split.info) and PruningCurves."""
     sim, sub, spa = analysis.similarity, analysis.sublayers, analysis.sparsity
     report = {
         "schema": REPORT_SCHEMA,
@@ -44,15 +47,32 @@ def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: f
         lens = analysis.lens
         report["logit_lens"] = {"ce": lens.ce, "kl_to_final": lens.kl_to_final, "entropy": lens.entropy,
                                 "top1_agree": lens.top1_agree, "median_rank_final_top1": lens.median_rank_final_top1}
-        depths = early_exit.sequence_oracle(lens.seq_mean_ce, seq_oracle_pct)
+        depths = early_exit.per_window_tolerance_exit(lens.seq_mean_ce, seq_oracle_pct)
         report["early_exit"] = {
             "oracle_mean_fraction": lens.early_exit.oracle_mean_fraction,
             "curves": lens.early_exit.curves,
-            "sequence_oracle_tolerance_pct": seq_oracle_pct,
-            "sequence_oracle_mean_fraction": float(depths.mean() / analysis.model["n_layers"]),
+            "per_window_tolerance_exit_pct": seq_oracle_pct,
+            "per_window_tolerance_exit_mean_fraction": float(depths.mean() / analysis.model["n_layers"]),
             "note": early_exit.OPTIMISM_NOTE,
         }
     if removal is not None:
         report["removal"] = {k: getattr(removal, k) for k in ("full_ppl", "block_ppl", "attn_ppl", "mlp_ppl",
                                                               "estimate")}
+    if split is not None:
+        report["evaluation"] = split
+    if curves is not None:
+        report["curves"] = curves_section(curves)
+        report["dynamic_depth"] = curves.dynamic_depth.to_dict()
     return store.jsonable(report)
+
+
+def curves_section(curves) -> dict:
+    """report.json's `curves`: per kind and method the points k, removed layers, fraction
+    of parameters, evaluation and calibration perplexity (random: lower median and band)."""
+    methods: dict = {}
+    for curve in curves.curves.values():
+        point = {k: v for k, v in curve.to_dict().items() if k not in ("kind", "method")}
+        methods.setdefault(curve.kind, {})[curve.method] = point
+    return {"eval": curves.split["eval"], "n_calibration_windows": curves.split["n_calibration_windows"],
+            "n_evaluation_windows": curves.split["n_evaluation_windows"], "full_ppl": curves.full_ppl,
+            "seeds": curves.seeds, "greedy": curves.greedy, "methods": methods}

@@ -25,10 +25,11 @@ def main() -> None:
     ctx = context.require()
     analysis = context.analysis_for(ctx)
     removal_cost = context.removal_for(ctx, run=False)
+    greedy = context.greedy_for(ctx)
+    show_on = show_on_choice(ctx)
     bar = st.progress(0.0, text="Keeping the clean residuals of the corpus...")
     try:
-        pg = playground.get_playground(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows,
-                                       progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+        pg = context.playground_for(ctx, show_on, progress=lambda f, m: bar.progress(min(1.0, f), text=m))
     except CorpusError as err:
         bar.empty()
         st.error(str(err))
@@ -37,10 +38,27 @@ def main() -> None:
     toggles.seed_state(ctx.model.fingerprint, ctx.model.n_layers)
     for message in st.session_state.get("_pg_notices", []):
         st.warning(f"From the link: {message}")
-    st.fragment(live)(ctx, pg, analysis, removal_cost)
+    st.fragment(live)(ctx, pg, analysis, removal_cost, greedy, show_on)
 
 
-def live(ctx, pg, analysis, removal_cost) -> None:
+def show_on_choice(ctx) -> str:
+    """'calibration' or 'evaluation': which windows the perplexities below are measured on."""
+    split = ctx.split
+    link = st.session_state.get("_view", {}).get("show_on")
+    if "pg_show_on" not in st.session_state and link in ("calibration", "evaluation"):
+        st.session_state["pg_show_on"] = link
+    if split is None or not split.available:
+        st.session_state.pop("pg_show_on", None)
+        urlstate.set_view(show_on=None)
+        return "calibration"
+    labels = {"calibration": split.calibration_label(), "evaluation": split.evaluation_label()}
+    choice = st.radio("Show perplexity on", list(labels), format_func=labels.get, key="pg_show_on", horizontal=True,
+                      help="Presets choose on the calibration windows; the evaluation windows judge the choice.")
+    urlstate.set_view(show_on=choice)
+    return choice
+
+
+def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
     model = ctx.model
     L, fp = model.n_layers, model.fingerprint
     chosen = {kind: st.pills(LABELS[kind], list(range(L)), selection_mode="multi", key=toggles.toggle_key(kind, fp))
@@ -49,13 +67,17 @@ def live(ctx, pg, analysis, removal_cost) -> None:
     toggles.remember(fp, removal)
 
     with st.expander("Presets from the analyses"):
-        methods = [m for m in presets.METHODS if m != "cheapest_measured" or removal_cost is not None]
+        methods = [m for m in presets.METHODS if (m != "cheapest_measured" or removal_cost is not None)
+                   and (m != "iterative_greedy" or greedy is not None)]
         c1, c2, c3 = st.columns([4, 1, 1], vertical_alignment="bottom")
         c1.selectbox("Method", methods, key="pg_preset", format_func=lambda m: f"{m}: {presets.DESCRIPTIONS[m]}")
         c2.number_input("k", 0, 2 * L, 1, key="pg_k")
-        c3.button("Apply preset", on_click=toggles.apply_preset, args=(fp, L, analysis, removal_cost))
-        if removal_cost is None:
-            st.caption("cheapest_measured is offered once the removal sweep is cached (Attention vs MLP page).")
+        c3.button("Apply preset", on_click=toggles.apply_preset, args=(fp, L, analysis, removal_cost, greedy))
+        st.caption("Presets choose on the calibration windows."
+                   + ("" if removal_cost is not None else " cheapest_measured is offered once the removal sweep is "
+                      "cached (Attention vs MLP page).")
+                   + ("" if greedy is not None else " iterative_greedy is offered once the pruning curves (or the "
+                      "greedy order) are computed."))
         if message := st.session_state.pop("_pg_preset_error", None):
             st.error(plain(message))
     with st.expander("Import a pruning plan"):
@@ -68,7 +90,8 @@ def live(ctx, pg, analysis, removal_cost) -> None:
         job.wait(timeout=30)
     param_frac, flop_frac = costs.removed_fractions(costs.component_costs(model, ctx.seq_len), removal)
     numbers = st.empty()
-    show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len)
+    label = windows_label(ctx, show_on)
+    show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
     strip = st.container()
 
     st.subheader("Prompt")
@@ -86,17 +109,24 @@ def live(ctx, pg, analysis, removal_cost) -> None:
 
     while not job.complete:  # refine the estimate; a new click interrupts this run, the worker goes on
         job.wait(batches=len(job.parts) + 1, timeout=1.0)
-        show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len)
+        show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
     pruned = pg.evaluate(removal)  # from the memo the worker just filled
     with strip:
         loss_strip(model, pg, pg.full, pruned)
     with export:
-        export_plan(ctx, removal, pg.full, pruned)
+        export_plan(ctx, removal, pg.full, pruned, show_on)
     with generation:
         show_prompt(model, prompt, removal, new)
 
 
-def show_numbers(slot, pg, job, param_frac: float, flop_frac: float, seq_len: int) -> None:
+def windows_label(ctx, show_on: str) -> str:
+    split = ctx.split
+    if split is None:
+        return "every window of the corpus"
+    return split.evaluation_label() if show_on == "evaluation" else split.calibration_label()
+
+
+def show_numbers(slot, pg, job, param_frac: float, flop_frac: float, seq_len: int, label: str) -> None:
     try:
         snap = job.snapshot()
     except Exception as err:  # the evaluation failed: say so, keep the page
@@ -114,7 +144,8 @@ def show_numbers(slot, pg, job, param_frac: float, flop_frac: float, seq_len: in
                        delta_color="inverse")
         cols[2].metric("Parameters removed", f"{100 * param_frac:.2f}%")
         cols[3].metric("FLOPs per token removed", f"{100 * flop_frac:.2f}%")
-        st.caption(f"Corpus: {pg.windows.shape[0]} windows, {full.nll.size} predicted tokens. Pruned perplexity: "
+        st.caption(f"Corpus: {pg.windows.shape[0]} windows ({label}), {full.nll.size} predicted tokens. Both "
+                   "perplexities are measured on these windows. Pruned perplexity: "
                    f"{snap.label()} (first estimate after {job.first_seconds or 0:.2f} s). FLOPs per token count the attention q/k/v/o and MLP weights, attention "
                    f"over {seq_len} tokens and the unembedding.")
 
@@ -196,15 +227,14 @@ def import_plan(model) -> None:
               args=(model.fingerprint, check.plan.removal(), check.plan.method))
 
 
-def export_plan(ctx, removal: Removal, full, pruned) -> None:
-    """Plan download (evaluation on the exact numbers) and MergeKit YAML."""
+def export_plan(ctx, removal: Removal, full, pruned, show_on: str) -> None:
+    """Plan download (evaluation on the exact numbers of the windows shown, plus the
+    other window set when it is already measured) and MergeKit YAML."""
     model = ctx.model
     method = (st.session_state.get("_pg_method") or {}).get(model.fingerprint)
     if not method or method.get("removal") != removal:
         method = {"name": "manual", "parameters": {}}
-    evaluation = {"corpus_sha256": ctx.corpus.sha256, "seq_len": ctx.seq_len, "perplexity_full": full.perplexity,
-                  "perplexity_pruned": pruned.perplexity, "corpus": ctx.corpus.corpus_id,
-                  "max_windows": ctx.max_windows, "n_windows": int(full.nll.shape[0])}
+    evaluation = context.plan_evaluation(ctx, removal, show_on, full, pruned)
     try:
         plan = plans.make_plan(model, removal, method["name"], method["parameters"], evaluation)
     except ValueError as err:

@@ -12,6 +12,7 @@ import streamlit as st
 
 from analysis import store
 from analysis.corpus import Corpus, CorpusError, make_windows
+from analysis.evaluation import Split, part_windows
 from analysis.loading import LoadedModel
 from analysis.pipeline import Analysis, analyse
 from analysis.pruning.removal import RemovalCost, removal_cost
@@ -19,14 +20,22 @@ from analysis.pruning.removal import RemovalCost, removal_cost
 
 @dataclass(frozen=True)
 class Context:
+    """The sidebar's choices. `split` says which windows calibrate (every analysis page,
+    preset and method works on those: `part`) and which evaluate (evaluation.Split)."""
+
     model: LoadedModel
     corpus: Corpus
     seq_len: int
     max_windows: int | None
+    split: Split | None = None
+
+    @property
+    def part(self) -> str:
+        return self.split.calibration_part if self.split is not None else "all"
 
     @property
     def key(self) -> tuple:
-        return (self.model.fingerprint, self.corpus.sha256, self.seq_len, self.max_windows)
+        return (self.model.fingerprint, self.corpus.sha256, self.seq_len, self.max_windows, self.part)
 
 
 _SHARED = store.LRU(64)  # windows, lens grids, token densities: shared by every session
@@ -40,10 +49,15 @@ def _shared(key: tuple, compute):
     return value
 
 
+def corpus_windows(model, corpus: Corpus, seq_len: int, max_windows: int | None):
+    """Every window of a corpus [n_windows, T] (tokenised once, shared by all sessions)."""
+    return _shared(("windows", model.fingerprint, corpus.sha256, seq_len, max_windows),
+                   lambda: make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows))
+
+
 def windows(ctx: Context):
-    """The context's token windows [n_windows, T] (tokenised once per context, shared)."""
-    return _shared(("windows",) + ctx.key, lambda: make_windows(
-        ctx.model.tokenizer, ctx.corpus.text, ctx.seq_len, ctx.model.n_ctx, ctx.max_windows))
+    """The context's calibration windows [n_windows, T]: what the analysis pages read."""
+    return part_windows(corpus_windows(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows), ctx.part)
 
 
 def lens_grid(ctx: Context, window: int, site: str) -> dict:
@@ -99,7 +113,7 @@ def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
         bar, update = _progress_bar("Running the instrumented pass...")
         try:
             memo[key] = analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows, eps=eps,
-                                progress=update)
+                                progress=update, part=ctx.part)
         except CorpusError as err:
             bar.empty()
             st.error(str(err))
@@ -125,7 +139,7 @@ def removal_for(ctx: Context, run: bool = True) -> RemovalCost | None:
             return None
         bar, update = _progress_bar("Measuring the cost of every removal...")
         memo[ctx.key] = removal_cost(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
-                                     progress=update)
+                                     progress=update, part=ctx.part)
         bar.empty()
     return memo[ctx.key]
 
@@ -148,5 +162,47 @@ def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, expl
 def _removal_cached(ctx: Context) -> bool:
     from analysis import store
     from analysis.pruning.removal import SCHEMA_VERSION, removal_key
-    return store.load("removal", removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows),
+    return store.load("removal", removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part),
                       SCHEMA_VERSION) is not None
+
+
+def window_source(ctx: Context, show_on: str) -> tuple:
+    """(corpus, part) of the windows the playground shows: the calibration windows, or the
+    evaluation windows of the split (held out, or another corpus)."""
+    if show_on == "evaluation" and ctx.split is not None and ctx.split.available:
+        return ctx.split.eval_corpus, ctx.split.eval_part
+    return ctx.corpus, ctx.part
+
+
+def playground_for(ctx: Context, show_on: str, progress=None):
+    from analysis.pruning.playground import get_playground
+    corpus, part = window_source(ctx, show_on)
+    return get_playground(ctx.model, corpus, ctx.seq_len, ctx.max_windows, progress=progress, part=part)
+
+
+def greedy_for(ctx: Context, kind: str = "blocks"):
+    """The stored iterative greedy order over the calibration windows, or None."""
+    from analysis.pruning.greedy import cached_greedy
+    result = cached_greedy(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part, kind)
+    return result.order if result is not None else None
+
+
+def plan_evaluation(ctx: Context, removal, show_on: str, full, pruned) -> dict:
+    """A plan's evaluation from the numbers shown (`show_on` windows), with the other
+    window set's numbers when they are already measured (no extra work)."""
+    from analysis.pruning.plan import evaluation_section
+    from analysis.pruning.playground import memoized
+
+    split = ctx.split if ctx.split is not None and ctx.split.available else None
+    corpus, part = window_source(ctx, show_on)
+    calibration = None
+    if split is not None and show_on == "evaluation":
+        known = memoized(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part, removal)
+        if known is not None:
+            calibration = {"corpus_sha256": ctx.corpus.sha256, "n_windows": int(known[0].nll.shape[0]),
+                           "perplexity_full": known[0].perplexity, "perplexity_pruned": known[1].perplexity}
+    return evaluation_section(
+        corpus_sha256=corpus.sha256, seq_len=ctx.seq_len, perplexity_full=full.perplexity,
+        perplexity_pruned=pruned.perplexity, n_windows=int(full.nll.shape[0]),
+        windows=show_on if split is not None else "all", eval_spec=str(ctx.split.spec) if split is not None else None,
+        calibration=calibration, corpus=corpus.corpus_id, max_windows=ctx.max_windows)

@@ -1,7 +1,8 @@
 """Shareable-link state: what a URL may carry, and how tampered values are handled.
 
 A link carries model, corpus (a built-in id or the sha256 of a stored upload), seq_len,
-max_windows, page, removed components (rm_blocks, rm_attn, rm_mlp as comma-separated
+max_windows, eval (the evaluation windows: `holdout` or an evaluation corpus id, see
+analysis.evaluation.EvalSpec), page, removed components (rm_blocks, rm_attn, rm_mlp as comma-separated
 0-based layers) and the playground prompt. Parsing never raises: whatever is unusable
 is dropped and described in a notice, and the rest of the link still applies. A link
 can never name a model the operator has not allowed, nor a local path.
@@ -12,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from analysis import settings
-from analysis.corpus import MAX_SEQ_LEN
+from analysis.corpus import MAX_SEQ_LEN, CorpusError
+from analysis.evaluation import EvalSpec
 
 # Every page, in navigation order: URL path -> (title, Material icon). The first is the
 # default page, served at "/".
@@ -23,9 +25,12 @@ PAGE_INFO = {
     "sparsity": ("Activation sparsity", "scatter_plot"),
     "logit_lens": ("Logit lens & early exit", "visibility"),
     "playground": ("Layer playground", "tune"),
+    "curves": ("Pruning curves", "trending_down"),
 }
 PAGES = tuple(PAGE_INFO)
-KEYS = ("model", "corpus", "seq_len", "max_windows", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt")
+KEYS = ("model", "corpus", "seq_len", "max_windows", "eval", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt",
+        "show_on")
+SHOW_ON = ("calibration", "evaluation")
 REMOVAL_KEYS = {"rm_blocks": "blocks", "rm_attn": "attn", "rm_mlp": "mlp"}
 MAX_VALUE_CHARS = 2000
 _CORPUS = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
@@ -89,6 +94,14 @@ def _clean(key: str, raw: str):
         if not _CORPUS.match(raw):
             return None, "Ignored the link's corpus: not a built-in id or a sha256."
         return raw, None
+    if key == "eval":
+        try:
+            return str(EvalSpec.parse(raw)), None
+        except CorpusError:
+            return None, "Ignored the link's eval: not 'holdout', a built-in id or a sha256."
+    if key == "show_on":
+        return (raw, None) if raw in SHOW_ON else (None, f"Ignored show_on {raw[:20]!r}: expected calibration or "
+                                                         "evaluation.")
     if key == "seq_len":
         value = _int_in(raw, 2, MAX_SEQ_LEN)
         return (value, None) if value else (None, f"Ignored seq_len {raw[:20]!r}: expected 2..{MAX_SEQ_LEN}.")

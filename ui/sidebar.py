@@ -1,4 +1,5 @@
-"""The shared sidebar: model, corpus and windowing, seeded once from the URL.
+"""The shared sidebar: model, corpus, windowing and the evaluation windows, seeded once
+from the URL.
 
 A failed model load or a bad corpus shows a message and keeps the previous, working
 choice, so nothing already computed is lost.
@@ -10,7 +11,7 @@ import re
 import streamlit as st
 
 from analysis import corpus as corpora
-from analysis import loading
+from analysis import evaluation, loading
 from ui import links
 from ui import context
 
@@ -36,7 +37,9 @@ def seed_from_url() -> None:
         st.session_state["seq_len"] = values["seq_len"]
     if "max_windows" in values:
         st.session_state["max_windows"] = values["max_windows"]
-    view = {key: values[key] for key in ("rm_blocks", "rm_attn", "rm_mlp", "prompt") if key in values}
+    if "eval" in values:
+        st.session_state["eval_choice"] = values["eval"]
+    view = {key: values[key] for key in ("rm_blocks", "rm_attn", "rm_mlp", "prompt", "show_on") if key in values}
     if view:  # kept in the address bar until the playground reads (and clamps) them
         st.session_state.setdefault("_view", {}).update(view)
 
@@ -144,6 +147,47 @@ def render() -> context.Context | None:
         sb.error(f"seq_len {seq_len} exceeds the model's context of {model.n_ctx} tokens.")
         context.set_current(None)
         return None
-    ctx = context.Context(model, corpus, int(seq_len), int(max_windows) or None)
+    split = _pick_evaluation(model, corpus, int(seq_len), int(max_windows) or None)
+    ctx = context.Context(model, corpus, int(seq_len), int(max_windows) or None, split)
     context.set_current(ctx)
     return ctx
+
+
+def _eval_label(choice: str) -> str:
+    if choice == evaluation.HOLDOUT:
+        return f"held-out windows (every {corpora.HOLDOUT_EVERY}th)"
+    return choice if choice.startswith("builtin:") else f"upload {choice[:12]}"
+
+
+def _pick_evaluation(model, corpus, seq_len: int, max_windows: int | None):
+    """The 'Evaluate on' choice, resolved against the corpus (evaluation.resolve); the
+    split says which windows calibrate and which evaluate, or why none evaluate."""
+    sb = st.sidebar
+    ids = [evaluation.HOLDOUT] + corpora.builtin_ids()
+    stored = st.session_state.get("_stored_corpus")
+    if stored:
+        ids.append(stored)
+    chosen = st.session_state.get("eval_choice")
+    if chosen and chosen not in ids:
+        try:
+            corpora.load_corpus(chosen)
+            ids.append(chosen)
+        except corpora.CorpusError as err:
+            notice(f"Ignored the link's eval: {err}")
+            st.session_state["eval_choice"] = evaluation.HOLDOUT
+    choice = sb.selectbox("Evaluate on", ids, key="eval_choice", format_func=_eval_label,
+                          help="Methods choose what to remove on the calibration windows; curves, plans and the "
+                               "playground can judge the choice on these windows instead.")
+    try:
+        n = context.corpus_windows(model, corpus, seq_len, max_windows).shape[0]
+        split = evaluation.resolve(evaluation.EvalSpec.parse(choice), corpus, n)
+    except corpora.CorpusError:
+        return None  # the pages show the corpus problem
+    if split.notice:
+        sb.warning(plain(split.notice))
+    elif split.spec.held_out:
+        held = len(range(corpora.HOLDOUT_EVERY - 1, n, corpora.HOLDOUT_EVERY))
+        sb.caption(f"Calibration: {n - held} windows; evaluation: {held} held-out windows.")
+    else:
+        sb.caption(f"Calibration: all {n} windows; evaluation: corpus {plain(str(split.spec))}.")
+    return split

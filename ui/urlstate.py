@@ -12,7 +12,7 @@ def current_values(page: str) -> dict:
     values = dict(st.session_state.get("_view", {}))
     if ctx is not None:
         values.update(model=ctx.model.name, corpus=ctx.corpus.corpus_id, seq_len=ctx.seq_len,
-                      max_windows=ctx.max_windows)
+                      max_windows=ctx.max_windows, eval=str(ctx.split.spec) if ctx.split is not None else None)
     values["page"] = page
     return values
 
@@ -22,8 +22,8 @@ def set_view(**values) -> None:
     st.session_state.setdefault("_view", {}).update(values)
 
 
-def query_for(page: str) -> dict:
-    query = links.build_query(current_values(page))
+def query_for(page: str, **changes) -> dict:
+    query = links.build_query(current_values(page) | changes)
     query.pop("page", None)  # the page is the URL path itself
     return query
 
@@ -35,12 +35,13 @@ def sync(page: str) -> None:
         st.query_params.from_dict(query)
 
 
-def share_url(page: str) -> str:
-    """The full link to `page` with the current view: the browser's host and base path
-    (st.context.url, whatever page it was opened on) + the page + the query string."""
+def share_url(page: str, **changes) -> str:
+    """The full link to `page` with the current view (changed by `changes`, e.g. other
+    removals): the browser's host and base path (st.context.url, whatever page it was
+    opened on) + the page + the query string."""
     parts = urlsplit(st.context.url or "http://localhost:8501/")
     segments = parts.path.rstrip("/").split("/")
     if segments and segments[-1] in links.PAGES:
         segments = segments[:-1]
     path = "/".join(segments + ([] if page == links.PAGES[0] else [page]))  # the default page lives at /
-    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query_for(page)), ""))
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query_for(page, **changes)), ""))

@@ -2,7 +2,8 @@
 without it) and `apply` (write the smaller checkpoint and time it).
 
     python -m analysis plan --model default --method reverse_order --target 3 \\
-        [--corpus FILE --seq-len N --max-windows K] --out plan.json [--mergekit plan.yaml]
+        [--corpus FILE --seq-len N --max-windows K [--eval-corpus holdout|FILE]] --out plan.json \\
+        [--mergekit plan.yaml]
     python -m analysis evaluate --plan plan.json --corpus FILE --seq-len N [--max-windows K] [--model M]
     python -m analysis apply --plan plan.json --out DIR [--model M] [--mergekit plan.yaml]
 
@@ -13,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import store
-from analysis.cli.args import (UsageError, add_corpus_args, add_model_args, corpus_windows, load_model, positive_int,
-                               progress, warn, write_text)
+from analysis.cli.args import (UsageError, add_corpus_args, add_eval_args, add_model_args, corpus_windows, load_model,
+                               positive_int, progress, split_for, warn, write_text)
 from analysis.pruning.presets import DESCRIPTIONS, METHODS
 
-NEEDS_ANALYSIS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention")
+NEEDS_ANALYSIS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "redundant_mlp")
 LATENCY_CORPUS, LATENCY_SEQ_LEN, LATENCY_WINDOWS = "builtin:all", 128, 4
 
 
@@ -43,7 +44,6 @@ def _removal_text(removal) -> str:
 
 
 def cmd_plan(args) -> int:
-    from analysis.pruning.apply import evaluate
     from analysis.pruning.mergekit import mergekit_yaml
     from analysis.pruning.plan import make_plan
     from analysis.pruning.presets import suggest
@@ -53,36 +53,64 @@ def cmd_plan(args) -> int:
     if args.corpus is None and args.method != "reverse_order":
         raise UsageError(f"method {args.method} needs a calibration text: give --corpus FILE --seq-len N")
     model = load_model(args)
-    analysis = cost = corpus = windows = None
+    analysis = cost = greedy = split = None
     if args.corpus is not None:
-        corpus, windows = corpus_windows(model, args)
+        from analysis.corpus import load_file
+        split = split_for(model, args, load_file(args.corpus))
     if args.method in NEEDS_ANALYSIS:
         from analysis.pipeline import analyse
-        analysis = analyse(model, corpus, args.seq_len, max_windows=args.max_windows, with_lens=False,
-                           progress=progress)
+        analysis = analyse(model, split.corpus, args.seq_len, max_windows=args.max_windows, with_lens=False,
+                           progress=progress, part=split.calibration_part)
     elif args.method == "cheapest_measured":
         from analysis.pruning.removal import removal_cost
-        cost = removal_cost(model, corpus, args.seq_len, max_windows=args.max_windows, progress=progress)
+        cost = removal_cost(model, split.corpus, args.seq_len, max_windows=args.max_windows, progress=progress,
+                            part=split.calibration_part)
+    elif args.method == "iterative_greedy":
+        from analysis.pruning.greedy import greedy_order
+        greedy = greedy_order(model, split.corpus, args.seq_len, args.max_windows, split.calibration_part, "blocks",
+                              args.target, progress=progress).order
     removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.similarity,
-                      sublayers=analysis and analysis.sublayers, removal_cost=cost)
+                      sublayers=analysis and analysis.sublayers, removal_cost=cost, greedy_order=greedy)
     parameters = {"k": args.target}
     evaluation = None
-    if corpus is not None:
+    if split is not None:
+        corpus = split.corpus
         parameters |= {"corpus": corpus.corpus_id if corpus.corpus_id.startswith("builtin:") else args.corpus,
-                       "seq_len": args.seq_len, "max_windows": args.max_windows}
-        full, pruned = evaluate(model, removal, windows)
-        evaluation = {"corpus_sha256": corpus.sha256, "seq_len": args.seq_len, "perplexity_full": full,
-                      "perplexity_pruned": pruned, "n_windows": int(windows.shape[0])}
+                       "seq_len": args.seq_len, "max_windows": args.max_windows, "eval": str(split.spec)}
+        evaluation = plan_evaluation(model, split, removal, args)
     plan = make_plan(model, removal, args.method, parameters, evaluation)
     store.write_json_atomic(Path(args.out), plan.to_dict())
     print(f"plan ({args.method}, k={args.target}): remove {_removal_text(removal)} -> {args.out}")
     if evaluation:
         print(f"perplexity full {evaluation['perplexity_full']:.6f} pruned {evaluation['perplexity_pruned']:.6f} "
-              f"over {windows.shape[0]} windows x {args.seq_len} tokens")
+              f"over {evaluation['n_windows']} {evaluation['windows']} windows x {args.seq_len} tokens")
+        if calibration := evaluation.get("calibration"):
+            print(f"on the {calibration['n_windows']} calibration windows it was chosen on: full "
+                  f"{calibration['perplexity_full']:.6f} pruned {calibration['perplexity_pruned']:.6f}")
     if args.mergekit:
         write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name))
         print(f"MergeKit passthrough config -> {args.mergekit}")
     return 0
+
+
+def plan_evaluation(model, split, removal, args) -> dict:
+    """Perplexity with and without `removal` on the evaluation windows (and on the
+    calibration windows next to it); on every window when nothing is held out."""
+    from analysis.evaluation import split_windows_of
+    from analysis.pruning.apply import evaluate
+    from analysis.pruning.plan import evaluation_section
+
+    calibration_windows, evaluation_windows = split_windows_of(model, split, args.seq_len, args.max_windows)
+    calib_full, calib_pruned = evaluate(model, removal, calibration_windows)
+    if evaluation_windows is None:
+        return evaluation_section(corpus_sha256=split.corpus.sha256, seq_len=args.seq_len, perplexity_full=calib_full,
+                                  perplexity_pruned=calib_pruned, n_windows=calibration_windows.shape[0])
+    full, pruned = evaluate(model, removal, evaluation_windows)
+    calibration = {"corpus_sha256": split.corpus.sha256, "n_windows": int(calibration_windows.shape[0]),
+                   "perplexity_full": calib_full, "perplexity_pruned": calib_pruned}
+    return evaluation_section(corpus_sha256=split.eval_corpus.sha256, seq_len=args.seq_len, perplexity_full=full,
+                              perplexity_pruned=pruned, n_windows=evaluation_windows.shape[0], windows="evaluation",
+                              eval_spec=str(split.spec), calibration=calibration)
 
 
 def _model_for(args, plan):
@@ -144,6 +172,7 @@ def add_command(sub) -> None:
     plan.add_argument("--method", required=True, choices=METHODS,
                       help="; ".join(f"{m}: {d}" for m, d in DESCRIPTIONS.items()))
     plan.add_argument("--target", required=True, type=positive_int, help="how many components to remove (k)")
+    add_eval_args(plan)
     plan.add_argument("--out", required=True, help="where to write plan.json")
     plan.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
     plan.set_defaults(handler=cmd_plan)

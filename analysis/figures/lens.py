@@ -124,8 +124,9 @@ def exit_sweep(curves: dict,  # rule -> early_exit.ExitCurve
     return fig
 
 
-def sequence_oracle_histogram(depths, n_layers: int, tolerance_pct: float) -> go.Figure:
-    """Distribution over windows of the fewest blocks within tolerance of full perplexity."""
+def per_window_exit_histogram(depths, n_layers: int, tolerance_pct: float) -> go.Figure:
+    """Distribution over windows of the fewest blocks within tolerance of each window's own
+    full-model perplexity (early_exit.per_window_tolerance_exit)."""
     counts = np.bincount(np.asarray(depths, dtype=int), minlength=n_layers + 1)[1:]
     fig = go.Figure(go.Bar(x=np.arange(1, n_layers + 1), y=counts))
     mean = float(np.mean(depths))

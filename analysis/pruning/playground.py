@@ -27,7 +27,7 @@ from analysis import store
 from analysis.pruning.ablation import (KINDS, CleanStates, Removal, RemovalHooks, clean_states, run_blocks, suffix_logits)
 from analysis.hooks import readout
 from analysis.collect import batches, token_nll
-from analysis.corpus import make_windows
+from analysis.evaluation import windows_for
 
 CLEAN_BUDGET_BYTES = 2 * 1024 ** 3
 MEMO_SIZE = 64
@@ -163,8 +163,9 @@ _PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS)
 EVALUATIONS = store.LRU(512)  # (playground key, Removal) -> Evaluation, for every session
 
 
-def playground_key(model, corpus, seq_len: int, max_windows: int | None) -> tuple:
-    return (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)
+def playground_key(model, corpus, seq_len: int, max_windows: int | None, part: str = "all") -> tuple:
+    return (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows) + \
+        (() if part == "all" else (part,))
 
 
 def seed_evaluations(key: tuple, per_token: dict) -> None:
@@ -175,11 +176,24 @@ def seed_evaluations(key: tuple, per_token: dict) -> None:
             EVALUATIONS.put((key, removal), Evaluation(removal, np.asarray(nll, dtype=np.float64)))
 
 
-def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None) -> Playground:
-    """The shared, built playground for (model, corpus, seq_len, max_windows)."""
-    key = playground_key(model, corpus, seq_len, max_windows)
+def memoized(model, corpus, seq_len: int, max_windows: int | None, part: str, removal: Removal):
+    """(full, pruned) Evaluations of `removal` when that playground exists and has it
+    memoised; None otherwise (nothing is computed)."""
+    key = playground_key(model, corpus, seq_len, max_windows, part)
+    playground = _PLAYGROUNDS.get(key)
+    if playground is None or playground.full is None:
+        return None
+    pruned = playground.full if removal.is_empty() else EVALUATIONS.get((key, removal))
+    return None if pruned is None else (playground.full, pruned)
+
+
+def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None,
+                   part: str = "all") -> Playground:
+    """The shared, built playground for (model, corpus, seq_len, max_windows) over the
+    `part` of the corpus's windows (evaluation.part_windows)."""
+    key = playground_key(model, corpus, seq_len, max_windows, part)
     def create() -> Playground:
-        windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+        windows = windows_for(model, corpus, seq_len, max_windows, part)
         return Playground(model, windows, key=key, batch_tokens=PROGRESS_WINDOWS * windows.shape[1])
 
     playground = _PLAYGROUNDS.get_or_create(key, create)

@@ -15,7 +15,8 @@ from scipy.stats import spearmanr
 from analysis import hooks, store
 from analysis.pruning.ablation import KINDS, PPL_KEYS, Removal, removal_nll
 from analysis.collect import batches, token_nll
-from analysis.corpus import Corpus, make_windows
+from analysis.corpus import Corpus
+from analysis.evaluation import windows_for
 
 SCHEMA_VERSION = 1
 
@@ -162,25 +163,27 @@ def predictors(block_influence, attn_score, mlp_score, removal: "RemovalCost") -
              "rho": rank_correlation(score, ppl)} for kind, label, score, ppl in pairs]
 
 
-def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None) -> str:
+def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None, part: str = "all") -> str:
+    parts = {} if part == "all" else {"part": part}
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
-                          max_windows=max_windows, schema=SCHEMA_VERSION)
+                          max_windows=max_windows, schema=SCHEMA_VERSION, **parts)
 
 
 def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None,
-                 use_cache: bool = True, progress=None) -> RemovalCost:
-    """Exact sweep + attribution estimate with Spearman correlations (cached on disk)."""
-    return store.cached("removal", removal_key(model, corpus, seq_len, max_windows), SCHEMA_VERSION,
-                        lambda: _measure(model, corpus, seq_len, max_windows, progress),
+                 use_cache: bool = True, progress=None, part: str = "all") -> RemovalCost:
+    """Exact sweep + attribution estimate with Spearman correlations (cached on disk), over
+    the `part` of the corpus's windows (evaluation.part_windows)."""
+    return store.cached("removal", removal_key(model, corpus, seq_len, max_windows, part), SCHEMA_VERSION,
+                        lambda: _measure(model, corpus, seq_len, max_windows, progress, part),
                         to_dict=RemovalCost.to_dict, from_dict=RemovalCost.from_dict, use_cache=use_cache)
 
 
-def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress) -> RemovalCost:
+def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress, part: str) -> RemovalCost:
     from analysis.pruning.playground import playground_key, seed_evaluations
-    windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+    windows = windows_for(model, corpus, seq_len, max_windows, part)
     per_token: dict = {}
     exact = exact_sweep(model, windows, progress=with_eta(progress) if progress else None, per_token=per_token)
-    seed_evaluations(playground_key(model, corpus, seq_len, max_windows), per_token)
+    seed_evaluations(playground_key(model, corpus, seq_len, max_windows, part), per_token)
     if progress:
         progress(1.0, "First-order estimate: one forward and one backward pass...")
     estimate = attribution_estimate(model, windows)

@@ -202,8 +202,8 @@ def test_tampered_link_names_what_was_ignored_and_keeps_the_rest(case, tiny, tin
     assert prompt == ("The capital of France is" if case == "long-value" else "Where are")
     assert at.query_params.get("rm_blocks") == ("1" if case != "only-out-of-range" else None)
     assert at.query_params["rm_mlp"] == "3"
-    assert set(at.query_params) <= {"model", "corpus", "seq_len", "max_windows", "rm_blocks", "rm_attn",
-                                    "rm_mlp", "prompt"}, dict(at.query_params)
+    assert set(at.query_params) <= {"model", "corpus", "seq_len", "max_windows", "eval", "rm_blocks", "rm_attn",
+                                    "rm_mlp", "prompt", "show_on"}, dict(at.query_params)
 
 
 # ---- the playground: extreme settings and a hostile prompt ------------------------------

@@ -21,7 +21,7 @@ PAGES = [
     ("sublayers", "Attention vs MLP", "Does similarity predict damage on this model?"),
     ("similarity", "Hidden-state similarity", "Spearman(Block Influence, perplexity with the block removed)"),
     ("sparsity", "Activation sparsity", "Density per token"),
-    ("logit_lens", "Logit lens & early exit", "Per-sequence oracle"),
+    ("logit_lens", "Logit lens & early exit", "Per-window tolerance exit"),
 ]
 
 

@@ -85,7 +85,7 @@ def test_report_fields_on_default(result):
     assert len(report["logit_lens"]["median_rank_final_top1"]) == 30
     assert report["logit_lens"]["median_rank_final_top1"][-1] == 0
     ee = report["early_exit"]
-    assert 0 < ee["oracle_mean_fraction"] <= 1 and 0 < ee["sequence_oracle_mean_fraction"] <= 1
+    assert 0 < ee["oracle_mean_fraction"] <= 1 and 0 < ee["per_window_tolerance_exit_mean_fraction"] <= 1
     for curve in ee["curves"].values():
         assert curve["fraction_blocks"][-1] <= 1 and len(curve["agreement"]) == len(curve["thresholds"])
     assert ee["note"] == early_exit.OPTIMISM_NOTE

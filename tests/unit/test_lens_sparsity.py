@@ -150,14 +150,14 @@ def test_early_exit_against_reference(chunked, ref_lens):
     assert cos.fraction_blocks[20] == pytest.approx((passes.argmax(1) + 1).mean() / L, rel=1e-6)
 
 
-def test_sequence_oracle(chunked, ref_lens, windows):
+def test_per_window_tolerance_exit(chunked, ref_lens, windows):
     res = chunked[0]
     per_window = ref_lens["ce"].reshape(windows.shape[0], -1, ref_lens["ce"].shape[1]).mean(1)
     assert np.allclose(res.seq_mean_ce, per_window, rtol=1e-5)
     ce = np.array([[3.0, 2.2, 2.0], [2.0, 2.5, 2.0], [5.0, 4.0, 1.0]])
-    assert early_exit.sequence_oracle(ce, 10).tolist() == [3, 1, 3]  # exp(0.2) = 1.22 > 1.10 for the first
-    assert early_exit.sequence_oracle(ce, 25).tolist() == [2, 1, 3]
-    assert early_exit.sequence_oracle(ce, 300).tolist() == [1, 1, 3]
+    assert early_exit.per_window_tolerance_exit(ce, 10).tolist() == [3, 1, 3]  # exp(0.2) = 1.22 > 1.10 for the first
+    assert early_exit.per_window_tolerance_exit(ce, 25).tolist() == [2, 1, 3]
+    assert early_exit.per_window_tolerance_exit(ce, 300).tolist() == [1, 1, 3]
 
 
 def test_operating_point_picks_cheapest_reaching_target():
@@ -230,8 +230,8 @@ def test_report_carries_the_fields(tiny, isolated_cache):
     ee = report["early_exit"]
     assert ee["oracle_mean_fraction"] == result.lens.early_exit.oracle_mean_fraction
     assert set(ee["curves"]) == set(early_exit.RULES)
-    depths = early_exit.sequence_oracle(result.lens.seq_mean_ce, 10.0)
-    assert ee["sequence_oracle_mean_fraction"] == pytest.approx(depths.mean() / tiny.n_layers)
+    depths = early_exit.per_window_tolerance_exit(result.lens.seq_mean_ce, 10.0)
+    assert ee["per_window_tolerance_exit_mean_fraction"] == pytest.approx(depths.mean() / tiny.n_layers)
     assert ee["note"] == early_exit.OPTIMISM_NOTE
 
 
@@ -251,7 +251,7 @@ def test_figures_escape_tokens_and_mark_points():
     assert [s.x[0] for s in stars] == [0.8, 0.8] and stars[1].y[0] == 0.1
     dens = sparsity_figures.token_density(np.zeros((2, 3)), ["<b>", "ok"], np.array([1, 2]), 0.01)
     assert dens.layout.yaxis.ticktext[0] == "1: &lt;b&gt;"
-    hist = lens_figures.sequence_oracle_histogram(np.array([1, 3, 3]), 3, 10)
+    hist = lens_figures.per_window_exit_histogram(np.array([1, 3, 3]), 3, 10)
     assert list(hist.data[0].y) == [1, 0, 2]
 
 

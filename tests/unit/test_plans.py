@@ -169,6 +169,8 @@ def test_presets_on_hand_made_analysis():
     assert suggest("best_contiguous_block", 3, L, **a) == Removal.of(blocks=[2, 3, 4])
     assert suggest("best_contiguous_block", 1, L, **a) == Removal.of(blocks=[4])
     assert suggest("redundant_attention", 3, L, **a) == Removal.of(attn=[1, 3, 5])
+    assert suggest("redundant_mlp", 2, L, **a) == Removal.of(mlp=[1, 3])  # the hand-made mlp_score equals attn
+    assert suggest("iterative_greedy", 2, L, greedy_order=[4, 1, 0]) == Removal.of(blocks=[4, 1])
     assert suggest("reverse_order", 2, L) == Removal.of(blocks=[3, 4])
     assert suggest("reverse_order", 5, L) == Removal.of(blocks=[0, 1, 2, 3, 4])
     assert suggest("reverse_order", 0, L) == Removal()
@@ -191,6 +193,8 @@ def test_cheapest_measured_skips_covered_components():
     ("best_contiguous_block", 2, _analysis(np.eye(7).tolist(), np.eye(7).tolist(), [0] * 6),
      "another number of layers"),
     ("cheapest_measured", 2, {}, "needs the measured removal costs"),
+    ("iterative_greedy", 2, {}, "needs the iterative greedy order"),
+    ("iterative_greedy", 3, {"greedy_order": [1, 2]}, "fewer than k = 3"),
     ("no_such_method", 1, {}, "unknown method"),
 ])
 def test_presets_refuse_clearly(method, k, kwargs, words):
@@ -199,8 +203,8 @@ def test_presets_refuse_clearly(method, k, kwargs, words):
 
 
 def test_methods_cover_the_api():
-    assert METHODS == ("lowest_block_influence", "best_contiguous_block", "redundant_attention",
-                       "cheapest_measured", "reverse_order")
+    assert METHODS == ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "redundant_mlp",
+                       "cheapest_measured", "reverse_order", "iterative_greedy")
 
 
 def test_mergekit_slices(tiny):
