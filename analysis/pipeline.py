@@ -16,7 +16,7 @@ from analysis.similarity import SimilarityReducer, SimilarityResult
 from analysis.sparsity import SparsityReducer, SparsityResult
 from analysis.sublayers import SublayerReducer, SublayerResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Analysis(store.Record):
     perplexity: float
     similarity: SimilarityResult
     sublayers: SublayerResult
-    sparsity: SparsityResult
+    sparsity: SparsityResult | None  # None for mixture-of-experts MLPs (architectures.removal_notes)
     lens: LensResult | None
     eps: float  # the absolute sparsity threshold the report quotes
 
@@ -79,8 +79,8 @@ def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_
     ppl = Perplexity()
     sim = SimilarityReducer(L, model.d_model, n_repr, windows.shape[0])
     sub = SublayerReducer(L, model.parallel_attn_mlp)
-    spa = SparsityReducer(L, model.d_mlp, extra_eps=(eps,))
-    reducers = [ppl, sim, sub, spa]
+    spa = None if model.moe else SparsityReducer(L, model.d_mlp, extra_eps=(eps,))
+    reducers = [r for r in (ppl, sim, sub, spa) if r is not None]
     lens = None
     if with_lens:
         lens = LensReducer(L, model.bridge.cfg.d_vocab, windows.shape[0])
@@ -88,12 +88,12 @@ def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_
     run_pass(model, windows, reducers, batch_tokens=batch_tokens, progress=progress)
     return Analysis(
         schema_version=SCHEMA_VERSION,
-        model=model.card() | {"parallel_attn_mlp": model.parallel_attn_mlp},
+        model=model.card() | {"parallel_attn_mlp": model.parallel_attn_mlp, "moe": model.moe},
         corpus=corpus_info(corpus, windows, seq_len, bos) | {"max_windows": max_windows},
         perplexity=ppl.result()["perplexity"],
         similarity=sim.result(),
         sublayers=sub.result(),
-        sparsity=spa.result(),
+        sparsity=spa.result() if spa else None,
         lens=lens.result() if lens else None,
         eps=eps,
     )

@@ -31,15 +31,16 @@ def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: f
         "sublayers": {"attn_score": sub.attn_score, "mlp_score": sub.mlp_score,
                       "attn_norm_ratio": sub.attn_norm_ratio, "mlp_norm_ratio": sub.mlp_norm_ratio},
     }
-    at = spa.at_eps(eps)
-    report["sparsity"] = {
-        "eps": eps,
-        "frac_near_zero": at["frac_near_zero"],
-        "frac_relative": spa.at_p(0.01),
-        "relative_p": 0.01,
-        "frac_exact_zero": spa.frac_exact_zero,
-        "dead_neurons": at["dead_neurons"],
-    }
+    if spa is not None:  # absent for mixture-of-experts MLPs
+        at = spa.at_eps(eps)
+        report["sparsity"] = {
+            "eps": eps,
+            "frac_near_zero": at["frac_near_zero"],
+            "frac_relative": spa.at_p(0.01),
+            "relative_p": 0.01,
+            "frac_exact_zero": spa.frac_exact_zero,
+            "dead_neurons": at["dead_neurons"],
+        }
     if analysis.lens is not None:
         lens = analysis.lens
         report["logit_lens"] = {"ce": lens.ce, "kl_to_final": lens.kl_to_final, "entropy": lens.entropy,

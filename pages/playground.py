@@ -8,6 +8,7 @@ and link state machine lives in ui/toggles.py.
 import numpy as np
 import streamlit as st
 
+from analysis import architectures
 from analysis.corpus import CorpusError
 from analysis.figures import playground as figs
 from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
@@ -23,6 +24,8 @@ def main() -> None:
     st.caption("Switch any block, attention or MLP sublayer off. Every change re-evaluates the corpus from the first "
                "changed layer on (the unchanged prefix is cached), next to the full model.")
     ctx = context.require()
+    for note in architectures.notes_for(ctx.model):
+        st.caption(note)
     analysis = context.analysis_for(ctx)
     removal_cost = context.removal_for(ctx, run=False)
     bar = st.progress(0.0, text="Keeping the clean residuals of the corpus...")
@@ -214,7 +217,7 @@ def export_plan(ctx, removal: Removal, full, pruned) -> None:
     c1.download_button("Download pruning plan (JSON)", plan.to_json(), file_name="layer-lab-plan.json",
                        mime="application/json", on_click="ignore", key="pg_plan_json")
     source = model.source_dir or model.name
-    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source),
+    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source, model.hf_model),
                        file_name="layer-lab-mergekit.yaml", mime="text/yaml", on_click="ignore", key="pg_plan_yaml")
 
 

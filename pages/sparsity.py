@@ -2,6 +2,7 @@
 import numpy as np
 import streamlit as st
 
+from analysis import architectures
 from analysis.figures import sparsity as figures
 from analysis.lens import decode_tokens
 from ui import context
@@ -12,6 +13,9 @@ ctx, analysis = context.page(
     "position except the BOS. All thresholds were counted exactly in the one instrumented pass.")
 model = ctx.model
 result = analysis.sparsity
+if result is None:
+    st.info(architectures.MOE_SPARSITY_NOTE)
+    st.stop()
 
 c1, c2 = st.columns(2)
 eps_grid = [float(e) for e in result.eps_grid]

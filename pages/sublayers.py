@@ -2,7 +2,7 @@
 sublayers, and the measured perplexity of all 3L single removals as ground truth."""
 import streamlit as st
 
-from analysis import sublayers
+from analysis import architectures, sublayers
 from analysis.figures import sublayers as figs
 from analysis.pruning.removal import predictors
 from ui import context
@@ -23,6 +23,9 @@ else:
     st.caption("Sequential blocks: attention score = 1 - mean cos(resid_pre, resid_mid); MLP score = "
                "1 - mean cos(resid_mid, resid_post), over all non-BOS positions.")
 
+for note in architectures.notes_for(ctx.model):
+    if note != architectures.PARALLEL_NOTE:  # the message above says it
+        st.caption(note)
 st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, sub.parallel), key="sub_scores")
 removal = context.removal_for(ctx, run=False)
 

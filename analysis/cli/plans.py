@@ -80,7 +80,7 @@ def cmd_plan(args) -> int:
         print(f"perplexity full {evaluation['perplexity_full']:.6f} pruned {evaluation['perplexity_pruned']:.6f} "
               f"over {windows.shape[0]} windows x {args.seq_len} tokens")
     if args.mergekit:
-        write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name))
+        write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name, model.hf_model))
         print(f"MergeKit passthrough config -> {args.mergekit}")
     return 0
 
@@ -118,7 +118,7 @@ def cmd_apply(args) -> int:
     out = apply_plan(plan, source, args.out)
     print(f"pruned checkpoint ({plan.n_layers - len(plan.remove['blocks'])} of {plan.n_layers} blocks) -> {out}")
     if args.mergekit:
-        write_text(args.mergekit, mergekit_yaml(plan, source))
+        write_text(args.mergekit, mergekit_yaml(plan, source, model.hf_model))
         print(f"MergeKit passthrough config -> {args.mergekit}")
     args.corpus = args.corpus or LATENCY_CORPUS
     args.seq_len = args.seq_len or LATENCY_SEQ_LEN

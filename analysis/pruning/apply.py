@@ -25,7 +25,7 @@ PLAN_FILE = "layer-lab-plan.json"
 LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers")
 ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 ATTN_OUT = ("o_proj", "out_proj", "c_proj", "dense", "wo")
-MLP_NAMES = ("mlp", "feed_forward", "ffn")
+MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
 MLP_OUT = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "fc_out")
 PER_LAYER_CONFIG = ("layer_types", "no_rope_layers")
 
@@ -85,20 +85,47 @@ def _is_projection(module) -> bool:
     return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
 
 
-def output_projection(layer, kind: str, hidden: int):
-    """The projection writing the attention or MLP output into the residual stream."""
+def plain(module: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face module a TransformerBridge component wraps (itself if none)."""
+    while isinstance(getattr(module, "original_component", None), torch.nn.Module):
+        module = module.original_component
+    return module
+
+
+def plain_parameters(module: torch.nn.Module, prefix: str = ""):
+    """(name, parameter) under `module` with Hugging Face names, also inside a booted
+    bridge (which wraps the HF modules it maps): yields what `named_parameters` of the
+    unwrapped model would."""
+    module = plain(module)
+    for name, param in module._parameters.items():
+        if param is not None:
+            yield prefix + name, param
+    for name, child in module._modules.items():
+        if child is not None and name != "_original_component":
+            yield from plain_parameters(child, f"{prefix}{name}.")
+
+
+def output_params(layer: torch.nn.Module, kind: str, hidden: int) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name relative to the layer, parameter) of everything that writes the attention
+    or MLP output into the residual stream: the output projection's weight and bias
+    (`o_proj`, `c_proj`, `dense`, `down_proj`, `dense_4h_to_h`, ...); for a mixture of
+    experts every expert's down projection (a stacked 3-D parameter or one per expert)
+    and any shared expert's. Zeroing them all makes the sublayer's output exactly zero."""
+    layer = plain(layer)
     names, outs = (ATTN_NAMES, ATTN_OUT) if kind == "attn" else (MLP_NAMES, MLP_OUT)
-    sub = next((getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
-    if sub is None:
+    sub_name = next((n for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
+    if sub_name is None:
         raise ValueError(f"could not find the {kind} sublayer in {type(layer).__name__}")
-    for n in outs:
-        proj = getattr(sub, n, None)
-        if proj is not None and _is_projection(proj):
-            return proj
-    linears = [m for m in sub.modules() if _is_projection(m) and hidden in tuple(m.weight.shape)]
+    params = list(plain_parameters(getattr(layer, sub_name), sub_name + "."))
+    found = [(n, p) for n, p in params if set(n.split(".")[1:]) & set(outs)]
+    if found:
+        return found
+    linears = [(n, m) for n, m in plain(getattr(layer, sub_name)).named_modules()
+               if _is_projection(m) and hidden in tuple(m.weight.shape)]
     if not linears:
-        raise ValueError(f"could not find the output projection of {type(sub).__name__}")
-    return linears[-1]
+        raise ValueError(f"could not find the output projection of {type(plain(getattr(layer, sub_name))).__name__}")
+    name, proj = linears[-1]
+    return [(f"{sub_name}.{name}.{leaf}", p) for leaf, p in proj.named_parameters(recurse=False)]
 
 
 def prune_model(hf, removal: Removal) -> torch.nn.Module:
@@ -110,10 +137,8 @@ def prune_model(hf, removal: Removal) -> torch.nn.Module:
     with torch.no_grad():
         for kind, indices in (("attn", removal.attn), ("mlp", removal.mlp)):
             for l in sorted(set(indices) - set(removal.blocks)):
-                proj = output_projection(layers[l], kind, hidden)
-                proj.weight.zero_()
-                if getattr(proj, "bias", None) is not None:
-                    proj.bias.zero_()
+                for _, param in output_params(layers[l], kind, hidden):
+                    param.zero_()
     kept = [l for l in range(n) if l not in removal.blocks]
     setattr(parent, attr, torch.nn.ModuleList([layers[l] for l in kept]))
     for new, layer in enumerate(getattr(parent, attr)):

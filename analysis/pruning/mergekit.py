@@ -1,25 +1,81 @@
 """A pruning plan as a MergeKit passthrough config that builds the same smaller model
-outside Layer Lab."""
+outside Layer Lab.
+
+MergeKit scales a tensor by a parameter whose `filter` is a substring of the tensor's
+name in the checkpoint, so a zeroed sublayer needs filters that match exactly the
+checkpoint tensors `apply` zeroes, and nothing else of the layer. `checkpoint_filters`
+finds them from the model itself: `apply.output_params` names the parameters in memory,
+transformers' own reverse weight conversion (the one `save_pretrained` applies, e.g. a
+stacked expert tensor back to one tensor per expert) maps them to checkpoint names, and
+the shortest dotted suffix of each that no other tensor of the layer contains becomes
+the filter (`.o_proj.`, `.attn.c_proj.`, `.w2.` for Mixtral's experts, ...).
+"""
 from __future__ import annotations
 
 import json
+import re
 
+import torch
+
+from analysis.pruning.apply import decoder_layers, output_params, plain_parameters
 from analysis.pruning.plan import PruningPlan, kept_ranges
 
+LEAVES = ("weight", "bias")
 
-def mergekit_yaml(plan: PruningPlan, source_model: str, *, dtype: str = "float32",
-                  attn_filter: str = "o_proj", mlp_filter: str = "down_proj") -> str:
-    """A MergeKit passthrough config building the pruned model from `source_model`.
+
+def _checkpoint_names(hf, tensors: dict[str, torch.Size], targets: set) -> tuple[set, set]:
+    """(checkpoint names written from `targets`, all checkpoint names) of the in-memory
+    parameters `tensors` {name: shape}: each parameter is a constant 0/1 mask pushed
+    through transformers' reverse conversion, so a split or renamed tensor keeps its mark."""
+    masks = {n: torch.tensor(int(n in targets), dtype=torch.uint8).expand(shape) for n, shape in tensors.items()}
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+        saved = revert_weight_conversion(hf, masks)
+    except ImportError:  # a transformers without conversions saves the in-memory names
+        saved = masks
+    return {n for n, t in saved.items() if bool(t.any())}, set(saved)
+
+
+def _filter(name: str, others: list[str]) -> str:
+    """The shortest component-bounded suffix of `name`'s module path that no name in
+    `others` contains (so the filter reaches this tensor, never another of the layer)."""
+    parts = name.split(".")
+    module = parts[:-1] if parts[-1] in LEAVES else parts
+    tail = "." if len(module) < len(parts) else ""
+    for start in range(len(module) - 1, -1, -1):
+        candidate = "." + ".".join(module[start:]) + tail
+        if not any(candidate in "." + other for other in others):
+            return candidate
+    raise ValueError(f"no MergeKit filter singles out {name}")
+
+
+def checkpoint_filters(hf, n_layers: int, layer: int, kind: str) -> list[str]:
+    """MergeKit filters matching exactly the checkpoint tensors of `layer` that
+    `apply` zeroes to remove its `kind` ("attn" or "mlp") sublayer."""
+    _, _, layers = decoder_layers(hf, n_layers)
+    hidden = int(getattr(hf.config, "hidden_size", 0) or 0)
+    prefix = next(n for n, m in hf.named_modules() if m is layers[layer]).replace("_original_component.", "") + "."
+    tensors = {prefix + n: p.shape for n, p in plain_parameters(layers[layer])}
+    targets = {prefix + n for n, _ in output_params(layers[layer], kind, hidden)}
+    zeroed, every = _checkpoint_names(hf, tensors, targets)
+    rel = lambda n: re.sub(rf"^.*?\.{layer}\.", "", n, count=1)
+    others = [rel(n) for n in every - zeroed]
+    return sorted({_filter(rel(n), others) for n in zeroed})
+
+
+def mergekit_yaml(plan: PruningPlan, source_model: str, hf, *, dtype: str = "float32") -> str:
+    """A MergeKit passthrough config building the pruned model from `source_model`
+    (`hf`: the model the plan was made on, for its tensor names).
 
     Each slice is a contiguous range of kept blocks, layer_range [start, end). A kept
     block with a zeroed sublayer gets a one-layer slice of its own whose output
-    projection is scaled by 0 (passthrough's `scale` parameter with a tensor-name
-    filter; `attn_filter` / `mlp_filter` name the projections, Llama-style by default).
+    projection tensors are scaled by 0 (passthrough's `scale` parameter with the
+    `checkpoint_filters` of that layer).
     """
     blocks = set(plan.remove["blocks"])
-    zero_attn = {l for l in plan.remove["attn"] if l not in blocks}
-    zero_mlp = {l for l in plan.remove["mlp"] if l not in blocks}
-    special = zero_attn | zero_mlp
+    zero = {"attn": {l for l in plan.remove["attn"] if l not in blocks},
+            "mlp": {l for l in plan.remove["mlp"] if l not in blocks}}
+    special = zero["attn"] | zero["mlp"]
     slices: list[tuple[int, int]] = []
     for start, end in kept_ranges(plan):
         cut = start
@@ -36,15 +92,15 @@ def mergekit_yaml(plan: PruningPlan, source_model: str, *, dtype: str = "float32
     lines = [
         f"# Layer Lab pruning plan for {plan.model['name']} ({plan.n_layers} layers) -> "
         f"{plan.n_layers - len(blocks)} layers",
-        f"# removed blocks: {removed}; zeroed attention: {sorted(zero_attn) or 'none'}; "
-        f"zeroed MLP: {sorted(zero_mlp) or 'none'}",
+        f"# removed blocks: {removed}; zeroed attention: {sorted(zero['attn']) or 'none'}; "
+        f"zeroed MLP: {sorted(zero['mlp']) or 'none'}",
         "# build with: mergekit-yaml this.yaml OUT_DIR",
         "slices:",
     ]
     for start, end in slices:
         lines += ["  - sources:", f"      - model: {model_ref}", f"        layer_range: [{start}, {end}]"]
-        filters = ([attn_filter] if start in zero_attn and end == start + 1 else []) + \
-                  ([mlp_filter] if start in zero_mlp and end == start + 1 else [])
+        filters = [f for kind in ("attn", "mlp") if end == start + 1 and start in zero[kind]
+                   for f in checkpoint_filters(hf, plan.n_layers, start, kind)]
         if filters:
             lines += ["        parameters:", "          scale:"]
             lines += [f"            - filter: {json.dumps(f)}\n              value: 0.0" for f in filters]

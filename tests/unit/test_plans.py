@@ -205,15 +205,15 @@ def test_methods_cover_the_api():
 
 def test_mergekit_slices(tiny):
     plan = make_plan(tiny, Removal.of(blocks=[1]), "manual", {})
-    config = yaml.safe_load(mergekit_yaml(plan, "org/model"))
+    config = yaml.safe_load(mergekit_yaml(plan, "org/model", tiny.hf_model))
     assert config["merge_method"] == "passthrough" and config["dtype"] == "float32"
     assert [s["sources"][0]["layer_range"] for s in config["slices"]] == [[0, 1], [2, 4]]
     assert all(s["sources"][0]["model"] == "org/model" for s in config["slices"])
     mixed = make_plan(tiny, Removal.of(blocks=[0, 3], mlp=[2]), "manual", {})
-    config = yaml.safe_load(mergekit_yaml(mixed, "/models/x y", dtype="bfloat16"))
+    config = yaml.safe_load(mergekit_yaml(mixed, "/models/x y", tiny.hf_model, dtype="bfloat16"))
     slices = [s["sources"][0] for s in config["slices"]]
     assert [s["layer_range"] for s in slices] == [[1, 2], [2, 3]]
-    assert slices[1]["parameters"]["scale"] == [{"filter": "down_proj", "value": 0.0}, {"value": 1.0}]
+    assert slices[1]["parameters"]["scale"] == [{"filter": ".down_proj.", "value": 0.0}, {"value": 1.0}]
     assert "parameters" not in slices[0] and slices[0]["model"] == "/models/x y"
 
 
