@@ -19,8 +19,9 @@ How it flows: loading (model, once per name/device/dtype) -> corpus (token windo
 collect.run_pass (the ONE instrumented forward; hooks.capture records the residual
 stream, sublayer outputs and MLP activations) -> reducers (similarity, sublayers,
 sparsity, lens, perplexity: running sums per batch) -> frozen results (pipeline.Analysis,
-cached on disk by store.cached) -> report (report.build_report) and figures/ (plotly)
--> the app's pages.
+cached on disk; the lens as its own entry, so a lens-free pass can come first and the
+lens later without redoing it) -> report (report.build_report) and figures/ (plotly,
+figures/scales for log axes, clipped bars, non-overlapping labels) -> the app's pages.
 
 Pruning (analysis/pruning/): ablation (Removal, zeroing hooks, replaying blocks with the
 arguments the model's forward gave them), removal (exact 3L sweep, attribution estimate),

@@ -117,7 +117,7 @@ def batches(windows: torch.Tensor, batch_tokens: int):
 
 
 def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer], *,
-             batch_tokens: int = 2048, progress: Progress | None = None) -> None:
+             batch_tokens: int = 2048, progress: Progress | None = None, label: str = "Instrumented pass") -> None:
     """Run the instrumented pass once over `windows`, feeding every reducer.
 
     Holds the model's lock for each batch's forward; hooks are removed on exit even on
@@ -151,4 +151,4 @@ def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer],
                 del batch, logits, fields
             if progress:
                 done = min(total, offset + chunk.shape[0])
-                progress(done / total, f"Instrumented pass: {done}/{total} windows")
+                progress(done / total, f"{label}: {done}/{total} windows")

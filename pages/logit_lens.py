@@ -7,15 +7,11 @@ from analysis import early_exit, lens
 from analysis.figures import lens as figures
 from ui import context
 
-ctx, analysis = context.page(
-    "Logit lens & early exit",
-    "Readout after block l = unembed(final_norm(resid_post_l)), with the final norm applied afresh to each "
-    "block's own residual; the readout after the last block equals the model's output.")
-model = ctx.model
-if analysis.lens is None:
-    st.info("This analysis was computed without the logit lens.")
-    st.stop()
-result, L = analysis.lens, model.n_layers
+st.title("Logit lens & early exit")
+st.caption("Readout after block l = unembed(final_norm(resid_post_l)), with the final norm applied afresh to each "
+           "block's own residual; the readout after the last block equals the model's output.")
+ctx = context.require()
+model, L = ctx.model, ctx.model.n_layers
 
 st.header("One window, block by block")
 windows = context.windows(ctx)
@@ -28,7 +24,7 @@ colours = {"p_final_top1": "probability of the final top-1", "kl": "KL(final ‖
 colour = c3.selectbox("Colour", list(colours), format_func=colours.get, key="lens_colour")
 n_pred = windows.shape[1] - 1
 span = c4.slider("Positions", 0, n_pred - 1, (0, min(n_pred, 32) - 1), key="lens_span") if n_pred > 1 else (0, 0)
-with st.spinner("Reading out every block for this window..."):
+with st.spinner("Reading out every block for this window...", show_time=True):
     grid = context.lens_grid(ctx, w, site)
 sel = np.arange(span[0], span[1] + 1)
 tokens = windows[w].numpy()
@@ -41,12 +37,13 @@ st.caption("Each cell: the top-1 token read out at that block; hover for the top
            "Bottom axis: the input token at each position; top axis: the true next token.")
 
 st.header("Over the whole corpus")
+result = context.lens_for(ctx)  # its own pass over the corpus, after the rest (progress bar here)
 curves = {k: getattr(result, k) for k, _ in figures.CURVES}
 first = lens.first_agreement_above(result.top1_agree, 0.5)
 m1, m2, m3 = st.columns(3)
 m1.metric("First block with top-1 agreement > 50%", "never" if first is None else first)
 m2.metric("Cross-entropy after the last block", f"{result.ce[-1]:.3f} nats")
-m3.metric("Predicted tokens", analysis.corpus["n_predicted_tokens"])
+m3.metric("Predicted tokens", result.n_positions)
 st.plotly_chart(figures.layer_curves(curves))
 st.caption("Index l = readout after block l. KL(final ‖ layer) compares with the model's own output distribution; "
            "agreement and rank compare with its top-1 token.")

@@ -51,7 +51,7 @@ st.subheader("Density per token")
 windows = context.windows(ctx)
 w = int(st.number_input("Window", 0, windows.shape[0] - 1, 0, key="sparsity_window"))
 first = 1 if analysis.corpus["bos"] else 0
-with st.spinner("Counting the activations of this window..."):
+with st.spinner("Counting the activations of this window...", show_time=True):
     density = context.token_density(ctx, w, eps)[first:]
 positions = np.arange(first, windows.shape[1])
 tokens = list(decode_tokens(model.tokenizer, windows[w].numpy()[first:]))

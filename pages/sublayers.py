@@ -4,6 +4,7 @@ import streamlit as st
 
 from analysis import architectures, sublayers
 from analysis.figures import sublayers as figs
+from analysis.figures.scales import BAR_SCALE_HELP, BAR_SCALES
 from analysis.pruning.removal import predictors
 from ui import context
 
@@ -26,7 +27,9 @@ else:
 for note in architectures.notes_for(ctx.model):
     if note != architectures.PARALLEL_NOTE:  # the message above says it
         st.caption(note)
-st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, sub.parallel), key="sub_scores")
+scale = st.radio("Bar scale", list(BAR_SCALES), format_func=BAR_SCALES.get, key="sub_scale", horizontal=True,
+                 help=BAR_SCALE_HELP)
+st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, sub.parallel, scale), key="sub_scores")
 removal = context.removal_for(ctx, run=False)
 
 left, right = st.columns(2)

@@ -1,8 +1,9 @@
 """The session's current model, corpus and settings, and cached computations on them.
 
 Pages call `require()` to get the Context the sidebar built; heavy results come from
-`analysis_for()` / `removal_for()`, which go through the shared disk cache, so a
-reopened app (or another session) shows them at once.
+`analysis_for()` (everything but the logit lens), `lens_for()` (the lens, its own pass)
+and `removal_for()`, which go through the shared disk cache, so a reopened app (or
+another session) shows them at once.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import streamlit as st
 
 from analysis import store
 from analysis.corpus import Corpus, CorpusError, make_windows
+from analysis.lens import LensResult, window_grid
 from analysis.loading import LoadedModel
 from analysis.pipeline import Analysis, analyse
 from analysis.pruning.removal import RemovalCost, removal_cost
@@ -48,7 +50,6 @@ def windows(ctx: Context):
 
 def lens_grid(ctx: Context, window: int, site: str) -> dict:
     """`lens.window_grid` of one corpus window at `site`, memoised for all sessions."""
-    from analysis.lens import window_grid
     return _shared(("lens_grid", window, site) + ctx.key, lambda: window_grid(ctx.model, windows(ctx)[window], site=site))
 
 
@@ -91,21 +92,36 @@ def _progress_bar(label: str):
     return bar, update
 
 
-def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
-    """The single-pass analysis for the context (session memo, then disk cache, then compute)."""
-    memo = st.session_state.setdefault("_analysis", {})
-    key = ctx.key + (eps,)
+def _memo_or_compute(memo_name: str, key: tuple, label: str, compute):
+    """The session's memo of `key`, else `compute(progress)` under a progress bar with
+    `label` (disk cache inside `compute`); a corpus that cannot be windowed stops the page."""
+    memo = st.session_state.setdefault(memo_name, {})
     if key not in memo:
-        bar, update = _progress_bar("Running the instrumented pass...")
+        bar, update = _progress_bar(label)
         try:
-            memo[key] = analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows, eps=eps,
-                                progress=update)
+            memo[key] = compute(update)
         except CorpusError as err:
             bar.empty()
             st.error(str(err))
             st.stop()
         bar.empty()
     return memo[key]
+
+
+def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
+    """The single-pass analysis for the context WITHOUT the logit lens (`lens` is None):
+    session memo, then disk cache, then a lens-free pass. `lens_for` adds the lens."""
+    return _memo_or_compute("_analysis", ctx.key + (eps,), "Running the instrumented pass (without the logit lens)...",
+                            lambda update: analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
+                                                   eps=eps, with_lens=False, progress=update))
+
+
+def lens_for(ctx: Context) -> LensResult:
+    """The logit lens and early exit over the corpus: its own pass, run after (and never
+    repeating) the lens-free one, cached on disk like it."""
+    return _memo_or_compute("_lens", ctx.key, "Running the logit lens over the corpus (every block read out)...",
+                            lambda update: analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
+                                                   with_lens=True, progress=update).lens)
 
 
 def page(title: str, caption: str) -> tuple[Context, Analysis]:
@@ -119,15 +135,11 @@ def page(title: str, caption: str) -> tuple[Context, Analysis]:
 
 def removal_for(ctx: Context, run: bool = True) -> RemovalCost | None:
     """The measured removal costs; None when not cached and `run` is False (the sweep takes minutes)."""
-    memo = st.session_state.setdefault("_removal", {})
-    if ctx.key not in memo:
-        if not run and not _removal_cached(ctx):
-            return None
-        bar, update = _progress_bar("Measuring the cost of every removal...")
-        memo[ctx.key] = removal_cost(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
-                                     progress=update)
-        bar.empty()
-    return memo[ctx.key]
+    if ctx.key not in st.session_state.get("_removal", {}) and not run and not _removal_cached(ctx):
+        return None
+    return _memo_or_compute("_removal", ctx.key, "Measuring the cost of every removal...",
+                            lambda update: removal_cost(ctx.model, ctx.corpus, ctx.seq_len,
+                                                        max_windows=ctx.max_windows, progress=update))
 
 
 def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, explanation: str) -> RemovalCost | None:

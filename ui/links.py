@@ -35,6 +35,7 @@ _CORPUS = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
 class LinkState:
     values: dict = field(default_factory=dict)
     notices: list = field(default_factory=list)
+    refused_model: tuple | None = None  # (name shortened, why, its notice) of a model the link may not open
 
 
 def _first(value) -> tuple[str, bool]:
@@ -68,9 +69,25 @@ def parse_link(params) -> LinkState:
         value, problem = _clean(key, raw)
         if problem:
             state.notices.append(problem)
+        if key == "model" and value is None and raw.strip():
+            state.refused_model = (raw.strip()[:60], refusal(raw.strip()), problem)
         if value is not None:
             state.values[key] = value
     return state
+
+
+LOCAL_REFUSAL = "local paths cannot be opened from a link"
+
+
+def refusal(name: str) -> str | None:
+    """Why a link may not open the model `name` (None when it may)."""
+    if settings.is_local_spec(name) and name not in settings.allowed_patterns():
+        return LOCAL_REFUSAL
+    try:
+        settings.check_model_allowed(name)
+    except settings.NotAllowedError:
+        return "not allowed on this server"
+    return None
 
 
 def _clean(key: str, raw: str):
@@ -78,12 +95,11 @@ def _clean(key: str, raw: str):
         name = raw.strip()
         if not name:
             return None, "Ignored an empty model in the link."
-        if settings.is_local_spec(name) and name not in settings.allowed_patterns():
-            return None, "Ignored the link's model: local paths cannot be opened from a link."
-        try:
-            settings.check_model_allowed(name)
-        except settings.NotAllowedError:
-            return None, f"Ignored the link's model {name[:60]!r}: not allowed on this server."
+        reason = refusal(name)
+        if reason == LOCAL_REFUSAL:
+            return None, f"Ignored the link's model: {reason}."
+        if reason:
+            return None, f"Ignored the link's model {name[:60]!r}: {reason}."
         return name, None
     if key == "corpus":
         if not _CORPUS.match(raw):

@@ -25,7 +25,9 @@ def seed_from_url() -> None:
     st.session_state["_seeded"] = True
     state = links.parse_link({k: st.query_params.get_all(k) for k in st.query_params.keys()})
     st.session_state["_link"] = state.values
-    st.session_state["_link_notices"] = list(state.notices)
+    refused = state.refused_model  # shown at the top of every page (refused_model_banner), not in the list
+    st.session_state["_link_notices"] = [n for n in state.notices if not refused or n != refused[2]]
+    st.session_state["_link_refused_model"] = refused
     values = state.values
     if "model" in values and values["model"] != loading.DEFAULT_MODEL:
         st.session_state["model_choice"] = OTHER
@@ -44,6 +46,20 @@ def seed_from_url() -> None:
 def plain(text: str) -> str:
     """Escape Markdown, so text from a link or an input (model names, unknown keys) shows literally."""
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+
+
+def refused_model_banner(spec: str) -> None:
+    """At the top of every page, while the model in use is not the one the link named
+    (it may not be opened from a link): say so, and that the numbers are for another model."""
+    refused = st.session_state.get("_link_refused_model")
+    if not refused or spec == refused[0]:
+        return
+    name, why, _ = refused
+    shown = loading.DEFAULT_DISPLAY_NAME if spec == loading.DEFAULT_MODEL else spec
+    st.warning(f"**The numbers here are for another model than the link's.** The link named the model "
+               f"“{plain(name)}”, but {plain(why)}. Every page shows **{plain(shown)}** instead, with the "
+               "link's other settings (corpus, windows, removals). Pick a model in the sidebar to change it.",
+               icon=":material/warning:")
 
 
 def notice(message: str) -> None:
@@ -119,6 +135,7 @@ def render() -> context.Context | None:
         spec = sb.text_input("Hub name, local directory or .gguf file", key="model_other").strip() or loading.DEFAULT_MODEL
     device = sb.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device")
     dtype = sb.selectbox("dtype", list(loading.DTYPES), key="dtype")
+    refused_model_banner(spec)
     wanted = (spec, None if device == "auto" else device, dtype)
     if st.session_state.get("_model_key") != wanted:
         model = _load_model(*wanted)

@@ -1,4 +1,13 @@
-"""Keep the address bar equal to the session's view, so copying it shares the view."""
+"""Keep the address bar equal to the session's view, so copying it shares the view, and
+one page change one browser-history entry.
+
+Streamlit's page navigation drops the query (only widget-bound parameters survive), pushes
+"/page" without it, and then our `sync` writes the view back, which Streamlit pushes as a
+second entry: Back led to the same page without its query. `HISTORY_GUARD` (installed once
+per browser tab by `install_history_guard`) turns a push to the path already shown into a
+replace, so query changes never add entries and a page change adds exactly one, which
+keeps the query.
+"""
 from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -6,6 +15,27 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import streamlit as st
 
 from ui import links
+
+HISTORY_GUARD = """<script>
+(() => {
+  if (window.__layerLabHistoryGuard) return;
+  window.__layerLabHistoryGuard = true;
+  const push = window.history.pushState.bind(window.history);
+  window.history.pushState = (state, title, url) => {
+    const next = url == null ? null : new URL(url, window.location.href);
+    if (next && next.pathname === window.location.pathname) {
+      return window.history.replaceState(state, title, url);
+    }
+    return push(state, title, url);
+  };
+})();
+</script>"""
+
+
+def install_history_guard() -> None:
+    """Put HISTORY_GUARD into the page (a no-op after the first time in a browser tab)."""
+    st.sidebar.html(HISTORY_GUARD, unsafe_allow_javascript=True)
+
 
 def current_values(page: str) -> dict:
     ctx = st.session_state.get("_ctx")
