@@ -53,14 +53,16 @@ class Persist:
 
 
 class Eta:
-    """Time left from measured progress: the rate between the first report (after the
-    first batch, so start-up costs are left out) and the latest one."""
+    """Time left from measured progress: the rate between the first report above 0 (after
+    the first batch, so start-up costs are left out) and the latest one."""
 
     def __init__(self) -> None:
         self.first: tuple | None = None  # (time, fraction)
         self.last: tuple | None = None
 
     def report(self, fraction: float, now: float) -> None:
+        if fraction <= 0:  # set-up phases report 0: they do not count towards the rate
+            return
         if self.first is None:
             self.first = (now, fraction)
         self.last = (now, fraction)

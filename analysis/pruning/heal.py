@@ -29,6 +29,13 @@ from analysis.pruning.apply import decoder_layers, evaluate, output_projection, 
 
 SCHEMA_VERSION = 1
 METHOD = "lora"
+TRAIN_SPAN = (0.0, 0.92)  # training's share of a healing run's progress (set-up reports 0: see jobs.Eta)
+
+
+def step_fraction(step: int, steps: int) -> float:
+    """Overall progress after training step `step` of `steps` (evaluations before and after)."""
+    low, high = TRAIN_SPAN
+    return low + (high - low) * step / steps
 
 
 @dataclass(frozen=True)
@@ -234,34 +241,31 @@ def heal(model, removal: Removal, calibration: torch.Tensor, evaluation: torch.T
          windows_info: dict | None = None, progress=None, on_step=None, check_cancelled=None, seen=None):
     """Heal `model` pruned by `removal` on `calibration`; (HealResult, merged plain model).
 
-    progress(fraction, message) reports the phases and each step's loss; on_step(step,
-    loss) and seen(batch) see every training step; check_cancelled() raising stops it.
+    progress(fraction, message) reports the phases (evaluations, building, merging);
+    on_step(step, loss) and seen(batch) see every training step (`step_fraction` places a
+    step in the overall progress); check_cancelled() raising stops the run.
     """
     start = time.monotonic()
     settings.check()
     report = progress or (lambda f, m: None)
     report(0.0, "Perplexity of the full and the pruned model (calibration windows)...")
     full_c, pruned_c = evaluate(model, removal, calibration)
-    report(0.03, "Perplexity of the full and the pruned model (evaluation windows)...")
+    report(0.0, "Perplexity of the full and the pruned model (evaluation windows)...")
     full_e, pruned_e = evaluate(model, removal, evaluation)
     if check_cancelled:
         check_cancelled()
-    report(0.05, "Building the pruned model and its LoRA adapters...")
+    report(0.0, "Building the pruned model and its LoRA adapters...")
     hf = pruned_copy(model, removal)
     n_pruned = sum(p.numel() for p in hf.parameters())
     lora = add_lora(hf, settings, zeroed_projections(hf, removal, model.n_layers))
     trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
 
-    def step_done(step: int, loss: float) -> None:
-        report(0.06 + 0.86 * step / settings.steps, f"step {step}/{settings.steps}, loss {loss:.4f}")
-        if on_step:
-            on_step(step, loss)
-
+    report(TRAIN_SPAN[0], f"Training {trainable:,} LoRA parameters for {settings.steps} steps...")
     train_start = time.monotonic()
-    losses = train(lora, calibration, settings, on_step=step_done, check_cancelled=check_cancelled, seen=seen)
+    losses = train(lora, calibration, settings, on_step=on_step, check_cancelled=check_cancelled, seen=seen)
     train_seconds = time.monotonic() - train_start
     merged = lora.merge_and_unload().eval()
-    report(0.93, "Perplexity of the healed model...")
+    report(TRAIN_SPAN[1], "Perplexity of the healed model...")
     healed_c, healed_e = hf_perplexity(merged, calibration), hf_perplexity(merged, evaluation)
     info = dict(windows_info or {}) | {"calibration": int(calibration.shape[0]),
                                        "evaluation": int(evaluation.shape[0]), "seq_len": int(calibration.shape[1] - 1)}

@@ -84,6 +84,8 @@ def run_healing(ctx: jobs.JobContext, model, removal: Removal, heal_settings: He
     def on_step(step: int, loss: float) -> None:
         curve.append(loss)
         ctx.update(loss_curve=list(curve), steps=heal_settings.steps)
+        ctx.progress(healing.step_fraction(step, heal_settings.steps),
+                     f"step {step}/{heal_settings.steps}, loss {loss:.4f}")
 
     info = {"corpus_sha256": corpus.sha256, "evaluation_source": "every 5th window held out",
             "max_windows": max_windows}
@@ -107,3 +109,44 @@ def submit_healing(model, removal: Removal, heal_settings: HealSettings, corpus,
     return jobs.submit(key, lambda ctx: run_healing(ctx, model, removal, heal_settings, corpus, seq_len, max_windows,
                                                     plan, checkpoint_dir(key)),
                        label=label, lane="heal", persist=PERSIST)
+
+
+_HEALED_MODELS = store.LRU(2)  # healed checkpoints loaded for generation, shared by all sessions
+_HEALED_TEXT = store.LRU(64)
+
+
+def healed_model(key: str):
+    """The healed checkpoint of `key` as a plain transformers model, or None when absent."""
+    from transformers import AutoModelForCausalLM
+
+    directory = checkpoint_dir(key)
+    if not (directory / "config.json").is_file():
+        return None
+    return _HEALED_MODELS.get_or_create(key, lambda: AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32).eval())
+
+
+def healed_continuation(model, key: str, prompt: str, max_new: int) -> list[int] | None:
+    """Greedy continuation of `prompt` (same tokens as the playground's) by the healed
+    model of `key`, stopping after an end-of-sequence token; None when its checkpoint is gone."""
+    from analysis.pruning.prompts import eos_ids, prompt_tokens
+
+    memo = (key, prompt, max_new)
+    cached = _HEALED_TEXT.get(memo)
+    if cached is not None:
+        return cached
+    hf = healed_model(key)
+    if hf is None:
+        return None
+    tokens = prompt_tokens(model, prompt, max_new)
+    eos = eos_ids(model)
+    with torch.inference_mode():
+        out = hf.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=max_new, do_sample=False,
+                          eos_token_id=sorted(eos) or None, pad_token_id=model.tokenizer.pad_token_id)
+    generated = out[0, tokens.shape[1]:].tolist()
+    for i, token in enumerate(generated):
+        if token in eos:
+            generated = generated[:i + 1]
+            break
+    _HEALED_TEXT.put(memo, generated)
+    return generated
