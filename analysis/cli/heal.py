@@ -12,35 +12,14 @@ the JSON record `layer-lab-heal.json`.
 """
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 from pathlib import Path
 
-from analysis.cli.args import UsageError, add_corpus_args, add_model_args, corpus_windows, positive_int, progress
+from analysis.cli.args import (UsageError, add_corpus_args, add_model_args, corpus_windows, non_negative_int,
+                               positive_float, positive_int, progress)
 from analysis.pruning.heal import HealSettings
 
 DEFAULTS = HealSettings()
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _windows(model, args):
