@@ -91,6 +91,9 @@ def cmd_heal(args) -> int:
               f"{row['evaluation perplexity']:.4f}; {row['parameters']:,} parameters; forward time x{ratio:.2f}")
     print(f"{settings.steps} steps in {result.train_seconds:.1f} s ({result.steps_per_second:.3f} steps/s), "
           f"whole run {result.wall_seconds:.1f} s; loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f}")
+    step = result.train_seconds / settings.steps
+    print(f"one training step ({settings.batch_size} windows) took {step / latency['full_seconds']:.2f}x a full-model "
+          f"forward over {LATENCY_WINDOWS} windows ({latency['full_seconds']:.2f} s) measured in this run")
     print(f"healed checkpoint -> {out} (record: {out / RECORD_FILE})")
     return 0
 
