@@ -25,7 +25,7 @@ import torch
 from analysis import store
 from analysis.collect import batches, token_nll
 from analysis.pruning.ablation import Removal
-from analysis.pruning.apply import decoder_layers, evaluate, output_projection, prune_model
+from analysis.pruning.apply import decoder_layers, evaluate, output_params, prune_model
 
 SCHEMA_VERSION = 1
 METHOD = "lora"
@@ -140,11 +140,16 @@ def zeroed_projections(hf, removal: Removal, n_layers: int) -> list[str]:
     kept = [l for l in range(n_layers) if l not in removal.blocks]
     _, _, layers = decoder_layers(hf, len(kept))
     hidden = int(getattr(hf.config, "hidden_size", 0) or 0)
-    wanted = [output_projection(layers[kept.index(l)], kind, hidden)
-              for kind, indices in (("attn", removal.attn), ("mlp", removal.mlp))
-              for l in sorted(set(indices) - set(removal.blocks))]
-    names = {id(m): n for n, m in hf.named_modules()}
-    return [names[id(m)] for m in wanted]
+    layer_names = {id(m): n for n, m in hf.named_modules()}
+    names = []
+    for kind, indices in (("attn", removal.attn), ("mlp", removal.mlp)):
+        for l in sorted(set(indices) - set(removal.blocks)):
+            layer = layers[kept.index(l)]
+            for param_name, _ in output_params(layer, kind, hidden):
+                name = f"{layer_names[id(layer)]}.{param_name.rpartition('.')[0]}"
+                if name not in names:
+                    names.append(name)
+    return names
 
 
 def add_lora(hf, settings: HealSettings, exclude: list[str]):
