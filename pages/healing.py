@@ -76,9 +76,10 @@ def show_result(ctx, key: str, removal: Removal, result) -> None:
     w = result.windows
     st.caption(f"Calibration: the {w['calibration']} windows trained on; evaluation: {w['evaluation']} windows "
                f"({w.get('evaluation_source', 'held out')}), never trained on; {w['seq_len']} tokens each. "
-               f"Forward-time ratio: median plain-transformers forward over {result.latency['windows'][0]} windows "
-               f"against the full model's, measured in this run on this machine (load changes it). "
-               f"{len(result.loss_curve)} steps in {result.train_seconds:.0f} s "
+               + (f"Forward-time ratio: median plain-transformers forward over {result.latency['windows'][0]} "
+                  "windows against the full model's, measured in this run on this machine (load changes it). "
+                  if result.latency else "")
+               + f"{len(result.loss_curve)} steps in {result.train_seconds:.0f} s "
                f"({result.steps_per_second:.3f} steps/s), whole run {result.wall_seconds:.0f} s; "
                f"{result.params['trainable']:,} LoRA parameters, merged into the weights.")
     left, right = st.columns(2)
