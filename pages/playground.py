@@ -219,6 +219,8 @@ def export_plan(ctx, removal: Removal, full, pruned) -> None:
     source = model.source_dir or model.name
     c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source, model.hf_model),
                        file_name="layer-lab-mergekit.yaml", mime="text/yaml", on_click="ignore", key="pg_plan_yaml")
+    st.page_link("pages/healing.py", label="Heal this plan (LoRA fine-tune, runs in the background)",
+                 icon=":material/healing:")
 
 
 main()

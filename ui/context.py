@@ -3,7 +3,8 @@
 Pages call `require()` to get the Context the sidebar built; heavy results come from
 `analysis_for()` (everything but the logit lens), `lens_for()` (the lens, its own pass)
 and `removal_for()`, which go through the shared disk cache, so a reopened app (or
-another session) shows them at once.
+another session) shows them at once. The removal sweep runs as a background job
+(analysis/jobs.py), so it survives page changes and reloads.
 """
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from analysis import store
+from analysis import jobs, store
 from analysis.corpus import Corpus, CorpusError, make_windows
 from analysis.lens import LensResult, window_grid
 from analysis.loading import LoadedModel
 from analysis.pipeline import Analysis, analyse
-from analysis.pruning.removal import RemovalCost, removal_cost
+from analysis.pruning.removal import SCHEMA_VERSION as removal_schema
+from analysis.pruning.removal import RemovalCost, removal_cost, removal_key
+from ui import jobs as jobs_ui
 
 
 @dataclass(frozen=True)
@@ -133,32 +136,48 @@ def page(title: str, caption: str) -> tuple[Context, Analysis]:
     return ctx, analysis_for(ctx)
 
 
-def removal_for(ctx: Context, run: bool = True) -> RemovalCost | None:
-    """The measured removal costs; None when not cached and `run` is False (the sweep takes minutes)."""
-    if ctx.key not in st.session_state.get("_removal", {}) and not run and not _removal_cached(ctx):
-        return None
-    return _memo_or_compute("_removal", ctx.key, "Measuring the cost of every removal...",
-                            lambda update: removal_cost(ctx.model, ctx.corpus, ctx.seq_len,
-                                                        max_windows=ctx.max_windows, progress=update))
+REMOVAL_PERSIST = jobs.Persist("removal", removal_schema, RemovalCost.to_dict, RemovalCost.from_dict)
+
+
+def removal_job(ctx: Context) -> jobs.Job | None:
+    """The removal sweep's job for the context: running, queued, or finished (memory or disk)."""
+    return jobs.lookup(removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows), REMOVAL_PERSIST)
+
+
+def start_removal(ctx: Context) -> jobs.Job:
+    """Start (or join) the sweep as a background job: it survives page changes and reloads."""
+    model, corpus, seq_len, max_windows = ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows
+    return jobs.submit(removal_key(model, corpus, seq_len, max_windows),
+                       lambda job: removal_cost(model, corpus, seq_len, max_windows=max_windows, use_cache=False,
+                                                progress=job.progress, eta=False),
+                       label=f"Removal sweep ({3 * model.n_layers} removals)", lane="sweep", persist=REMOVAL_PERSIST)
+
+
+def removal_for(ctx: Context, run: bool = False) -> RemovalCost | None:
+    """The measured removal costs once the sweep has finished (this server or the disk
+    cache), else None; with run=True a missing sweep is started as a background job."""
+    job = removal_job(ctx)
+    if job is not None and job.state == jobs.DONE:
+        return job.result
+    if run and (job is None or job.state in (jobs.FAILED, jobs.CANCELLED)):
+        start_removal(ctx)
+    return None
 
 
 def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, explanation: str) -> RemovalCost | None:
-    """`removal` when already measured; otherwise the explanation and a button that runs the
-    sweep (the explanation and button disappear while it runs and once it is done)."""
+    """`removal` when already measured. Otherwise the sweep's progress while it runs (as a
+    background job; the page reruns when it is done), or the explanation and a button that
+    starts it (after a failure, with the reason)."""
     if removal is not None:
         return removal
-    slot = st.empty()
-    with slot.container():
-        st.info(explanation)
-        clicked = st.button("Measure removal cost (exact sweep, takes minutes)", key=key)
-    if not clicked:
+    job = removal_job(ctx)
+    if job is not None and not job.done:
+        jobs_ui.watch(job)
         return None
-    slot.empty()
-    return removal_for(ctx, run=True)
-
-
-def _removal_cached(ctx: Context) -> bool:
-    from analysis import store
-    from analysis.pruning.removal import SCHEMA_VERSION, removal_key
-    return store.load("removal", removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows),
-                      SCHEMA_VERSION) is not None
+    if job is not None and job.state == jobs.FAILED:
+        st.error(f"The removal sweep failed: {job.error}")
+    st.info(explanation)
+    if st.button("Measure removal cost (exact sweep, takes minutes)", key=key,
+                 help="Runs in the background: you may change page or reload meanwhile."):
+        jobs_ui.watch(start_removal(ctx))
+    return None

@@ -23,6 +23,7 @@ PAGE_INFO = {
     "sparsity": ("Activation sparsity", "scatter_plot"),
     "logit_lens": ("Logit lens & early exit", "visibility"),
     "playground": ("Layer playground", "tune"),
+    "healing": ("Heal a pruned model", "healing"),
 }
 PAGES = tuple(PAGE_INFO)
 KEYS = ("model", "corpus", "seq_len", "max_windows", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt")

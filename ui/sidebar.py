@@ -1,4 +1,5 @@
-"""The shared sidebar: model, corpus and windowing, seeded once from the URL.
+"""The shared sidebar: model, corpus and windowing, seeded once from the URL, and the
+server's background jobs (ui/jobs.py) at the bottom.
 
 A failed model load or a bad corpus shows a message and keeps the previous, working
 choice, so nothing already computed is lost.
@@ -13,6 +14,7 @@ from analysis import corpus as corpora
 from analysis import loading
 from ui import links
 from ui import context
+from ui import jobs as jobs_ui
 
 OTHER = "Other (hub name, local dir or .gguf)..."
 PASTE = "Paste or upload..."
@@ -125,7 +127,13 @@ def _pick_corpus():
 
 
 def render() -> context.Context | None:
-    """Draw the sidebar and return the context the pages work on (or None)."""
+    """Draw the sidebar (settings, then the jobs area) and return the page context (or None)."""
+    ctx = _settings()
+    jobs_ui.sidebar_area()
+    return ctx
+
+
+def _settings() -> context.Context | None:
     seed_from_url()
     sb = st.sidebar
     sb.header("Model")

@@ -189,6 +189,21 @@ def _forward_all(hf, windows: torch.Tensor, batch_tokens: int = 2048) -> None:
             hf(chunk.to(hf.device), use_cache=False).logits
 
 
+def time_models(models: dict, windows: torch.Tensor, repeats: int = 3) -> dict:
+    """Median seconds of a forward over `windows` per named plain transformers model:
+    each warmed up once, then all timed in turn `repeats` times (so a change in machine
+    load hits every model alike)."""
+    times = {name: [] for name in models}
+    for model in models.values():
+        _forward_all(model, windows)  # warm-up
+    for _ in range(max(1, int(repeats))):
+        for name, model in models.items():
+            start = time.perf_counter()
+            _forward_all(model, windows)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def measure_latency(source_dir, out_dir, windows: torch.Tensor, repeats: int = 3) -> dict:
     """Median forward time of the full and the pruned checkpoint over the same windows.
 
@@ -199,15 +214,8 @@ def measure_latency(source_dir, out_dir, windows: torch.Tensor, repeats: int = 3
 
     full = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32).eval()
     pruned = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
-    times = {"full": [], "pruned": []}
-    for name, model in (("full", full), ("pruned", pruned)):
-        _forward_all(model, windows)  # warm-up
-    for _ in range(max(1, int(repeats))):
-        for name, model in (("full", full), ("pruned", pruned)):
-            start = time.perf_counter()
-            _forward_all(model, windows)
-            times[name].append(time.perf_counter() - start)
-    full_s, pruned_s = statistics.median(times["full"]), statistics.median(times["pruned"])
+    seconds = time_models({"full": full, "pruned": pruned}, windows, repeats)
+    full_s, pruned_s = seconds["full"], seconds["pruned"]
     return {
         "full_seconds": full_s,
         "pruned_seconds": pruned_s,

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 
 from analysis.pruning.ablation import KINDS
-from analysis.pruning.plan import EVALUATION_FIELDS, PLAN_SCHEMA, PLAN_VERSION, TOP_FIELDS, PruningPlan
+from analysis.pruning.plan import (EVALUATION_FIELDS, HEALING_FIELDS, PLAN_SCHEMA, PLAN_VERSION, TOP_FIELDS,
+                                  PruningPlan)
 
 
 @dataclass
@@ -78,7 +79,8 @@ def _check_header(data: dict, errors: list, warnings: list) -> None:
                       "upgrade Layer Lab to read it")
     elif version < 1:
         errors.append(f"unsupported plan version {version} (supported: {PLAN_VERSION})")
-    unknown = sorted(set(data) - set(TOP_FIELDS))
+    known = TOP_FIELDS if not _is_int(version) or version >= 2 else tuple(f for f in TOP_FIELDS if f != "healing")
+    unknown = sorted(set(data) - set(known))
     if unknown:
         warnings.append(f"unknown fields ignored: {', '.join(unknown)}")
 
@@ -193,6 +195,27 @@ def _check_rest(data: dict, errors: list) -> None:
         errors.append("'notes' must be a list of strings")
 
 
+def _check_healing(data: dict, errors: list) -> None:
+    """The optional `healing` section (version 2): null, or an object with the run's record."""
+    healing = data.get("healing")
+    if healing is None or not _is_int(data.get("version")) or data["version"] < 2:
+        return
+    if not isinstance(healing, dict):
+        errors.append("'healing' must be an object or null")
+        return
+    for key in HEALING_FIELDS:
+        if key not in healing:
+            errors.append(f"missing field 'healing.{key}'")
+    if "method" in healing and not isinstance(healing["method"], str):
+        errors.append("'healing.method' must be a string")
+    for key in ("settings", "perplexity"):
+        if key in healing and not isinstance(healing[key], dict):
+            errors.append(f"'healing.{key}' must be an object")
+    curve = healing.get("loss_curve")
+    if "loss_curve" in healing and not (isinstance(curve, list) and all(v is None or _is_number(v) for v in curve)):
+        errors.append("'healing.loss_curve' must be a list of numbers")
+
+
 def _check_against(data: dict, n_layers: int | None, model, errors: list, warnings: list) -> None:
     info = data.get("model") if isinstance(data.get("model"), dict) else {}
     if n_layers is not None and n_layers != model.n_layers:
@@ -223,6 +246,7 @@ def parse_plan(source: str | bytes | dict, model=None) -> PlanCheck:
         in_range = model.n_layers if model is not None and n_layers is None else n_layers
         remove = _check_remove(data, in_range, errors, warnings)
         _check_rest(data, errors)
+        _check_healing(data, errors)
         if model is not None:
             _check_against(data, n_layers, model, errors, warnings)
         if errors:
@@ -233,6 +257,7 @@ def parse_plan(source: str | bytes | dict, model=None) -> PlanCheck:
             remove=remove,
             method={"name": data["method"]["name"], "parameters": data["method"]["parameters"]},
             evaluation=data["evaluation"], created_with=data["created_with"], notes=list(data["notes"]),
+            healing=data.get("healing") if data["version"] >= 2 else None,
         )
         return PlanCheck(plan, [], warnings)
     except Exception as err:  # never raise: report the unexpected as one more problem

@@ -13,6 +13,7 @@ import torch
 from scipy.stats import spearmanr
 
 from analysis import hooks, store
+from analysis.jobs import Eta, format_duration
 from analysis.pruning.ablation import KINDS, PPL_KEYS, Removal, removal_nll
 from analysis.collect import batches, token_nll
 from analysis.corpus import Corpus, make_windows
@@ -92,23 +93,21 @@ def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 10
             "mlp_ppl": ppl(delta["mlp"]), "full_ppl": math.exp(total_nll / count)}
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
 def with_eta(progress, clock=time.monotonic):
     """Wrap a progress(fraction, message) callback so the message also gives the time
-    spent and an estimate of the time left (elapsed * (1 - f) / f, linear in f)."""
-    start = clock()
+    spent and the time left, from the rate measured after the first report (the first
+    batch: start-up costs such as the clean forward are left out, issue 18)."""
+    start, eta = clock(), Eta()
 
     def update(frac: float, message: str) -> None:
-        elapsed = clock() - start
+        now = clock()
         if frac <= 0:
             progress(frac, message)
             return
-        left = elapsed * (1.0 - frac) / frac
-        progress(frac, f"{message} - {format_duration(elapsed)} elapsed, about {format_duration(left)} left")
+        eta.report(frac, now)
+        left = eta.left(now)
+        tail = f"about {format_duration(left)} left" if left is not None else "estimating time left"
+        progress(frac, f"{message} - {format_duration(now - start)} elapsed, {tail}")
     return update
 
 
@@ -168,8 +167,11 @@ def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None) ->
 
 
 def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None,
-                 use_cache: bool = True, progress=None) -> RemovalCost:
-    """Exact sweep + attribution estimate with Spearman correlations (cached on disk)."""
+                 use_cache: bool = True, progress=None, eta: bool = True) -> RemovalCost:
+    """Exact sweep + attribution estimate with Spearman correlations (cached on disk).
+    With eta=False progress messages carry no time estimate (a background job adds its own)."""
+    if progress and eta:
+        progress = with_eta(progress)
     return store.cached("removal", removal_key(model, corpus, seq_len, max_windows), SCHEMA_VERSION,
                         lambda: _measure(model, corpus, seq_len, max_windows, progress),
                         to_dict=RemovalCost.to_dict, from_dict=RemovalCost.from_dict, use_cache=use_cache)
@@ -179,7 +181,7 @@ def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progr
     from analysis.pruning.playground import playground_key, seed_evaluations
     windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
     per_token: dict = {}
-    exact = exact_sweep(model, windows, progress=with_eta(progress) if progress else None, per_token=per_token)
+    exact = exact_sweep(model, windows, progress=progress, per_token=per_token)
     seed_evaluations(playground_key(model, corpus, seq_len, max_windows), per_token)
     if progress:
         progress(1.0, "First-order estimate: one forward and one backward pass...")

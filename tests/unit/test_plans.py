@@ -79,7 +79,14 @@ def test_unreadable_sources(source, words):
 @pytest.mark.parametrize("mutate, words", [
     (_set("schema", "someone-else/plan"), "unknown schema"),
     (_set("schema", KeyError), "missing field 'schema'"),
-    (_set("version", 2), "newer than this Layer Lab supports"),
+    (_set("version", 3), "newer than this Layer Lab supports"),
+    (_set("healing", "yes"), "'healing' must be an object or null"),
+    (_set("healing", {"method": "lora", "settings": {}, "perplexity": {}}), "missing field 'healing.loss_curve'"),
+    (_set("healing", {"method": 1, "settings": {}, "perplexity": {}, "loss_curve": []}), "'healing.method' must be"),
+    (_set("healing", {"method": "lora", "settings": {}, "perplexity": [], "loss_curve": []}),
+     "'healing.perplexity' must be an object"),
+    (_set("healing", {"method": "lora", "settings": {}, "perplexity": {}, "loss_curve": ["x"]}),
+     "'healing.loss_curve' must be a list of numbers"),
     (_set("version", 0), "unsupported plan version 0"),
     (_set("version", "1"), "'version' must be an integer"),
     (_set("model", KeyError), "missing field 'model'"),
@@ -105,6 +112,33 @@ def test_each_problem_is_named(plan, mutate, words):
     check = parse_plan(json.dumps(_broken(plan, mutate)))
     assert check.plan is None
     assert any(words in e for e in check.errors), check.errors
+
+
+def test_version_1_plans_still_load_and_round_trip(plan, tiny):
+    """Version 2 added the optional `healing` section; a version 1 file (no such field) loads
+    unchanged, is written back as version 1, and a `healing` key in it is ignored with a warning."""
+    v1 = plan.to_dict()
+    v1["version"] = 1
+    del v1["healing"]
+    check = parse_plan(json.dumps(v1), tiny)
+    assert check.errors == [] and check.warnings == []
+    assert check.plan.version == 1 and check.plan.healing is None and check.plan.removal() == MIXED
+    assert check.plan.to_dict() == v1
+    with_key = dict(v1, healing={"method": "lora"})
+    check = parse_plan(with_key, tiny)
+    assert check.errors == [] and check.plan.healing is None
+    assert any("unknown fields ignored: healing" in w for w in check.warnings)
+
+
+def test_healing_section_round_trips_and_upgrades_the_version(plan, tiny):
+    record = {"method": "lora", "settings": {"rank": 8}, "perplexity": {"healed": {"evaluation": 12.5}},
+              "loss_curve": [3.0, 2.5], "seed": 0}
+    v1 = parse_plan(dict(plan.to_dict(), version=1, healing=None)).plan
+    healed = v1.with_healing(record)
+    assert healed.version == PLAN_VERSION == 2 and healed.healing == record
+    assert plan.to_dict()["healing"] is None  # a new plan carries the (empty) section
+    check = parse_plan(healed.to_json(), tiny)
+    assert check.errors == [] and check.plan == healed
 
 
 def test_every_problem_is_listed_at_once(plan):
