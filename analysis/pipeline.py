@@ -62,7 +62,7 @@ def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float, w
 
 
 def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None, eps: float = 0.01,
-            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int = 2048) -> Analysis:
+            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int | None = None) -> Analysis:
     """The full single-pass analysis of `corpus` on `model` (cached on disk)."""
     key = analysis_key(model, corpus, seq_len, max_windows, eps, with_lens)
     return store.cached("analysis", key, SCHEMA_VERSION,
@@ -71,7 +71,7 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
 
 
 def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, with_lens: bool, progress,
-             batch_tokens: int) -> Analysis:
+             batch_tokens: int | None) -> Analysis:
     windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
     bos = model.bos_token_id is not None
     n_repr = windows.shape[0] * (windows.shape[1] - (1 if bos else 0))

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from analysis.cli.args import add_model_args, load_model, positive_int
-from analysis.collect import Perplexity, batches, run_pass
+from analysis.collect import Perplexity, batch_tokens_for, batches, run_pass
 from analysis.corpus import load_file, make_windows
 from analysis.lens import LensReducer
 from analysis.pruning.removal import exact_sweep
@@ -50,7 +50,7 @@ def paired(fns: list, repeats: int) -> list[float]:
     return [statistics.median(spent) for spent in times]
 
 
-def bare_forward(hf, windows, batch_tokens: int = 2048) -> None:
+def bare_forward(hf, windows, batch_tokens: int) -> None:
     with torch.inference_mode():
         for _, chunk in batches(windows, batch_tokens):
             hf(chunk).logits
@@ -115,11 +115,12 @@ def bench_pass(model, windows, repeats: int) -> None:
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(model.source_dir, dtype=model.hf_model.dtype).to(model.device).eval()
-    bare_forward(hf, windows)  # warm-up
+    tokens = batch_tokens_for(model)  # the same batches on both sides
+    bare_forward(hf, windows, tokens)  # warm-up
     instrumented(model, windows, False)
-    bare, inst = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, False)],
+    bare, inst = paired([lambda: bare_forward(hf, windows, tokens), lambda: instrumented(model, windows, False)],
                         repeats)
-    bare2, lens = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, True)], 1)
+    bare2, lens = paired([lambda: bare_forward(hf, windows, tokens), lambda: instrumented(model, windows, True)], 1)
     floor = lens_floor(model, windows)
     print(f"bare transformers forward        {bare:8.2f} s")
     print(f"instrumented pass (no lens)      {inst:8.2f} s   ratio {inst / bare:.2f}  (target <= 1.25)")
