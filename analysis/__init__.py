@@ -15,6 +15,10 @@ early_exit.*                         early_exit.ExitAccumulator -> ExitResult; e
 removal.block/attn/mlp_ppl           pruning.removal.exact_sweep <- pruning.ablation.removal_nll
 removal.estimate                     pruning.removal.attribution_estimate (gradient x activation)
 
+Which architectures are verified, what a removal means in each and the load-time checks:
+architectures (FAMILIES, structure, removal_notes, check_model). Batch sizes: the memory
+budget settings.batch_tokens <- collect.batch_tokens_for.
+
 How it flows: loading (model, once per name/device/dtype) -> corpus (token windows) ->
 collect.run_pass (the ONE instrumented forward; hooks.capture records the residual
 stream, sublayer outputs and MLP activations) -> reducers (similarity, sublayers,
