@@ -28,7 +28,7 @@ from analysis import store
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
-LANE_LIMITS = {"heal": 1, "sweep": 1}  # concurrent jobs per lane; other lanes: DEFAULT_LIMIT
+LANE_LIMITS = {"heal": 1, "sweep": 1, "pass": 2}  # concurrent jobs per lane; other lanes: DEFAULT_LIMIT
 DEFAULT_LIMIT = 1
 KEEP_FINISHED = 32  # finished jobs remembered in memory (results also live on disk)
 
@@ -50,6 +50,7 @@ class Persist:
     schema_version: int = 1
     to_dict: Callable = _identity
     from_dict: Callable = _identity
+    save: bool = True  # False: the job's function caches its own result (e.g. through store.cached)
 
 
 class Eta:
@@ -115,6 +116,7 @@ class Job:
     details: dict = field(default_factory=dict)
     result: object = None
     error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)  # what a failed job raised
     submitted: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -166,9 +168,10 @@ class Job:
         with self._changed:
             return self._changed.wait_for(lambda: self.done, timeout)
 
-    def _finish(self, state: str, *, result=None, error: str | None = None) -> None:
+    def _finish(self, state: str, *, result=None, error: str | None = None,
+                exception: BaseException | None = None) -> None:
         with self._changed:
-            self.state, self.result, self.error = state, result, error
+            self.state, self.result, self.error, self.exception = state, result, error, exception
             self.finished = time.time()
             if state == DONE:
                 self.fraction = 1.0
@@ -215,6 +218,8 @@ class Registry:
         return max(1, int(self.limits.get(lane, DEFAULT_LIMIT)))
 
     def _from_disk(self, key: str, persist: Persist) -> Job | None:
+        if not persist.save:
+            return None
         data = store.load(persist.kind, key, persist.schema_version)
         if data is None:
             return None
@@ -301,13 +306,14 @@ class Registry:
             ctx = JobContext(job)
             ctx.check_cancelled()
             result = job.fn(ctx)  # once it has returned, the result is kept even if cancel came late
-            store.save(job.persist.kind, job.key, job.persist.schema_version, job.persist.to_dict(result))
+            if job.persist.save:
+                store.save(job.persist.kind, job.key, job.persist.schema_version, job.persist.to_dict(result))
             job._finish(DONE, result=result)
         except Cancelled:
             job._finish(CANCELLED)
         except BaseException as err:  # noqa: BLE001 - the job reports it; the server goes on
             traceback.print_exc()
-            job._finish(FAILED, error=describe_error(err))
+            job._finish(FAILED, error=describe_error(err), exception=err)
         finally:
             with self._lock:
                 running = self._running.get(job.lane, [])

@@ -87,9 +87,11 @@ def live(ctx, pg, analysis, removal_cost) -> None:
     export = st.container()
     generation = st.container()
 
-    while not job.complete:  # refine the estimate; a new click interrupts this run, the worker goes on
-        job.wait(batches=len(job.parts) + 1, timeout=1.0)
+    while not job.complete:  # refine the estimate; the worker goes on when this run ends
+        job.wait(batches=len(job.parts) + 1, timeout=0.25)
         show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len)
+        if context.rerun_pending():  # a new click waits for this run: end it now
+            return
     pruned = pg.evaluate(removal)  # from the memo the worker just filled
     with strip:
         loss_strip(model, pg, pg.full, pruned)
@@ -144,6 +146,8 @@ def show_prompt(model, prompt: str, removal: Removal, new: int) -> None:
     try:
         if any(r is None for r in results):
             results = stream_side_by_side(model, prompt, removal, new)
+            if results is None:
+                return
     except ValueError as err:
         st.error(plain(str(err)))
         return
@@ -159,14 +163,17 @@ def show_prompt(model, prompt: str, removal: Removal, new: int) -> None:
         column.code(tok.decode(result.generated), language=None, wrap_lines=True)
 
 
-def stream_side_by_side(model, prompt: str, removal: Removal, new: int) -> list:
-    """Decode the full and the pruned model one step each in turn, showing the text as it grows."""
+def stream_side_by_side(model, prompt: str, removal: Removal, new: int) -> list | None:
+    """Decode the full and the pruned model one step each in turn, showing the text as it
+    grows; None when a newer run is waiting (the partial text is dropped)."""
     tokens = prompts.prompt_tokens(model, prompt, new)
     streams = [prompts.stream_prompt(model, tokens, r, new) for r in (Removal(), removal)]
     tops = [next(stream) for stream in streams]
     generated, live = [[], []], [True, True]
     slots = [column.empty() for column in st.columns(2)]
     while any(live):
+        if context.rerun_pending():  # a new click waits for this run: stop streaming (nothing is memoised)
+            return None
         for i, stream in enumerate(streams):
             if live[i]:
                 token = next(stream, None)

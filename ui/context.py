@@ -87,27 +87,32 @@ def require() -> Context:
     return ctx
 
 
-def _progress_bar(label: str):
-    bar = st.progress(0.0, text=label)
-
-    def update(frac: float, message: str) -> None:
-        bar.progress(min(1.0, max(0.0, frac)), text=message)
-    return bar, update
+PASS_PERSIST = jobs.Persist("pass", save=False)  # the pass caches its own result on disk (store.cached)
 
 
 def _memo_or_compute(memo_name: str, key: tuple, label: str, compute):
-    """The session's memo of `key`, else `compute(progress)` under a progress bar with
-    `label` (disk cache inside `compute`); a corpus that cannot be windowed stops the page."""
+    """The session's memo of `key`, else the result of `compute(progress)` (disk cache
+    inside `compute`). The computation is single-flight across sessions: it runs as a
+    background job keyed by what it computes, so a second tab, another session or a
+    reload joins the running pass and shows its progress instead of starting another.
+    A corpus that cannot be windowed stops the page with its message."""
     memo = st.session_state.setdefault(memo_name, {})
     if key not in memo:
-        bar, update = _progress_bar(label)
-        try:
-            memo[key] = compute(update)
-        except CorpusError as err:
-            bar.empty()
-            st.error(str(err))
-            st.stop()
+        job = jobs.submit(store.make_key(memo=memo_name, key=key), lambda job: compute(job.progress),
+                          label=label.rstrip("."), lane="pass", persist=PASS_PERSIST)
+        bar = st.progress(job.fraction, text=label)
+        while not job.wait(timeout=0.5):
+            bar.progress(job.fraction, text=f"{label} {job.status_text()}")
         bar.empty()
+        if job.state == jobs.CANCELLED:
+            st.warning(f"{label.rstrip('.')}: cancelled. Reload the page to run it again.")
+            st.stop()
+        if job.state != jobs.DONE:
+            if isinstance(job.exception, CorpusError):
+                st.error(str(job.exception))
+                st.stop()
+            raise job.exception or RuntimeError(f"{label.rstrip('.')} {job.status_text()}")
+        memo[key] = job.result
     return memo[key]
 
 
@@ -181,3 +186,17 @@ def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, expl
                  help="Runs in the background: you may change page or reload meanwhile."):
         jobs_ui.start(lambda: start_removal(ctx))
     return None
+
+
+def rerun_pending() -> bool:
+    """True when the user has already asked for another run, e.g. clicked a toggle while
+    this fragment run still refines its estimate or streams text. Streamlit queues a
+    widget's fragment rerun behind the running one instead of interrupting it, so the
+    long tails of a fragment run check this and end early. Reads Streamlit's request
+    state (not a public API); False when it cannot be read."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+    try:
+        return get_script_run_ctx().script_requests._state == ScriptRequestType.RERUN
+    except AttributeError:
+        return False

@@ -17,8 +17,8 @@ SHOW_FINISHED_SECONDS = 120  # finished jobs stay listed this long (so a failure
 
 def _listed() -> list[jobs.Job]:
     now = time.time()
-    recent = [j for j in jobs.REGISTRY.recent()
-              if j.done and not j.from_disk and now - (j.finished or now) < SHOW_FINISHED_SECONDS]
+    recent = [j for j in jobs.REGISTRY.recent()  # a finished analysis pass is on its page already
+              if j.done and not j.from_disk and j.lane != "pass" and now - (j.finished or now) < SHOW_FINISHED_SECONDS]
     return jobs.REGISTRY.active() + recent
 
 

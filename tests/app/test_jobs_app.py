@@ -76,3 +76,36 @@ def test_removal_sweep_is_a_background_job(tiny, tiny_dir, isolated_cache):
     jobs.REGISTRY.clear()  # as after a server restart: the result comes from the disk cache
     at.run()
     assert any("Does similarity predict damage" in m.value for m in at.markdown)
+
+
+def test_two_sessions_on_the_same_uncached_setting_share_one_pass(tiny, tiny_dir, isolated_cache, monkeypatch):
+    """Issue 18: identical in-flight computations are single-flight. Two sessions open the
+    same uncached view at the same time; the pass runs once (the second joins it) and
+    both show its perplexity."""
+    import threading
+    import time
+
+    from ui import context
+
+    calls, real = [], context.analyse
+
+    def slow_analyse(*args, **kwargs):
+        calls.append(kwargs.get("with_lens"))
+        time.sleep(2.0)  # long enough for the second session to arrive while it runs
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(context, "analyse", slow_analyse)
+    sessions: list = [None, None]
+
+    def open_one(i: int) -> None:
+        sessions[i] = open_app("overview", model=str(tiny_dir), seq_len=16, max_windows=3)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.5)
+    for t in threads:
+        t.join(TIMEOUT)
+    assert calls == [False]  # one lens-free pass for both sessions
+    shown = [{m.label: m.value for m in at.metric}["Perplexity"] for at in sessions]
+    assert shown[0] == shown[1]
