@@ -87,7 +87,7 @@ def _card(doc: _Doc, report: dict, analysis) -> None:
              "caption")
 
 
-def _similarity(doc: _Doc, analysis, removal) -> None:
+def _similarity(doc: _Doc, analysis) -> None:
     sim, L = analysis.similarity, analysis.model["n_layers"]
     doc.heading("Hidden-state similarity")
     blocks = sim.best_blocks()
@@ -199,7 +199,7 @@ def html_report(report: dict) -> str:
     analysis, removal = opened.analysis, opened.removal
     doc = _Doc()
     _card(doc, report, analysis)
-    _similarity(doc, analysis, removal)
+    _similarity(doc, analysis)
     _sublayers(doc, analysis, removal)
     _sparsity(doc, analysis)
     _lens(doc, analysis)

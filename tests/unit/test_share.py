@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 
+from plotly_json import array, figures
 from test_plans import _set
 from tiny import TEXT
 from analysis import compare
@@ -107,33 +108,19 @@ def test_stored_reports_are_named_by_sha256(report, isolated_cache):
     assert stored_reports() == [sha]
 
 
-def _figures(page: str) -> list[dict]:
-    return [json.loads(m.replace("<\\/", "</")) for m in
-            re.findall(r'<script type="application/json" class="figure-data" data-target="fig\d+">(.*?)</script>', page)]
-
-
-def _array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array {dtype, bdata (base64), shape}."""
-    if isinstance(value, dict):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        return flat.reshape([int(x) for x in str(shape).split(",")]) if shape else flat
-    return np.asarray(value, dtype=float)
-
-
 def test_html_report_holds_the_reports_numbers_and_plotly_once(report, results):
     from plotly.offline import get_plotlyjs
 
     page = html_report(report)
-    figures = _figures(page)
-    assert len(figures) == 17  # similarity 6, sublayers 1, removal 3, sparsity 3, logit lens 4
-    heat = figures[0]["data"][0]
+    figs = figures(page)
+    assert len(figs) == 17  # similarity 6, sublayers 1, removal 3, sparsity 3, logit lens 4
+    heat = figs[0]["data"][0]
     assert heat["type"] == "heatmap"
-    assert np.allclose(_array(heat["z"]), report["similarity"]["cosine_matrix"])
-    bars = next(f for f in figures if f["data"][0]["type"] == "bar" and "Block Influence" in f["layout"]["title"]["text"])
-    assert np.allclose(_array(bars["data"][0]["y"]), report["similarity"]["block_influence"])
-    costs = next(f for f in figures if "Measured removal cost" in str(f["layout"].get("title", {}).get("text")))
-    assert np.allclose(_array(costs["data"][0]["y"]), report["removal"]["block_ppl"])
+    assert np.allclose(array(heat["z"]), report["similarity"]["cosine_matrix"])
+    bars = next(f for f in figs if f["data"][0]["type"] == "bar" and "Block Influence" in f["layout"]["title"]["text"])
+    assert np.allclose(array(bars["data"][0]["y"]), report["similarity"]["block_influence"])
+    costs = next(f for f in figs if "Measured removal cost" in str(f["layout"].get("title", {}).get("text")))
+    assert np.allclose(array(costs["data"][0]["y"]), report["removal"]["block_ppl"])
     packed = re.search(r'<script type="text/plain" id="plotly-js">(.*?)</script>', page).group(1)
     assert gzip.decompress(base64.b64decode(packed)).decode() == get_plotlyjs()
     assert page.count('id="plotly-js"') == 1 and not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
@@ -145,7 +132,7 @@ def test_html_report_without_removal_says_so(results):
     analysis, _ = results
     page = html_report(build_report(analysis))
     assert page.count("Not in this report (written with --skip-removal)") == 1
-    assert len(_figures(page)) == 14
+    assert len(figures(page)) == 14
 
 
 def test_html_report_draws_a_curves_section_and_escapes_text(report):
@@ -154,11 +141,11 @@ def test_html_report_draws_a_curves_section_and_escapes_text(report):
                                  "random": [{"k": 1, "median": 11.0}, {"k": 2, "median": 25.0}]}}
     data["results"]["analysis"]["model"]["name"] = "</script><b>x"
     page = html_report(data)
-    curves = [f for f in _figures(page) if f["layout"].get("title", {}).get("text") == "blocks"]
+    curves = [f for f in figures(page) if f["layout"].get("title", {}).get("text") == "blocks"]
     assert len(curves) == 1
     traces = {t["name"]: (t["x"], t["y"]) for t in curves[0]["data"]}
-    assert [list(_array(v)) for v in traces["lowest_block_influence eval_ppl"]] == [[1, 2, 3], [10, 20, 40]]
-    assert [list(_array(v)) for v in traces["random median"]] == [[1, 2], [11, 25]]
+    assert [list(array(v)) for v in traces["lowest_block_influence eval_ppl"]] == [[1, 2, 3], [10, 20, 40]]
+    assert [list(array(v)) for v in traces["random median"]] == [[1, 2], [11, 25]]
     assert "</script><b>x" not in page and "&lt;/script&gt;&lt;b&gt;x" in page
 
 
