@@ -17,6 +17,10 @@ removal.estimate                     pruning.removal.attribution_estimate (gradi
 plan (of a pruned checkpoint)        pruning.apply.checkpoint_plan (its layer-lab-plan.json)
 results (typed, for the app)         report.build_report; report.open_report is the one converter back
 
+Which architectures are verified, what a removal means in each and the load-time checks:
+architectures (FAMILIES, structure, removal_notes, check_model). Batch sizes: the memory
+budget settings.batch_tokens <- collect.batch_tokens_for.
+
 How it flows: loading (model, once per name/device/dtype) -> corpus (token windows) ->
 collect.run_pass (the ONE instrumented forward; hooks.capture records the residual
 stream, sublayer outputs and MLP activations) -> reducers (similarity, sublayers,

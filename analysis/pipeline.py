@@ -72,7 +72,7 @@ def lens_key(model, corpus: Corpus, seq_len: int, max_windows) -> str:
 
 
 def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None, eps: float = 0.01,
-            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int = 2048) -> Analysis:
+            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int | None = None) -> Analysis:
     """The single-pass analysis of `corpus` on `model`; with_lens=False leaves the logit
     lens out (`lens` is None), which is much faster.
 
@@ -97,7 +97,7 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
 
 
 def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, want_base: bool, want_lens: bool,
-             progress, batch_tokens: int) -> tuple[Analysis | None, LensResult | None]:
+             progress, batch_tokens: int | None) -> tuple[Analysis | None, LensResult | None]:
     """One instrumented pass with the reducers of the wanted parts: (lens-free Analysis or
     None, LensResult or None)."""
     windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)

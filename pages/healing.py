@@ -141,8 +141,8 @@ def main() -> None:
     if job is not None and job.state == "failed":
         st.error(plain(f"The last healing run failed: {job.error}"))
     if st.button("Heal this plan", type="primary", key="heal_start"):
-        jobs_ui.watch(heal_run.submit_healing(model, removal, settings, ctx.corpus, ctx.seq_len, ctx.max_windows,
-                                              plan), live_loss)
+        jobs_ui.start(lambda: heal_run.submit_healing(model, removal, settings, ctx.corpus, ctx.seq_len,
+                                                      ctx.max_windows, plan))
 
 
 main()

@@ -16,9 +16,9 @@ MIXED_TEXT = (
 )
 
 
-def plain_model(directory):
+def plain_model(directory, dtype=torch.float32):
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval()
 
 
 @torch.no_grad()

@@ -232,7 +232,7 @@ def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, expl
     st.info(explanation)
     if st.button("Measure removal cost (exact sweep, takes minutes)", key=key,
                  help="Runs in the background: you may change page or reload meanwhile."):
-        jobs_ui.watch(start_removal(ctx))
+        jobs_ui.start(lambda: start_removal(ctx))
     return None
 
 

@@ -58,6 +58,14 @@ def sidebar_area() -> None:
         st.fragment(_area, run_every=REFRESH_SECONDS if active else None)()
 
 
+def start(submit) -> None:
+    """Start a job from a button press, then rerun at once: the sidebar's jobs area was drawn
+    before the press was handled, and the rerun lists the job there (refreshing) while the
+    page shows its panel."""
+    submit()
+    st.rerun()
+
+
 def watch(job: jobs.Job, extra=None) -> None:
     """A page's panel for `job` (progress, time left, Cancel; `extra(job)` draws more, e.g.
     a live loss curve). Reruns the page when the job finishes."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from analysis import store
+from analysis import settings, store
 from analysis.pruning.ablation import Removal, removal_nll
 from analysis.collect import batches
 from analysis.pruning.plan import PruningPlan
@@ -47,7 +47,7 @@ def _removal(model_layers: int, plan_or_removal) -> Removal:
     return removal
 
 
-def evaluate(model, plan_or_removal, windows: torch.Tensor, batch_tokens: int = 2048) -> tuple[float, float]:
+def evaluate(model, plan_or_removal, windows: torch.Tensor, batch_tokens: int | None = None) -> tuple[float, float]:
     """(full, pruned) corpus perplexity over `windows` from one clean pass per batch."""
     removal = _removal(model.n_layers, plan_or_removal)
     full, (pruned,), count = removal_nll(model, windows, [removal], batch_tokens=batch_tokens)
@@ -197,9 +197,10 @@ def apply_plan(plan: PruningPlan, source_dir, out_dir) -> Path:
     return out
 
 
-def _forward_all(hf, windows: torch.Tensor, batch_tokens: int = 2048) -> None:
+def _forward_all(hf, windows: torch.Tensor) -> None:
+    per_token = 4 * hf.get_output_embeddings().weight.shape[0]  # the float32 logits dominate a plain forward
     with torch.inference_mode():
-        for _, chunk in batches(windows, batch_tokens):
+        for _, chunk in batches(windows, settings.batch_tokens(per_token)):
             hf(chunk.to(hf.device), use_cache=False).logits
 
 

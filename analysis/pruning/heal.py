@@ -218,8 +218,13 @@ def train(lora, windows: torch.Tensor, settings: HealSettings, *, on_step=None, 
     return losses
 
 
-def hf_perplexity(hf, windows: torch.Tensor, batch_tokens: int = 2048) -> float:
-    """Corpus perplexity of a plain transformers model over `windows`."""
+def hf_perplexity(hf, windows: torch.Tensor, batch_tokens: int | None = None) -> float:
+    """Corpus perplexity of a plain transformers model over `windows` (batches from the
+    memory budget: logits plus a few hidden states per layer, float32, per token)."""
+    from analysis import settings
+    if batch_tokens is None:
+        cfg = hf.config
+        batch_tokens = settings.batch_tokens(4 * (cfg.vocab_size + 4 * cfg.hidden_size * cfg.num_hidden_layers))
     total, count = 0.0, 0
     device = next(hf.parameters()).device
     with torch.inference_mode():

@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from analysis import hooks, store
 from analysis.jobs import Eta, format_duration
 from analysis.pruning.ablation import KINDS, PPL_KEYS, Removal, removal_nll
-from analysis.collect import batches, token_nll
+from analysis.collect import batch_tokens_for, batches, token_nll
 from analysis.corpus import Corpus, make_windows
 
 SCHEMA_VERSION = 1
@@ -28,7 +28,7 @@ def single_removals(n_layers: int):
             yield kind, layer, Removal.of(**{kind: [layer]})
 
 
-def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_tokens: int = 2048,
+def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_tokens: int | None = None,
                 progress=None, per_token: dict | None = None) -> dict:
     """Corpus perplexity for all 3L single removals, plus the full model's.
 
@@ -67,13 +67,14 @@ def _retain_grad(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 1024) -> dict:
+def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int | None = None) -> dict:
     """First-order estimate of every single removal's perplexity from one forward and
     one backward pass: delta NLL ~ -sum(grad * output) of the zeroed outputs."""
     L = model.n_layers
     delta = {"attn": np.zeros(L), "mlp": np.zeros(L)}
     total_nll = 0.0
     count = 0
+    batch_tokens = batch_tokens or max(1, batch_tokens_for(model) // 2)  # the backward keeps more per token
     for _, chunk in batches(windows, batch_tokens):
         chunk = chunk.to(model.device)
         names = {(kind, l): hooks.sublayer_out(kind, l) for l in range(L) for kind in ("attn", "mlp")}
@@ -84,7 +85,7 @@ def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 10
             loss.backward()
             for (kind, layer), name in names.items():
                 out = saved[name]
-                delta[kind][layer] += float(-(out.grad * out.detach()).sum())
+                delta[kind][layer] -= float((out.grad.float() * out.detach().float()).sum(dtype=torch.float64))
             model.bridge.zero_grad(set_to_none=True)
         total_nll += float(loss.detach())
         count += chunk.shape[0] * (chunk.shape[1] - 1)

@@ -34,7 +34,7 @@ def test_sweep_job_survives_page_change_and_reload(app_url, browser):
     expect(sidebar.get_by_role("button", name="Cancel")).to_be_visible()
     page.reload()
     expect(jobs_area(page)).to_be_visible(timeout=LOAD_MS)  # ... and after a reload
-    expect(sidebar.get_by_text(re.compile(r"left|estimating|queued"))).to_be_visible(timeout=STEP_MS)
+    expect(sidebar.get_by_text(re.compile(r"\d+%, (about .* left|estimating time left)|queued, position"))).to_be_visible(timeout=STEP_MS)
     print(f"sweep still running {time.monotonic() - started:.0f} s after it was started, across a page change "
           "and a reload")
 
