@@ -6,7 +6,7 @@
   all, opens every analysis page, and its link reopens it;
 - the default model compared with its 3-block pruned checkpoint (made by `plan` and
   `apply` here) is aligned by the plan's kept-layer map, and the comparison's link
-  reopens it (docs/screenshots/compare.png is taken here).
+  reopens it (docs/screenshots/compare.png and html_report.png are taken here).
 """
 import json
 import os
@@ -104,6 +104,9 @@ def test_downloaded_html_report_opens_offline_from_file(app_url, browser, tmp_pa
     expect(heatmap.locator(".hoverlayer .hovertext")).to_have_count(1, timeout=10_000)
     expect(report.get_by_text("Definitions", exact=True)).to_be_visible()
     assert not problems and not requests, (problems, requests)
+    report.mouse.move(0, 0)
+    report.screenshot(path=str(SHOTS / "html_report.png"))  # shown in the README
+    assert (SHOTS / "html_report.png").stat().st_size > 10_000
     offline.close()
 
 
