@@ -14,6 +14,8 @@ logit_lens.*                         lens.LensReducer (lens.layer_signals, hooks
 early_exit.*                         early_exit.ExitAccumulator -> ExitResult; early_exit.sequence_oracle
 removal.block/attn/mlp_ppl           pruning.removal.exact_sweep <- pruning.ablation.removal_nll
 removal.estimate                     pruning.removal.attribution_estimate (gradient x activation)
+plan (of a pruned checkpoint)        pruning.apply.checkpoint_plan (its layer-lab-plan.json)
+results (typed, for the app)         report.build_report; report.open_report is the one converter back
 
 Which architectures are verified, what a removal means in each and the load-time checks:
 architectures (FAMILIES, structure, removal_notes, check_model). Batch sizes: the memory

@@ -8,6 +8,7 @@ LAYERLAB_ALLOWED_MODELS       comma-separated allow-list; `default` is the embed
 LAYERLAB_TRUST_REMOTE_CODE    "1" to let transformers run model code from the hub (default off)
 LAYERLAB_DEVICE_MAP           e.g. "auto" to shard a big model over devices with accelerate
 LAYERLAB_MAX_UPLOAD_MB        largest pasted or uploaded corpus (default 5)
+LAYERLAB_MAX_REPORT_MB        largest uploaded report.json (default 50)
 LAYERLAB_BATCH_TOKENS         tokens per batch of every forward over the corpus (default: what fits
                               a quarter of the free memory, at most 1 GiB of activations)
 """
@@ -62,6 +63,10 @@ def batch_tokens(bytes_per_token: int) -> int:
 
 def max_upload_bytes() -> int:
     return int(float(os.environ.get("LAYERLAB_MAX_UPLOAD_MB", "5")) * 1024 * 1024)
+
+
+def max_report_mb() -> int:
+    return max(1, int(float(os.environ.get("LAYERLAB_MAX_REPORT_MB", "50"))))
 
 
 def allowed_patterns() -> list[str]:

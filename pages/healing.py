@@ -117,6 +117,8 @@ def main() -> None:
                f"and healed on those and on held-out windows (every {HOLDOUT_EVERY}th window) never trained on. "
                "Healing runs in the background: change page or reload meanwhile; one healing job runs per server.")
     ctx = context.require()
+    if context.needs_model(ctx, "Healing (fine-tuning the pruned model)"):
+        st.stop()
     model = ctx.model
     removal, plan = choose_plan(model)
     if removal is None:

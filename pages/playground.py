@@ -24,6 +24,8 @@ def main() -> None:
     st.caption("Switch any block, attention or MLP sublayer off. Every change re-evaluates the corpus from the first "
                "changed layer on (the unchanged prefix is cached), next to the full model.")
     ctx = context.require()
+    if context.needs_model(ctx, "The playground (live removals, perplexity and generation)"):
+        st.stop()
     for note in architectures.notes_for(ctx.model):
         st.caption(note)
     analysis = context.analysis_for(ctx)

@@ -24,7 +24,7 @@ else:
     st.caption("Sequential blocks: attention score = 1 - mean cos(resid_pre, resid_mid); MLP score = "
                "1 - mean cos(resid_mid, resid_post), over all non-BOS positions.")
 
-for note in architectures.notes_for(ctx.model):
+for note in architectures.notes_for(ctx.model) if ctx.model is not None else []:  # a report file: no model
     if note != architectures.PARALLEL_NOTE:  # the message above says it
         st.caption(note)
 scale = st.radio("Bar scale", list(BAR_SCALES), format_func=BAR_SCALES.get, key="sub_scale", horizontal=True,

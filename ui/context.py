@@ -4,10 +4,14 @@ Pages call `require()` to get the Context the sidebar built; heavy results come 
 `analysis_for()` (everything but the logit lens), `lens_for()` (the lens, its own pass)
 and `removal_for()`, which go through the shared disk cache, so a reopened app (or
 another session) shows them at once. The removal sweep runs as a background job
-(analysis/jobs.py), so it survives page changes and reloads.
+(analysis/jobs.py), so it survives page changes and reloads. A Context may instead hold
+an opened report.json (no model, no corpus text): the same calls then return the
+report's results, `page()` says where the view comes from, and `needs_model()` stands
+in for views that need the model.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import streamlit as st
@@ -19,25 +23,39 @@ from analysis.loading import LoadedModel
 from analysis.pipeline import Analysis, analyse
 from analysis.pruning.removal import SCHEMA_VERSION as removal_schema
 from analysis.pruning.removal import RemovalCost, removal_cost, removal_key
+from analysis.report import OpenedReport
 from ui import jobs as jobs_ui
 
 
 @dataclass(frozen=True)
 class Context:
-    model: LoadedModel
-    corpus: Corpus
+    model: LoadedModel | None
+    corpus: Corpus | None
     seq_len: int
     max_windows: int | None
+    report: OpenedReport | None = None  # set (and model, corpus None) when the view comes from a file
 
     @property
     def key(self) -> tuple:
+        if self.report is not None:
+            return ("report", self.report.sha256)
         return (self.model.fingerprint, self.corpus.sha256, self.seq_len, self.max_windows)
+
+    @classmethod
+    def of_report(cls, report: OpenedReport) -> "Context":
+        corpus = report.analysis.corpus
+        return cls(None, None, int(corpus["seq_len"]), corpus.get("max_windows"), report)
+
+
+def plain(text: str) -> str:
+    """Escape Markdown, so text from a link or an input (model names, unknown keys) shows literally."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 _SHARED = store.LRU(64)  # windows, lens grids, token densities: shared by every session
 
 
-def _shared(key: tuple, compute):
+def shared(key: tuple, compute):
     value = _SHARED.get(key)
     if value is None:
         value = compute()
@@ -47,26 +65,26 @@ def _shared(key: tuple, compute):
 
 def windows(ctx: Context):
     """The context's token windows [n_windows, T] (tokenised once per context, shared)."""
-    return _shared(("windows",) + ctx.key, lambda: make_windows(
+    return shared(("windows",) + ctx.key, lambda: make_windows(
         ctx.model.tokenizer, ctx.corpus.text, ctx.seq_len, ctx.model.n_ctx, ctx.max_windows))
 
 
 def lens_grid(ctx: Context, window: int, site: str) -> dict:
     """`lens.window_grid` of one corpus window at `site`, memoised for all sessions."""
-    return _shared(("lens_grid", window, site) + ctx.key, lambda: window_grid(ctx.model, windows(ctx)[window], site=site))
+    return shared(("lens_grid", window, site) + ctx.key, lambda: window_grid(ctx.model, windows(ctx)[window], site=site))
 
 
 def token_density(ctx: Context, window: int, eps: float):
     """`sparsity.token_density` of one corpus window, memoised for all sessions."""
     from analysis.sparsity import token_density as density
-    return _shared(("density", window, eps) + ctx.key, lambda: density(ctx.model, windows(ctx)[window], eps))
+    return shared(("density", window, eps) + ctx.key, lambda: density(ctx.model, windows(ctx)[window], eps))
 
 
 def set_current(ctx: Context | None) -> None:
     st.session_state["_ctx"] = ctx
 
 
-def _leave_pages_directory_mode() -> None:
+def leave_pages_directory_mode() -> None:
     """On a fresh server Streamlit runs its very first script in the old pages/-directory
     mode (until some run calls st.navigation), so a deep link such as /playground runs
     the page file without app.py and its sidebar. Switch that mode off and rerun: the
@@ -81,10 +99,31 @@ def require() -> Context:
     """The current context, or stop the page with a message when none is ready."""
     ctx = st.session_state.get("_ctx")
     if ctx is None:
-        _leave_pages_directory_mode()
-        st.info("Pick a model and a corpus in the sidebar to begin.")
+        leave_pages_directory_mode()
+        st.info("Upload a report.json in the sidebar to begin." if st.session_state.get("_from_file")
+                else "Pick a model and a corpus in the sidebar to begin.")
         st.stop()
     return ctx
+
+
+def file_banner(ctx: Context) -> None:
+    """Say that the view is read from a report file, and of which model and corpus."""
+    report = ctx.report
+    model, corpus = report.analysis.model, report.analysis.corpus
+    st.info(f"Read-only view from a report file (sha256 {report.sha256[:12]}...): model **{plain(model['name'])}** "
+            f"(fingerprint `{model['fingerprint']}`), corpus {plain(str(corpus.get('id', '')))} "
+            f"(sha256 {corpus['sha256'][:12]}...), {corpus['n_windows']} windows of {corpus['seq_len']} tokens. "
+            "No model is loaded.", icon=":material/description:")
+
+
+def needs_model(ctx: Context, what: str) -> bool:
+    """True (after saying so) when `what` needs the model and the view comes from a file."""
+    if ctx.report is None:
+        return False
+    st.info(f"{what} needs the model, and this view comes from a report file. To see it, switch the sidebar's "
+            f"source to a model and load {plain(ctx.report.analysis.model['name'])}.",
+            icon=":material/block:")
+    return True
 
 
 PASS_PERSIST = jobs.Persist("pass", save=False)  # the pass caches its own result on disk (store.cached)
@@ -118,7 +157,10 @@ def _memo_or_compute(memo_name: str, key: tuple, label: str, compute):
 
 def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
     """The single-pass analysis for the context WITHOUT the logit lens (`lens` is None):
-    session memo, then disk cache, then a lens-free pass. `lens_for` adds the lens."""
+    session memo, then disk cache, then a lens-free pass. `lens_for` adds the lens.
+    From a report file: the report's analysis."""
+    if ctx.report is not None:
+        return ctx.report.analysis
     return _memo_or_compute("_analysis", ctx.key + (eps,), "Running the instrumented pass (without the logit lens)...",
                             lambda update: analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
                                                    eps=eps, with_lens=False, progress=update))
@@ -126,7 +168,10 @@ def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
 
 def lens_for(ctx: Context) -> LensResult:
     """The logit lens and early exit over the corpus: its own pass, run after (and never
-    repeating) the lens-free one, cached on disk like it."""
+    repeating) the lens-free one, cached on disk like it. From a report file: its lens
+    (None when it was written with --skip-lens)."""
+    if ctx.report is not None:
+        return ctx.report.analysis.lens
     return _memo_or_compute("_lens", ctx.key, "Running the logit lens over the corpus (every block read out)...",
                             lambda update: analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
                                                    with_lens=True, progress=update).lens)
@@ -138,6 +183,8 @@ def page(title: str, caption: str) -> tuple[Context, Analysis]:
     st.title(title)
     st.caption(caption)
     ctx = require()
+    if ctx.report is not None:
+        file_banner(ctx)
     return ctx, analysis_for(ctx)
 
 
@@ -160,7 +207,10 @@ def start_removal(ctx: Context) -> jobs.Job:
 
 def removal_for(ctx: Context, run: bool = False) -> RemovalCost | None:
     """The measured removal costs once the sweep has finished (this server or the disk
-    cache), else None; with run=True a missing sweep is started as a background job."""
+    cache), else None; with run=True a missing sweep is started as a background job.
+    From a report file: the report's (None when it was written with --skip-removal)."""
+    if ctx.report is not None:
+        return ctx.report.removal
     job = removal_job(ctx)
     if job is not None and job.state == jobs.DONE:
         return job.result
@@ -175,6 +225,9 @@ def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, expl
     starts it (after a failure, with the reason)."""
     if removal is not None:
         return removal
+    if ctx.report is not None:
+        st.info("The measured removal cost is not in this report (it was written with --skip-removal).")
+        return None
     job = removal_job(ctx)
     if job is not None and not job.done:
         jobs_ui.watch(job)
@@ -186,6 +239,18 @@ def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, expl
                  help="Runs in the background: you may change page or reload meanwhile."):
         jobs_ui.start(lambda: start_removal(ctx))
     return None
+
+
+def lens_if_ready(ctx: Context) -> LensResult | None:
+    """The logit lens when it is already computed (session memo or disk cache), else None;
+    never runs it (the report downloads use it)."""
+    if ctx.report is not None:
+        return ctx.report.analysis.lens
+    if ctx.key in st.session_state.get("_lens", {}):
+        return st.session_state["_lens"][ctx.key]
+    from analysis.pipeline import LENS_SCHEMA_VERSION, lens_key
+    return store.load_record("lens", lens_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows),
+                             LENS_SCHEMA_VERSION, LensResult.from_dict)
 
 
 def rerun_pending() -> bool:

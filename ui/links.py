@@ -2,9 +2,12 @@
 
 A link carries model, corpus (a built-in id or the sha256 of a stored upload), seq_len,
 max_windows, page, removed components (rm_blocks, rm_attn, rm_mlp as comma-separated
-0-based layers) and the playground prompt. Parsing never raises: whatever is unusable
-is dropped and described in a notice, and the rest of the link still applies. A link
-can never name a model the operator has not allowed, nor a local path.
+0-based layers), the playground prompt, a stored report (report: the sha256 of a file
+kept under cache/reports/) and the two sides of a comparison (cmp_a, cmp_b: `current`,
+a stored report's sha256, or a model as the `model` key allows it). Parsing never
+raises: whatever is unusable is dropped and described in a notice, and the rest of the
+link still applies. A link can never name a model the operator has not allowed, nor a
+local path.
 """
 from __future__ import annotations
 
@@ -24,12 +27,17 @@ PAGE_INFO = {
     "logit_lens": ("Logit lens & early exit", "visibility"),
     "playground": ("Layer playground", "tune"),
     "healing": ("Heal a pruned model", "healing"),
+    "compare": ("Compare two runs", "difference"),
 }
 PAGES = tuple(PAGE_INFO)
-KEYS = ("model", "corpus", "seq_len", "max_windows", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt")
+KEYS = ("model", "corpus", "seq_len", "max_windows", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt", "report",
+        "cmp_a", "cmp_b")
+COMPARE_KEYS = ("cmp_a", "cmp_b")
+CURRENT = "current"
 REMOVAL_KEYS = {"rm_blocks": "blocks", "rm_attn": "attn", "rm_mlp": "mlp"}
 MAX_VALUE_CHARS = 2000
 _CORPUS = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -91,6 +99,15 @@ def refusal(name: str) -> str | None:
     return None
 
 
+def is_sha(text: str) -> bool:
+    return bool(_SHA.match(text or ""))
+
+
+def clean_value(key: str, raw: str):
+    """(value, None) when a link may carry `raw` under `key`, else (None or a cleaned value, the problem)."""
+    return _clean(key, raw)
+
+
 def _clean(key: str, raw: str):
     if key == "model":
         name = raw.strip()
@@ -123,6 +140,13 @@ def _clean(key: str, raw: str):
         return sorted(set(layers)), problem
     if key == "prompt":
         return raw, None
+    if key == "report":
+        return (raw, None) if is_sha(raw) else (None, "Ignored the link's report: not a sha256.")
+    if key in COMPARE_KEYS:
+        if raw == CURRENT or is_sha(raw):
+            return raw, None
+        name, problem = _clean("model", raw)
+        return name, problem and f"{key}: {problem}"
     return None, f"Ignored {key!r}."
 
 

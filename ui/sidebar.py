@@ -1,20 +1,20 @@
-"""The shared sidebar: model, corpus and windowing, seeded once from the URL, and the
-server's background jobs (ui/jobs.py) at the bottom.
+"""The shared sidebar: the source (a model and corpus, or a report file), model, corpus
+and windowing, seeded once from the URL, and the server's background jobs (ui/jobs.py)
+at the bottom.
 
 A failed model load or a bad corpus shows a message and keeps the previous, working
-choice, so nothing already computed is lost.
+choice, so nothing already computed is lost. With a report file as the source no model
+is loaded: the pages read the report (ui/report_source.py).
 """
 from __future__ import annotations
-
-import re
 
 import streamlit as st
 
 from analysis import corpus as corpora
 from analysis import loading
-from ui import links
-from ui import context
+from ui import context, links, report_source
 from ui import jobs as jobs_ui
+from ui.context import plain
 
 OTHER = "Other (hub name, local dir or .gguf)..."
 PASTE = "Paste or upload..."
@@ -40,14 +40,13 @@ def seed_from_url() -> None:
         st.session_state["seq_len"] = values["seq_len"]
     if "max_windows" in values:
         st.session_state["max_windows"] = values["max_windows"]
-    view = {key: values[key] for key in ("rm_blocks", "rm_attn", "rm_mlp", "prompt") if key in values}
+    if "report" in values:
+        st.session_state["source"] = report_source.FILE
+        st.session_state["_report_sha"] = values["report"]
+    view = {key: values[key] for key in ("rm_blocks", "rm_attn", "rm_mlp", "prompt", *links.COMPARE_KEYS)
+            if key in values}
     if view:  # kept in the address bar until the playground reads (and clamps) them
         st.session_state.setdefault("_view", {}).update(view)
-
-
-def plain(text: str) -> str:
-    """Escape Markdown, so text from a link or an input (model names, unknown keys) shows literally."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 def refused_model_banner(spec: str) -> None:
@@ -136,6 +135,14 @@ def render() -> context.Context | None:
 def _settings() -> context.Context | None:
     seed_from_url()
     sb = st.sidebar
+    from_file = sb.radio("Source", report_source.SOURCES, key="source", horizontal=True) == report_source.FILE
+    st.session_state["_from_file"] = from_file
+    if from_file:
+        ctx = report_source.render()
+        for message in st.session_state.get("_link_notices", []):
+            sb.warning(plain(message))
+        context.set_current(ctx)
+        return ctx
     sb.header("Model")
     choice = sb.selectbox("Model", [f"default ({loading.DEFAULT_DISPLAY_NAME})", OTHER], key="model_choice")
     spec = loading.DEFAULT_MODEL

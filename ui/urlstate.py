@@ -40,7 +40,9 @@ def install_history_guard() -> None:
 def current_values(page: str) -> dict:
     ctx = st.session_state.get("_ctx")
     values = dict(st.session_state.get("_view", {}))
-    if ctx is not None:
+    if ctx is not None and ctx.report is not None:  # a report file: its sha256 names the whole view
+        values = {k: v for k, v in values.items() if k in links.COMPARE_KEYS} | {"report": ctx.report.sha256}
+    elif ctx is not None:
         values.update(model=ctx.model.name, corpus=ctx.corpus.corpus_id, seq_len=ctx.seq_len,
                       max_windows=ctx.max_windows)
     values["page"] = page
@@ -55,6 +57,9 @@ def set_view(**values) -> None:
 def query_for(page: str) -> dict:
     query = links.build_query(current_values(page))
     query.pop("page", None)  # the page is the URL path itself
+    if page != "compare":
+        for key in links.COMPARE_KEYS:
+            query.pop(key, None)
     return query
 
 

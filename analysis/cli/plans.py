@@ -3,6 +3,7 @@ without it) and `apply` (write the smaller checkpoint and time it).
 
     python -m analysis plan --model default --method reverse_order --target 3 \\
         [--corpus FILE --seq-len N --max-windows K] --out plan.json [--mergekit plan.yaml]
+    python -m analysis plan --from-mergekit pruneme.yaml [--model M] [--corpus ...] --out plan.json
     python -m analysis evaluate --plan plan.json --corpus FILE --seq-len N [--max-windows K] [--model M]
     python -m analysis apply --plan plan.json --out DIR [--model M] [--mergekit plan.yaml]
 
@@ -43,15 +44,19 @@ def _removal_text(removal) -> str:
 
 
 def cmd_plan(args) -> int:
-    from analysis.pruning.apply import evaluate
-    from analysis.pruning.mergekit import mergekit_yaml
-    from analysis.pruning.plan import make_plan
     from analysis.pruning.presets import suggest
 
     if args.corpus is not None and args.seq_len is None:
         raise UsageError("--seq-len is required with --corpus")
+    if args.from_mergekit:
+        if args.method or args.target:
+            raise UsageError("--from-mergekit takes the removals from the config: leave out --method and --target")
+        return _plan_from_mergekit(args)
+    if args.method is None or args.target is None:
+        raise UsageError("give --method and --target (or --from-mergekit FILE)")
     if args.corpus is None and args.method != "reverse_order":
         raise UsageError(f"method {args.method} needs a calibration text: give --corpus FILE --seq-len N")
+    args.model = args.model or "default"
     model = load_model(args)
     analysis = cost = corpus = windows = None
     if args.corpus is not None:
@@ -66,16 +71,55 @@ def cmd_plan(args) -> int:
     removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.similarity,
                       sublayers=analysis and analysis.sublayers, removal_cost=cost)
     parameters = {"k": args.target}
-    evaluation = None
     if corpus is not None:
         parameters |= {"corpus": corpus.corpus_id if corpus.corpus_id.startswith("builtin:") else args.corpus,
                        "seq_len": args.seq_len, "max_windows": args.max_windows}
+    return _write_plan(args, model, removal, args.method, parameters, corpus, windows)
+
+
+def _plan_from_mergekit(args) -> int:
+    """`plan --from-mergekit FILE`: a passthrough config that only drops layers -> a plan."""
+    from analysis.pruning.ablation import Removal
+    from analysis.pruning.mergekit import dropped_blocks, read_passthrough
+
+    try:
+        text = Path(args.from_mergekit).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {args.from_mergekit}: {getattr(err, 'strerror', None) or err}") from err
+    try:
+        source, ranges = read_passthrough(text)
+    except ValueError as err:
+        raise ValueError(f"{args.from_mergekit} cannot become a Layer Lab plan: {err}") from err
+    if args.model is not None and args.model != source:
+        warn([f"the config builds from {source!r}; the plan is made for --model {args.model!r}"])
+    args.model = args.model or source
+    model = load_model(args)
+    try:
+        removal = Removal.of(blocks=dropped_blocks(ranges, model.n_layers))
+    except ValueError as err:
+        raise ValueError(f"{args.from_mergekit} does not fit {args.model}: {err}") from err
+    corpus = windows = None
+    if args.corpus is not None:
+        corpus, windows = corpus_windows(model, args)
+    parameters = {"source": source, "layer_ranges": [list(r) for r in ranges]}
+    return _write_plan(args, model, removal, "mergekit_passthrough", parameters, corpus, windows)
+
+
+def _write_plan(args, model, removal, method: str, parameters: dict, corpus, windows) -> int:
+    """Evaluate `removal` on the corpus when one is given, write the plan (and the
+    MergeKit config when asked) and print what was written."""
+    from analysis.pruning.apply import evaluate
+    from analysis.pruning.mergekit import mergekit_yaml
+    from analysis.pruning.plan import make_plan
+
+    evaluation = None
+    if corpus is not None:
         full, pruned = evaluate(model, removal, windows)
         evaluation = {"corpus_sha256": corpus.sha256, "seq_len": args.seq_len, "perplexity_full": full,
                       "perplexity_pruned": pruned, "n_windows": int(windows.shape[0])}
-    plan = make_plan(model, removal, args.method, parameters, evaluation)
+    plan = make_plan(model, removal, method, parameters, evaluation)
     store.write_json_atomic(Path(args.out), plan.to_dict())
-    print(f"plan ({args.method}, k={args.target}): remove {_removal_text(removal)} -> {args.out}")
+    print(f"plan ({method}): remove {_removal_text(removal)} -> {args.out}")
     if evaluation:
         print(f"perplexity full {evaluation['perplexity_full']:.6f} pruned {evaluation['perplexity_pruned']:.6f} "
               f"over {windows.shape[0]} windows x {args.seq_len} tokens")
@@ -138,12 +182,14 @@ def cmd_apply(args) -> int:
 
 
 def add_command(sub) -> None:
-    plan = sub.add_parser("plan", help="suggest a pruning plan and write it as JSON")
+    plan = sub.add_parser("plan", help="suggest a pruning plan (or convert a MergeKit drop) and write it as JSON")
     add_model_args(plan)
+    plan.set_defaults(model=None)
     add_corpus_args(plan, required=False)
-    plan.add_argument("--method", required=True, choices=METHODS,
-                      help="; ".join(f"{m}: {d}" for m, d in DESCRIPTIONS.items()))
-    plan.add_argument("--target", required=True, type=positive_int, help="how many components to remove (k)")
+    plan.add_argument("--method", choices=METHODS, help="; ".join(f"{m}: {d}" for m, d in DESCRIPTIONS.items()))
+    plan.add_argument("--target", type=positive_int, help="how many components to remove (k)")
+    plan.add_argument("--from-mergekit", default=None, metavar="YAML",
+                      help="turn a MergeKit passthrough config that only drops layers of one model into a plan")
     plan.add_argument("--out", required=True, help="where to write plan.json")
     plan.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
     plan.set_defaults(handler=cmd_plan)

@@ -16,6 +16,7 @@ def add_command(sub) -> None:
     rep.add_argument("--skip-removal", action="store_true", help="leave out the 3L removal sweep")
     rep.add_argument("--skip-lens", action="store_true", help="leave out the logit lens and early exit")
     rep.add_argument("--out", required=True)
+    rep.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     rep.set_defaults(handler=cmd_report)
     prep = sub.add_parser("prepare", help="convert the embedded default model into cache/ (once)")
     prep.add_argument("--model", default="default")
@@ -25,6 +26,7 @@ def add_command(sub) -> None:
 def cmd_report(args) -> int:
     from analysis.corpus import load_file
     from analysis.pipeline import analyse
+    from analysis.pruning.apply import checkpoint_plan
     from analysis.pruning.removal import removal_cost
     from analysis.report import build_report
 
@@ -36,9 +38,13 @@ def cmd_report(args) -> int:
                        with_lens=not args.skip_lens, progress=progress)
     removal = None if args.skip_removal else removal_cost(model, corpus, args.seq_len,
                                                           max_windows=args.max_windows, progress=progress)
-    report = build_report(analysis, removal, eps=args.eps)
+    report = build_report(analysis, removal, eps=args.eps, plan=checkpoint_plan(model.source_dir))
     store.write_json_atomic(Path(args.out), report)
     print(f"perplexity {report['perplexity']:.4f} over {report['corpus']['n_predicted_tokens']} tokens -> {args.out}")
+    if args.html:
+        from analysis.html_report import html_report
+        store.write_text_atomic(Path(args.html), html_report(report))
+        print(f"HTML report ({Path(args.html).stat().st_size / 1e6:.2f} MB, opens offline) -> {args.html}")
     return 0
 
 

@@ -35,7 +35,7 @@ def layer_heatmap(matrix: np.ndarray, measure: str, title: str, block: tuple[int
                           line=dict(color="white", width=2))
     fig.update_layout(title=title, height=560, margin=dict(l=40, r=20, t=50, b=40))
     fig.update_xaxes(title="layer j (h_j)", constrain="domain")
-    fig.update_yaxes(title="layer i (h_i)", autorange="reversed", scaleanchor="x")
+    fig.update_yaxes(title="layer i (h_i)", autorange="reversed", scaleanchor="x", constrain="domain")
     return fig
 
 

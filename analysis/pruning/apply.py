@@ -153,6 +153,20 @@ def prune_model(hf, removal: Removal) -> torch.nn.Module:
     return hf
 
 
+def checkpoint_plan(source_dir) -> PruningPlan | None:
+    """The plan a Layer Lab checkpoint was written from (its layer-lab-plan.json), or
+    None for any other model directory (or a plan file that does not validate)."""
+    from analysis.pruning.plan_check import parse_plan
+
+    if source_dir is None:
+        return None
+    try:
+        raw = (Path(source_dir) / PLAN_FILE).read_bytes()
+    except OSError:
+        return None
+    return parse_plan(raw).plan
+
+
 def _is_our_checkpoint(out: Path) -> bool:
     """An existing output may be replaced only when it is a Layer Lab checkpoint (or empty)."""
     return out.is_dir() and (not any(out.iterdir()) or (out / PLAN_FILE).is_file())

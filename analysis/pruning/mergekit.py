@@ -107,3 +107,68 @@ def mergekit_yaml(plan: PruningPlan, source_model: str, hf, *, dtype: str = "flo
             lines += ["            - value: 1.0"]
     lines += ["merge_method: passthrough", f"dtype: {dtype}", ""]
     return "\n".join(lines)
+
+
+# Top-level keys of a passthrough config that do not change which layers it keeps.
+HARMLESS_KEYS = ("slices", "merge_method", "dtype", "out_dtype", "tokenizer_source", "tokenizer", "chat_template",
+                 "base_model")
+
+
+def read_passthrough(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """(source model, kept [start, end) ranges) of a MergeKit passthrough config that
+    only drops layers of one model (PruneMe's output, or Layer Lab's own export without
+    zeroed sublayers). Anything else raises ValueError saying why it is not a drop."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"not valid YAML ({str(err).splitlines()[0][:120]})") from err
+    if not isinstance(config, dict):
+        raise ValueError("a MergeKit config is a YAML mapping with 'slices' and 'merge_method'")
+    method = config.get("merge_method")
+    if method != "passthrough":
+        raise ValueError(f"merge_method {str(method)[:40]!r} merges weights; only a passthrough config that drops "
+                         "layers of one model can become a plan")
+    extra = sorted(str(k) for k in config if k not in HARMLESS_KEYS)
+    if extra:
+        raise ValueError(f"top-level {', '.join(extra)[:80]} would change the weights; only dropping layers can "
+                         "become a plan")
+    slices = config.get("slices")
+    if not isinstance(slices, list) or not slices:
+        raise ValueError("the config has no 'slices' list (a passthrough drop lists the kept layer ranges)")
+    models, ranges = set(), []
+    for i, piece in enumerate(slices, start=1):
+        sources = piece.get("sources") if isinstance(piece, dict) else None
+        if not isinstance(sources, list) or len(sources) != 1 or not isinstance(sources[0], dict):
+            raise ValueError(f"slice {i} must have exactly one source (several sources merge layers)")
+        source = sources[0]
+        if piece.get("parameters") or source.get("parameters") or set(piece) - {"sources"}:
+            raise ValueError(f"slice {i} has parameters (scale, weight, ...): only dropping layers can become a "
+                             "plan (a Layer Lab export with zeroed sublayers: import its JSON plan instead)")
+        span = source.get("layer_range")
+        if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                   for x in span) and 0 <= span[0] < span[1]):
+            raise ValueError(f"slice {i} needs layer_range: [start, end) with 0 <= start < end, not {span!r:.40}")
+        if not isinstance(source.get("model"), str):
+            raise ValueError(f"slice {i} names no model")
+        models.add(source["model"])
+        if ranges and span[0] < ranges[-1][1]:
+            raise ValueError(f"slice {i} (layers {span[0]}..{span[1] - 1}) repeats or reorders layers; a plan can "
+                             "only drop them")
+        ranges.append((span[0], span[1]))
+    if len(models) > 1:
+        raise ValueError(f"the slices come from {len(models)} models ({', '.join(sorted(models))[:120]}); a plan "
+                         "drops layers of one model")
+    if config.get("base_model") not in (None, *models):
+        raise ValueError("base_model names another model than the slices")
+    return models.pop(), ranges
+
+
+def dropped_blocks(ranges: list[tuple[int, int]], n_layers: int) -> list[int]:
+    """The blocks of an n_layers model that no kept range covers (ValueError when a range
+    goes past the model's last layer)."""
+    if ranges[-1][1] > n_layers:
+        raise ValueError(f"layer_range [{ranges[-1][0]}, {ranges[-1][1]}) goes past the model's {n_layers} layers")
+    kept = {l for start, end in ranges for l in range(start, end)}
+    return [l for l in range(n_layers) if l not in kept]

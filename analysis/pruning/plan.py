@@ -25,6 +25,11 @@ ZEROED_NOTE = ("Removed attention/MLP sublayers of kept blocks are zeroed (their
                "smaller and faster.")
 TOP_FIELDS = ("schema", "version", "model", "remove", "method", "evaluation", "created_with", "notes", "healing")
 HEALING_FIELDS = ("method", "settings", "perplexity", "loss_curve")
+# A plan written by hand needs only schema, version, model {name, n_layers} and remove; the
+# rest default to these values (README, "Pruning plans").
+DEFAULTS = {"method": {"name": "manual", "parameters": {}}, "evaluation": None, "created_with": "unknown",
+            "notes": []}
+MODEL_DEFAULTS = {"fingerprint": None}
 EVALUATION_FIELDS = ("corpus_sha256", "seq_len", "perplexity_full", "perplexity_pruned")
 
 

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass
 
 from analysis.pruning.ablation import KINDS
-from analysis.pruning.plan import (EVALUATION_FIELDS, HEALING_FIELDS, PLAN_SCHEMA, PLAN_VERSION, TOP_FIELDS,
-                                  PruningPlan)
+from analysis.pruning.plan import (DEFAULTS, EVALUATION_FIELDS, HEALING_FIELDS, MODEL_DEFAULTS, PLAN_SCHEMA,
+                                   PLAN_VERSION, TOP_FIELDS, PruningPlan)
 
 
 @dataclass
@@ -98,10 +98,10 @@ def _section(data: dict, name: str, contents: str, errors: list) -> dict | None:
 
 def _check_model(data: dict, errors: list) -> int | None:
     """Validate the 'model' section; returns n_layers when usable."""
-    info = _section(data, "model", "name, n_layers and fingerprint", errors)
+    info = _section(data, "model", "name, n_layers and optionally fingerprint", errors)
     if info is None:
         return None
-    for key in ("name", "n_layers", "fingerprint"):
+    for key in ("name", "n_layers"):
         if key not in info:
             errors.append(f"missing field 'model.{key}'")
     if "name" in info and not isinstance(info["name"], str):
@@ -116,15 +116,12 @@ def _check_model(data: dict, errors: list) -> int | None:
 
 
 def _check_remove(data: dict, n_layers: int | None, errors: list, warnings: list) -> dict | None:
-    remove = _section(data, "remove", "lists 'blocks', 'attn' and 'mlp'", errors)
+    remove = _section(data, "remove", "lists 'blocks', 'attn' and/or 'mlp'", errors)
     if remove is None:
         return None
     out = {}
     for kind in KINDS:
-        if kind not in remove:
-            errors.append(f"missing field 'remove.{kind}' (use [] for none)")
-            continue
-        values = remove[kind]
+        values = remove.get(kind, [])  # a kind left out removes nothing
         if not isinstance(values, list):
             errors.append(f"'remove.{kind}' must be a list of layer indices, not {type(values).__name__}")
             continue
@@ -162,15 +159,14 @@ def _check_remove(data: dict, n_layers: int | None, errors: list, warnings: list
 
 
 def _check_rest(data: dict, errors: list) -> None:
-    method = _section(data, "method", "'name' and 'parameters'", errors)
+    """The optional fields (absent ones take their DEFAULTS), checked when present."""
+    method = _section(data, "method", "'name' and optionally 'parameters'", errors) if "method" in data else None
     if method is not None and not isinstance(method.get("name"), str):
         errors.append("missing or non-string field 'method.name'")
-    if method is not None and not isinstance(method.get("parameters"), dict):
-        errors.append("missing field 'method.parameters' (an object)")
+    if method is not None and not isinstance(method.get("parameters", {}), dict):
+        errors.append("'method.parameters' must be an object")
     ev = data.get("evaluation")
-    if "evaluation" not in data:
-        errors.append("missing field 'evaluation' (null when not evaluated)")
-    elif ev is not None:
+    if ev is not None:
         if not isinstance(ev, dict):
             errors.append("'evaluation' must be an object or null")
         else:
@@ -184,14 +180,10 @@ def _check_rest(data: dict, errors: list) -> None:
             for key in ("perplexity_full", "perplexity_pruned"):
                 if key in ev and ev[key] is not None and not _is_number(ev[key]):
                     errors.append(f"'evaluation.{key}' must be a number or null")
-    if "created_with" not in data:
-        errors.append("missing field 'created_with'")
-    elif not isinstance(data["created_with"], str):
+    if not isinstance(data.get("created_with", ""), str):
         errors.append("'created_with' must be a string")
-    notes = data.get("notes")
-    if "notes" not in data:
-        errors.append("missing field 'notes' ([] for none)")
-    elif not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         errors.append("'notes' must be a list of strings")
 
 
@@ -251,12 +243,14 @@ def parse_plan(source: str | bytes | dict, model=None) -> PlanCheck:
             _check_against(data, n_layers, model, errors, warnings)
         if errors:
             return PlanCheck(None, errors, warnings)
+        full = DEFAULTS | {k: data[k] for k in DEFAULTS if k in data}
+        info = MODEL_DEFAULTS | data["model"]
         plan = PruningPlan(
             schema=data["schema"], version=data["version"],
-            model={"name": data["model"]["name"], "n_layers": n_layers, "fingerprint": data["model"]["fingerprint"]},
+            model={"name": info["name"], "n_layers": n_layers, "fingerprint": info["fingerprint"]},
             remove=remove,
-            method={"name": data["method"]["name"], "parameters": data["method"]["parameters"]},
-            evaluation=data["evaluation"], created_with=data["created_with"], notes=list(data["notes"]),
+            method={"name": full["method"]["name"], "parameters": full["method"].get("parameters", {})},
+            evaluation=full["evaluation"], created_with=full["created_with"], notes=list(full["notes"]),
             healing=data.get("healing") if data["version"] >= 2 else None,
         )
         return PlanCheck(plan, [], warnings)

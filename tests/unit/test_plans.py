@@ -92,8 +92,9 @@ def test_unreadable_sources(source, words):
     (_set("model", KeyError), "missing field 'model'"),
     (_set("model.n_layers", KeyError), "missing field 'model.n_layers'"),
     (_set("remove", KeyError), "missing field 'remove'"),
-    (_set("remove.attn", KeyError), "missing field 'remove.attn'"),
-    (_set("method", KeyError), "missing field 'method'"),
+    (_set("method", "lowest"), "'method' must be an object"),
+    (_set("method.parameters", [1]), "'method.parameters' must be an object"),
+    (_set("created_with", 3), "'created_with' must be a string"),
     (_set("evaluation.seq_len", KeyError), "missing field 'evaluation.seq_len'"),
     (_set("remove.blocks", "1,2"), "must be a list of layer indices"),
     (_set("remove.blocks", {"1": True}), "must be a list of layer indices"),
@@ -154,6 +155,29 @@ def test_every_problem_is_listed_at_once(plan):
                   "'remove.mlp' must be a list"):
         assert words in text
     assert all("\n" not in e for e in check.errors)
+
+
+def test_a_hand_written_plan_needs_only_schema_version_model_and_remove(tiny, tiny_dir, windows, tmp_path):
+    """Only the four required fields (and remove kinds left out): the rest take the README's defaults,
+    the plan evaluates, and apply writes a checkpoint whose perplexity plain transformers confirms."""
+    text = json.dumps({"schema": PLAN_SCHEMA, "version": 1, "model": {"name": "my model", "n_layers": 4},
+                       "remove": {"blocks": [2]}})
+    check = parse_plan(text, tiny)
+    assert check.ok, check.errors
+    plan = check.plan
+    assert plan.remove == {"blocks": [2], "attn": [], "mlp": []}
+    assert plan.method == {"name": "manual", "parameters": {}} and plan.evaluation is None
+    assert plan.created_with == "unknown" and plan.notes == [] and plan.model["fingerprint"] is None
+    assert check.warnings == ["the plan was made for model 'my model', not " + repr(tiny.name)]
+    out = apply_plan(plan, tiny_dir, tmp_path / "hand")
+    hf = reference.plain_model(tiny_dir)
+    expected = reference.perplexity(reference.without_layers(hf, {2}), windows)
+    assert reference.perplexity(reference.plain_model(out), windows) == pytest.approx(expected, rel=1e-4)
+    assert evaluate_plan(tiny, plan, windows) == pytest.approx(expected, rel=1e-4)
+    again = parse_plan((out / PLAN_FILE).read_text())  # the defaults written out read back the same
+    assert again.ok and again.plan == plan
+    minimal = json.loads(text) | {"method": {"name": "by eye"}}
+    assert parse_plan(minimal).plan.method == {"name": "by eye", "parameters": {}}
 
 
 def test_model_mismatch_is_a_warning_but_layer_count_an_error(plan, tiny):
