@@ -60,10 +60,10 @@ def test_the_sidebar_keeps_the_previous_model(biogpt_dir, tiny, tiny_dir):
     for key, value in {"model_choice": OTHER, "model_other": str(tiny_dir), "seq_len": 32}.items():
         at.session_state[key] = value
     at.run()
-    assert [m.value for m in at.markdown] == [f"context model: {tiny.name}"]
+    assert [m.value for m in at.main.markdown] == [f"context model: {tiny.name}"]
     at.text_input(key="model_other").set_value(str(biogpt_dir)).run()
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and plain("Supported families:") in errors[0] and "BioGptForCausalLM" in errors[0], errors
     assert [w.value for w in at.warning] == [f"Still using {plain(tiny.name)}: nothing computed so far is lost."]
-    assert [m.value for m in at.markdown] == [f"context model: {tiny.name}"]
+    assert [m.value for m in at.main.markdown] == [f"context model: {tiny.name}"]
