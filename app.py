@@ -11,5 +11,6 @@ PAGES = {key: st.Page(f"pages/{key}.py", title=title, icon=f":material/{icon}:",
 st.sidebar.title("Layer Lab")
 navigation = st.navigation(list(PAGES.values()))
 sidebar.render()
+urlstate.install_history_guard()
 urlstate.sync(page=next(k for k, p in PAGES.items() if p.url_path == navigation.url_path))
 navigation.run()

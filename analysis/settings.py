@@ -8,6 +8,9 @@ LAYERLAB_ALLOWED_MODELS       comma-separated allow-list; `default` is the embed
 LAYERLAB_TRUST_REMOTE_CODE    "1" to let transformers run model code from the hub (default off)
 LAYERLAB_DEVICE_MAP           e.g. "auto" to shard a big model over devices with accelerate
 LAYERLAB_MAX_UPLOAD_MB        largest pasted or uploaded corpus (default 5)
+LAYERLAB_MAX_REPORT_MB        largest uploaded report.json (default 50)
+LAYERLAB_BATCH_TOKENS         tokens per batch of every forward over the corpus (default: what fits
+                              a quarter of the free memory, at most 1 GiB of activations)
 """
 from __future__ import annotations
 
@@ -40,8 +43,30 @@ def device_map() -> str | None:
     return os.environ.get("LAYERLAB_DEVICE_MAP") or None
 
 
+BATCH_MEMORY_CAP = 1 << 30
+
+
+def batch_tokens(bytes_per_token: int) -> int:
+    """Tokens per batch for a forward that holds `bytes_per_token` per token:
+    LAYERLAB_BATCH_TOKENS when set, else the largest power of two whose activations fit
+    a quarter of the free memory and at most BATCH_MEMORY_CAP (a power of two, so that
+    small changes in free memory do not change the batches)."""
+    raw = os.environ.get("LAYERLAB_BATCH_TOKENS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"LAYERLAB_BATCH_TOKENS must be a positive integer, not {raw!r}")
+        return int(raw)
+    import psutil
+    budget = min(psutil.virtual_memory().available // 4, BATCH_MEMORY_CAP)
+    return 1 << max(0, (budget // max(1, bytes_per_token)).bit_length() - 1)
+
+
 def max_upload_bytes() -> int:
     return int(float(os.environ.get("LAYERLAB_MAX_UPLOAD_MB", "5")) * 1024 * 1024)
+
+
+def max_report_mb() -> int:
+    return max(1, int(float(os.environ.get("LAYERLAB_MAX_REPORT_MB", "50"))))
 
 
 def allowed_patterns() -> list[str]:

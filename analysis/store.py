@@ -211,17 +211,26 @@ def load(kind: str, key: str, schema_version: int) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def load_record(kind: str, key: str, schema_version: int, from_dict: Callable):
+    """The stored result for (kind, key) rebuilt by `from_dict`, or None when it is
+    missing, unreadable, stale or damaged (the caller recomputes and replaces it)."""
+    data = load(kind, key, schema_version)
+    if data is None:
+        return None
+    try:
+        return from_dict(data)
+    except (SchemaError, KeyError, TypeError, ValueError):
+        return None
+
+
 def cached(kind: str, key: str, schema_version: int, compute: Callable[[], object], *,
            to_dict: Callable, from_dict: Callable, use_cache: bool = True):
     """The stored result for (kind, key) when it is readable and of this schema,
     otherwise `compute()`, stored. A damaged or stale entry is recomputed and replaced."""
     if use_cache:
-        data = load(kind, key, schema_version)
-        if data is not None:
-            try:
-                return from_dict(data)
-            except (SchemaError, KeyError, TypeError, ValueError):
-                pass  # stale or damaged: recompute and replace
+        found = load_record(kind, key, schema_version, from_dict)
+        if found is not None:
+            return found
     result = compute()
     if use_cache:
         save(kind, key, schema_version, to_dict(result))

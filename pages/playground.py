@@ -8,6 +8,7 @@ and link state machine lives in ui/toggles.py.
 import numpy as np
 import streamlit as st
 
+from analysis import architectures
 from analysis.corpus import CorpusError
 from analysis.figures import playground as figs
 from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
@@ -23,6 +24,10 @@ def main() -> None:
     st.caption("Switch any block, attention or MLP sublayer off. Every change re-evaluates the corpus from the first "
                "changed layer on (the unchanged prefix is cached), next to the full model.")
     ctx = context.require()
+    if context.needs_model(ctx, "The playground (live removals, perplexity and generation)"):
+        st.stop()
+    for note in architectures.notes_for(ctx.model):
+        st.caption(note)
     analysis = context.analysis_for(ctx)
     removal_cost = context.removal_for(ctx, run=False)
     greedy = context.greedy_for(ctx)
@@ -107,9 +112,11 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
     export = st.container()
     generation = st.container()
 
-    while not job.complete:  # refine the estimate; a new click interrupts this run, the worker goes on
-        job.wait(batches=len(job.parts) + 1, timeout=1.0)
+    while not job.complete:  # refine the estimate; the worker goes on when this run ends
+        job.wait(batches=len(job.parts) + 1, timeout=0.25)
         show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
+        if context.rerun_pending():  # a new click waits for this run: end it now
+            return
     pruned = pg.evaluate(removal)  # from the memo the worker just filled
     with strip:
         loss_strip(model, pg, pg.full, pruned)
@@ -172,6 +179,8 @@ def show_prompt(model, prompt: str, removal: Removal, new: int) -> None:
     try:
         if any(r is None for r in results):
             results = stream_side_by_side(model, prompt, removal, new)
+            if results is None:
+                return
     except ValueError as err:
         st.error(plain(str(err)))
         return
@@ -187,14 +196,17 @@ def show_prompt(model, prompt: str, removal: Removal, new: int) -> None:
         column.code(tok.decode(result.generated), language=None, wrap_lines=True)
 
 
-def stream_side_by_side(model, prompt: str, removal: Removal, new: int) -> list:
-    """Decode the full and the pruned model one step each in turn, showing the text as it grows."""
+def stream_side_by_side(model, prompt: str, removal: Removal, new: int) -> list | None:
+    """Decode the full and the pruned model one step each in turn, showing the text as it
+    grows; None when a newer run is waiting (the partial text is dropped)."""
     tokens = prompts.prompt_tokens(model, prompt, new)
     streams = [prompts.stream_prompt(model, tokens, r, new) for r in (Removal(), removal)]
     tops = [next(stream) for stream in streams]
     generated, live = [[], []], [True, True]
     slots = [column.empty() for column in st.columns(2)]
     while any(live):
+        if context.rerun_pending():  # a new click waits for this run: stop streaming (nothing is memoised)
+            return None
         for i, stream in enumerate(streams):
             if live[i]:
                 token = next(stream, None)
@@ -244,8 +256,10 @@ def export_plan(ctx, removal: Removal, full, pruned, show_on: str) -> None:
     c1.download_button("Download pruning plan (JSON)", plan.to_json(), file_name="layer-lab-plan.json",
                        mime="application/json", on_click="ignore", key="pg_plan_json")
     source = model.source_dir or model.name
-    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source),
+    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source, model.hf_model),
                        file_name="layer-lab-mergekit.yaml", mime="text/yaml", on_click="ignore", key="pg_plan_yaml")
+    st.page_link("pages/healing.py", label="Heal this plan (LoRA fine-tune, runs in the background)",
+                 icon=":material/healing:")
 
 
 main()

@@ -4,6 +4,7 @@ import streamlit as st
 
 from analysis import similarity
 from analysis.figures import similarity as figs
+from analysis.figures.scales import BAR_SCALE_HELP, BAR_SCALES
 from analysis.figures.sublayers import predictor_scatter, removal_costs
 from analysis.pruning.removal import predictors
 from ui import context
@@ -57,7 +58,9 @@ if best:
 
 st.subheader("Block Influence")
 bi = sim.block_influence()
-st.plotly_chart(figs.block_influence_bars(bi, block), key="sim_bi")
+scale = st.radio("Bar scale", list(BAR_SCALES), format_func=BAR_SCALES.get, key="sim_bi_scale", horizontal=True,
+                 help=BAR_SCALE_HELP)
+st.plotly_chart(figs.block_influence_bars(bi, block, scale), key="sim_bi")
 st.caption("ShortGPT: BI_l = 1 - mean over non-BOS tokens of cos(h_l, h_l+1). Red: the marked best block.")
 
 st.subheader("Layer map")

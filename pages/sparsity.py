@@ -2,6 +2,7 @@
 import numpy as np
 import streamlit as st
 
+from analysis import architectures
 from analysis.figures import sparsity as figures
 from analysis.lens import decode_tokens
 from ui import context
@@ -10,8 +11,11 @@ ctx, analysis = context.page(
     "Activation sparsity",
     "The MLP hidden activation a that enters the down projection (act(gate) · up for gated MLPs), over every "
     "position except the BOS. All thresholds were counted exactly in the one instrumented pass.")
-model = ctx.model
+card = analysis.model
 result = analysis.sparsity
+if result is None:
+    st.info(architectures.MOE_SPARSITY_NOTE)
+    st.stop()
 
 c1, c2 = st.columns(2)
 eps_grid = [float(e) for e in result.eps_grid]
@@ -28,7 +32,7 @@ m = st.columns(4)
 m[0].metric(f"Mean share |a| ≤ {eps:g}", f"{at['frac_near_zero'].mean():.4f}")
 m[1].metric(f"Mean share |a| ≤ {p:g}·max", f"{relative.mean():.4f}")
 m[2].metric("Mean share exactly 0", f"{exact.mean():.2e}")
-m[3].metric(f"Dead neurons at eps {eps:g}", f"{int(at['dead_neurons'].sum())} of {model.n_layers * model.d_mlp}")
+m[3].metric(f"Dead neurons at eps {eps:g}", f"{int(at['dead_neurons'].sum())} of {card['n_layers'] * card['d_mlp']}")
 st.plotly_chart(figures.sparsity_by_layer(at["frac_near_zero"], relative, exact, eps, p))
 st.caption("Dotted lines: model averages. A SiLU (or GELU) MLP like the default model's has (almost) no exact zeros: "
            "SiLU(x) = x·σ(x) is zero only at x = 0 exactly (or when σ underflows for very negative x), and the gated "
@@ -36,18 +40,21 @@ st.caption("Dotted lines: model averages. A SiLU (or GELU) MLP like the default 
            "a threshold, absolute or relative, says anything.")
 
 st.subheader("Dead neurons")
-st.plotly_chart(figures.dead_neurons(at["dead_neurons"], model.d_mlp, eps))
+st.plotly_chart(figures.dead_neurons(at["dead_neurons"], card["d_mlp"], eps))
 st.caption(f"A neuron is dead at eps when |a| ≤ eps at every one of the {result.n_positions} positions.")
 
 st.subheader("Firing frequency of each neuron")
-layer = st.selectbox("Layer", range(model.n_layers), index=model.n_layers // 2, key="sparsity_layer")
+layer = st.selectbox("Layer", range(card["n_layers"]), index=card["n_layers"] // 2, key="sparsity_layer")
 st.plotly_chart(figures.firing_histogram(np.asarray(at["firing_frequency"])[layer], layer, eps))
 
 st.subheader("Density per token")
+if context.needs_model(ctx, "The per-token density of one window"):
+    st.stop()
+model = ctx.model
 windows = context.windows(ctx)
 w = int(st.number_input("Window", 0, windows.shape[0] - 1, 0, key="sparsity_window"))
 first = 1 if analysis.corpus["bos"] else 0
-with st.spinner("Counting the activations of this window..."):
+with st.spinner("Counting the activations of this window...", show_time=True):
     density = context.token_density(ctx, w, eps)[first:]
 positions = np.arange(first, windows.shape[1])
 tokens = list(decode_tokens(model.tokenizer, windows[w].numpy()[first:]))

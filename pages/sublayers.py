@@ -2,8 +2,9 @@
 sublayers, and the measured perplexity of all 3L single removals as ground truth."""
 import streamlit as st
 
-from analysis import sublayers
+from analysis import architectures, sublayers
 from analysis.figures import sublayers as figs
+from analysis.figures.scales import BAR_SCALE_HELP, BAR_SCALES
 from analysis.pruning.removal import predictors
 from ui import context
 
@@ -23,7 +24,12 @@ else:
     st.caption("Sequential blocks: attention score = 1 - mean cos(resid_pre, resid_mid); MLP score = "
                "1 - mean cos(resid_mid, resid_post), over all non-BOS positions.")
 
-st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, sub.parallel), key="sub_scores")
+for note in architectures.notes_for(ctx.model) if ctx.model is not None else []:  # a report file: no model
+    if note != architectures.PARALLEL_NOTE:  # the message above says it
+        st.caption(note)
+scale = st.radio("Bar scale", list(BAR_SCALES), format_func=BAR_SCALES.get, key="sub_scale", horizontal=True,
+                 help=BAR_SCALE_HELP)
+st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, sub.parallel, scale), key="sub_scores")
 removal = context.removal_for(ctx, run=False)
 
 left, right = st.columns(2)

@@ -49,3 +49,12 @@ def isolated_cache(tmp_path, monkeypatch):
     if models.exists():
         os.symlink(models, tmp_path / "cache" / "models")
     return tmp_path / "cache"
+
+
+@pytest.fixture(autouse=True)
+def forget_finished_jobs():
+    """Jobs live in one registry per process (as in the server): after each test, forget
+    the finished ones, so a test never sees another test's jobs listed in the sidebar."""
+    yield
+    from analysis import jobs
+    jobs.REGISTRY.clear()

@@ -16,15 +16,15 @@ MIXED_TEXT = (
 )
 
 
-def plain_model(directory):
+def plain_model(directory, dtype=torch.float32):
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval()
 
 
 @torch.no_grad()
 def residuals(hf, windows: torch.Tensor) -> torch.Tensor:
     """h_0..h_L [L+1, W, T, d]: each decoder layer's input, plus the last layer's output."""
-    layers = hf.model.layers
+    _, _, layers = decoder_layers(hf)
     got = [None] * (len(layers) + 1)
     handles = []
     for i, layer in enumerate(layers):
@@ -83,21 +83,29 @@ def without_layers(hf, layers: set):
     return model
 
 
+# What each family tested names the projection that writes a sublayer's output into the
+# residual stream (Llama-style, GPT-2, GPT-NeoX), and for mixtures of experts every
+# expert's down projection (one stacked 3-D parameter in memory) plus the shared expert's.
 ATTN_OUT = ("self_attn.o_proj", "attn.c_proj", "attention.dense")
-MLP_OUT = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h")
+MLP_OUT = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.experts.down_proj", "mlp.shared_expert.down_proj")
+MLP_IN = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h")  # dense MLPs: the module whose input is the activation
+
+
+def _get(module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part, None)
+    return module
 
 
 def _zero(layer, names) -> None:
-    for dotted in names:
-        module = layer
-        for part in dotted.split("."):
-            module = getattr(module, part, None)
-        if module is not None:
-            module.weight.zero_()
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-            return
-    raise ValueError(f"none of {names} in {type(layer).__name__}")
+    """Zero every one of `names` the layer has (weight and bias of a module, or a bare parameter)."""
+    found = [x for x in (_get(layer, n) for n in names) if x is not None]
+    if not found:
+        raise ValueError(f"none of {names} in {type(layer).__name__}")
+    for target in found:
+        for p in ([target] if isinstance(target, torch.nn.Parameter) else [target.weight, getattr(target, "bias", None)]):
+            if p is not None:
+                p.zero_()
 
 
 def with_zeroed(hf, attn: set = (), mlp: set = ()):
@@ -110,6 +118,22 @@ def with_zeroed(hf, attn: set = (), mlp: set = ()):
         for i in mlp:
             _zero(layers[i], MLP_OUT)
     return model
+
+
+@torch.no_grad()
+def mlp_activations(hf, windows: torch.Tensor) -> list:
+    """Per layer, the input of the dense MLP's down projection [W, T, d_mlp]."""
+    _, _, layers = decoder_layers(hf)
+    got, handles = [None] * len(layers), []
+    for i, layer in enumerate(layers):
+        down = next(m for m in (_get(layer, n) for n in MLP_IN) if m is not None)
+        handles.append(down.register_forward_pre_hook(lambda m, args, i=i: got.__setitem__(i, args[0].clone())))
+    try:
+        hf(windows)
+    finally:
+        for h in handles:
+            h.remove()
+    return got
 
 
 @torch.no_grad()

@@ -1,21 +1,31 @@
 """The session's current model, corpus and settings, and cached computations on them.
 
 Pages call `require()` to get the Context the sidebar built; heavy results come from
-`analysis_for()` / `removal_for()`, which go through the shared disk cache, so a
-reopened app (or another session) shows them at once.
+`analysis_for()` (everything but the logit lens), `lens_for()` (the lens, its own pass)
+and `removal_for()`, which go through the shared disk cache, so a reopened app (or
+another session) shows them at once. The removal sweep runs as a background job
+(analysis/jobs.py), so it survives page changes and reloads. A Context may instead hold
+an opened report.json (no model, no corpus text): the same calls then return the
+report's results, `page()` says where the view comes from, and `needs_model()` stands
+in for views that need the model.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import streamlit as st
 
-from analysis import store
+from analysis import jobs, store
 from analysis.corpus import Corpus, CorpusError, make_windows
 from analysis.evaluation import Split, part_windows
+from analysis.lens import LensResult, window_grid
 from analysis.loading import LoadedModel
 from analysis.pipeline import Analysis, analyse
-from analysis.pruning.removal import RemovalCost, removal_cost
+from analysis.pruning.removal import SCHEMA_VERSION as removal_schema
+from analysis.pruning.removal import RemovalCost, removal_cost, removal_key
+from analysis.report import OpenedReport
+from ui import jobs as jobs_ui
 
 
 @dataclass(frozen=True)
@@ -23,10 +33,11 @@ class Context:
     """The sidebar's choices. `split` says which windows calibrate (every analysis page,
     preset and method works on those: `part`) and which evaluate (evaluation.Split)."""
 
-    model: LoadedModel
-    corpus: Corpus
+    model: LoadedModel | None
+    corpus: Corpus | None
     seq_len: int
     max_windows: int | None
+    report: OpenedReport | None = None  # set (and model, corpus None) when the view comes from a file
     split: Split | None = None
 
     @property
@@ -35,13 +46,25 @@ class Context:
 
     @property
     def key(self) -> tuple:
+        if self.report is not None:
+            return ("report", self.report.sha256)
         return (self.model.fingerprint, self.corpus.sha256, self.seq_len, self.max_windows, self.part)
+
+    @classmethod
+    def of_report(cls, report: OpenedReport) -> "Context":
+        corpus = report.analysis.corpus
+        return cls(None, None, int(corpus["seq_len"]), corpus.get("max_windows"), report)
+
+
+def plain(text: str) -> str:
+    """Escape Markdown, so text from a link or an input (model names, unknown keys) shows literally."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 _SHARED = store.LRU(64)  # windows, lens grids, token densities: shared by every session
 
 
-def _shared(key: tuple, compute):
+def shared(key: tuple, compute):
     value = _SHARED.get(key)
     if value is None:
         value = compute()
@@ -51,8 +74,8 @@ def _shared(key: tuple, compute):
 
 def corpus_windows(model, corpus: Corpus, seq_len: int, max_windows: int | None):
     """Every window of a corpus [n_windows, T] (tokenised once, shared by all sessions)."""
-    return _shared(("windows", model.fingerprint, corpus.sha256, seq_len, max_windows),
-                   lambda: make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows))
+    return shared(("windows", model.fingerprint, corpus.sha256, seq_len, max_windows),
+                  lambda: make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows))
 
 
 def windows(ctx: Context):
@@ -62,21 +85,20 @@ def windows(ctx: Context):
 
 def lens_grid(ctx: Context, window: int, site: str) -> dict:
     """`lens.window_grid` of one corpus window at `site`, memoised for all sessions."""
-    from analysis.lens import window_grid
-    return _shared(("lens_grid", window, site) + ctx.key, lambda: window_grid(ctx.model, windows(ctx)[window], site=site))
+    return shared(("lens_grid", window, site) + ctx.key, lambda: window_grid(ctx.model, windows(ctx)[window], site=site))
 
 
 def token_density(ctx: Context, window: int, eps: float):
     """`sparsity.token_density` of one corpus window, memoised for all sessions."""
     from analysis.sparsity import token_density as density
-    return _shared(("density", window, eps) + ctx.key, lambda: density(ctx.model, windows(ctx)[window], eps))
+    return shared(("density", window, eps) + ctx.key, lambda: density(ctx.model, windows(ctx)[window], eps))
 
 
 def set_current(ctx: Context | None) -> None:
     st.session_state["_ctx"] = ctx
 
 
-def _leave_pages_directory_mode() -> None:
+def leave_pages_directory_mode() -> None:
     """On a fresh server Streamlit runs its very first script in the old pages/-directory
     mode (until some run calls st.navigation), so a deep link such as /playground runs
     the page file without app.py and its sidebar. Switch that mode off and rerun: the
@@ -91,35 +113,83 @@ def require() -> Context:
     """The current context, or stop the page with a message when none is ready."""
     ctx = st.session_state.get("_ctx")
     if ctx is None:
-        _leave_pages_directory_mode()
-        st.info("Pick a model and a corpus in the sidebar to begin.")
+        leave_pages_directory_mode()
+        st.info("Upload a report.json in the sidebar to begin." if st.session_state.get("_from_file")
+                else "Pick a model and a corpus in the sidebar to begin.")
         st.stop()
     return ctx
 
 
-def _progress_bar(label: str):
-    bar = st.progress(0.0, text=label)
+def file_banner(ctx: Context) -> None:
+    """Say that the view is read from a report file, and of which model and corpus."""
+    report = ctx.report
+    model, corpus = report.analysis.model, report.analysis.corpus
+    st.info(f"Read-only view from a report file (sha256 {report.sha256[:12]}...): model **{plain(model['name'])}** "
+            f"(fingerprint `{model['fingerprint']}`), corpus {plain(str(corpus.get('id', '')))} "
+            f"(sha256 {corpus['sha256'][:12]}...), {corpus['n_windows']} windows of {corpus['seq_len']} tokens. "
+            "No model is loaded.", icon=":material/description:")
 
-    def update(frac: float, message: str) -> None:
-        bar.progress(min(1.0, max(0.0, frac)), text=message)
-    return bar, update
+
+def needs_model(ctx: Context, what: str) -> bool:
+    """True (after saying so) when `what` needs the model and the view comes from a file."""
+    if ctx.report is None:
+        return False
+    st.info(f"{what} needs the model, and this view comes from a report file. To see it, switch the sidebar's "
+            f"source to a model and load {plain(ctx.report.analysis.model['name'])}.",
+            icon=":material/block:")
+    return True
+
+
+PASS_PERSIST = jobs.Persist("pass", save=False)  # the pass caches its own result on disk (store.cached)
+
+
+def _memo_or_compute(memo_name: str, key: tuple, label: str, compute):
+    """The session's memo of `key`, else the result of `compute(progress)` (disk cache
+    inside `compute`). The computation is single-flight across sessions: it runs as a
+    background job keyed by what it computes, so a second tab, another session or a
+    reload joins the running pass and shows its progress instead of starting another.
+    A corpus that cannot be windowed stops the page with its message."""
+    memo = st.session_state.setdefault(memo_name, {})
+    if key not in memo:
+        job = jobs.submit(store.make_key(memo=memo_name, key=key), lambda job: compute(job.progress),
+                          label=label.rstrip("."), lane="pass", persist=PASS_PERSIST)
+        bar = st.progress(job.fraction, text=label)
+        while not job.wait(timeout=0.5):
+            bar.progress(job.fraction, text=f"{label} {job.status_text()}")
+        bar.empty()
+        if job.state == jobs.CANCELLED:
+            st.warning(f"{label.rstrip('.')}: cancelled. Reload the page to run it again.")
+            st.stop()
+        if job.state != jobs.DONE:
+            if isinstance(job.exception, CorpusError):
+                st.error(str(job.exception))
+                st.stop()
+            raise job.exception or RuntimeError(f"{label.rstrip('.')} {job.status_text()}")
+        memo[key] = job.result
+    return memo[key]
 
 
 def analysis_for(ctx: Context, eps: float = 0.01) -> Analysis:
-    """The single-pass analysis for the context (session memo, then disk cache, then compute)."""
-    memo = st.session_state.setdefault("_analysis", {})
-    key = ctx.key + (eps,)
-    if key not in memo:
-        bar, update = _progress_bar("Running the instrumented pass...")
-        try:
-            memo[key] = analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows, eps=eps,
-                                progress=update, part=ctx.part)
-        except CorpusError as err:
-            bar.empty()
-            st.error(str(err))
-            st.stop()
-        bar.empty()
-    return memo[key]
+    """The single-pass analysis for the context WITHOUT the logit lens (`lens` is None):
+    session memo, then disk cache, then a lens-free pass. `lens_for` adds the lens.
+    From a report file: the report's analysis."""
+    if ctx.report is not None:
+        return ctx.report.analysis
+    return _memo_or_compute("_analysis", ctx.key + (eps,), "Running the instrumented pass (without the logit lens)...",
+                            lambda update: analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
+                                                   eps=eps, with_lens=False, progress=update,
+                                                   part=ctx.part))
+
+
+def lens_for(ctx: Context) -> LensResult:
+    """The logit lens and early exit over the corpus: its own pass, run after (and never
+    repeating) the lens-free one, cached on disk like it. From a report file: its lens
+    (None when it was written with --skip-lens)."""
+    if ctx.report is not None:
+        return ctx.report.analysis.lens
+    return _memo_or_compute("_lens", ctx.key, "Running the logit lens over the corpus (every block read out)...",
+                            lambda update: analyse(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
+                                                   with_lens=True, progress=update, part=ctx.part).lens)
 
 
 def page(title: str, caption: str) -> tuple[Context, Analysis]:
@@ -128,42 +198,88 @@ def page(title: str, caption: str) -> tuple[Context, Analysis]:
     st.title(title)
     st.caption(caption)
     ctx = require()
+    if ctx.report is not None:
+        file_banner(ctx)
     return ctx, analysis_for(ctx)
 
 
-def removal_for(ctx: Context, run: bool = True) -> RemovalCost | None:
-    """The measured removal costs; None when not cached and `run` is False (the sweep takes minutes)."""
-    memo = st.session_state.setdefault("_removal", {})
-    if ctx.key not in memo:
-        if not run and not _removal_cached(ctx):
-            return None
-        bar, update = _progress_bar("Measuring the cost of every removal...")
-        memo[ctx.key] = removal_cost(ctx.model, ctx.corpus, ctx.seq_len, max_windows=ctx.max_windows,
-                                     progress=update, part=ctx.part)
-        bar.empty()
-    return memo[ctx.key]
+REMOVAL_PERSIST = jobs.Persist("removal", removal_schema, RemovalCost.to_dict, RemovalCost.from_dict)
+
+
+def removal_job(ctx: Context) -> jobs.Job | None:
+    """The removal sweep's job for the context: running, queued, or finished (memory or disk)."""
+    return jobs.lookup(removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part), REMOVAL_PERSIST)
+
+
+def start_removal(ctx: Context) -> jobs.Job:
+    """Start (or join) the sweep as a background job: it survives page changes and reloads."""
+    model, corpus, seq_len, max_windows, part = ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part
+    return jobs.submit(removal_key(model, corpus, seq_len, max_windows, part),
+                       lambda job: removal_cost(model, corpus, seq_len, max_windows=max_windows, use_cache=False,
+                                                progress=job.progress, eta=False, part=part),
+                       label=f"Removal sweep ({3 * model.n_layers} removals)", lane="sweep", persist=REMOVAL_PERSIST)
+
+
+def removal_for(ctx: Context, run: bool = False) -> RemovalCost | None:
+    """The measured removal costs once the sweep has finished (this server or the disk
+    cache), else None; with run=True a missing sweep is started as a background job.
+    From a report file: the report's (None when it was written with --skip-removal)."""
+    if ctx.report is not None:
+        return ctx.report.removal
+    job = removal_job(ctx)
+    if job is not None and job.state == jobs.DONE:
+        return job.result
+    if run and (job is None or job.state in (jobs.FAILED, jobs.CANCELLED)):
+        start_removal(ctx)
+    return None
 
 
 def removal_on_request(ctx: Context, removal: RemovalCost | None, key: str, explanation: str) -> RemovalCost | None:
-    """`removal` when already measured; otherwise the explanation and a button that runs the
-    sweep (the explanation and button disappear while it runs and once it is done)."""
+    """`removal` when already measured. Otherwise the sweep's progress while it runs (as a
+    background job; the page reruns when it is done), or the explanation and a button that
+    starts it (after a failure, with the reason)."""
     if removal is not None:
         return removal
-    slot = st.empty()
-    with slot.container():
-        st.info(explanation)
-        clicked = st.button("Measure removal cost (exact sweep, takes minutes)", key=key)
-    if not clicked:
+    if ctx.report is not None:
+        st.info("The measured removal cost is not in this report (it was written with --skip-removal).")
         return None
-    slot.empty()
-    return removal_for(ctx, run=True)
+    job = removal_job(ctx)
+    if job is not None and not job.done:
+        jobs_ui.watch(job)
+        return None
+    if job is not None and job.state == jobs.FAILED:
+        st.error(f"The removal sweep failed: {job.error}")
+    st.info(explanation)
+    if st.button("Measure removal cost (exact sweep, takes minutes)", key=key,
+                 help="Runs in the background: you may change page or reload meanwhile."):
+        jobs_ui.start(lambda: start_removal(ctx))
+    return None
 
 
-def _removal_cached(ctx: Context) -> bool:
-    from analysis import store
-    from analysis.pruning.removal import SCHEMA_VERSION, removal_key
-    return store.load("removal", removal_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part),
-                      SCHEMA_VERSION) is not None
+def lens_if_ready(ctx: Context) -> LensResult | None:
+    """The logit lens when it is already computed (session memo or disk cache), else None;
+    never runs it (the report downloads use it)."""
+    if ctx.report is not None:
+        return ctx.report.analysis.lens
+    if ctx.key in st.session_state.get("_lens", {}):
+        return st.session_state["_lens"][ctx.key]
+    from analysis.pipeline import LENS_SCHEMA_VERSION, lens_key
+    return store.load_record("lens", lens_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part),
+                             LENS_SCHEMA_VERSION, LensResult.from_dict)
+
+
+def rerun_pending() -> bool:
+    """True when the user has already asked for another run, e.g. clicked a toggle while
+    this fragment run still refines its estimate or streams text. Streamlit queues a
+    widget's fragment rerun behind the running one instead of interrupting it, so the
+    long tails of a fragment run check this and end early. Reads Streamlit's request
+    state (not a public API); False when it cannot be read."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+    try:
+        return get_script_run_ctx().script_requests._state == ScriptRequestType.RERUN
+    except AttributeError:
+        return False
 
 
 def window_source(ctx: Context, show_on: str) -> tuple:

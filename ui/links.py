@@ -2,10 +2,14 @@
 
 A link carries model, corpus (a built-in id or the sha256 of a stored upload), seq_len,
 max_windows, eval (the evaluation windows: `holdout` or an evaluation corpus id, see
-analysis.evaluation.EvalSpec), page, removed components (rm_blocks, rm_attn, rm_mlp as comma-separated
-0-based layers) and the playground prompt. Parsing never raises: whatever is unusable
-is dropped and described in a notice, and the rest of the link still applies. A link
-can never name a model the operator has not allowed, nor a local path.
+analysis.evaluation.EvalSpec), page, removed components (rm_blocks, rm_attn, rm_mlp as
+comma-separated 0-based layers), the playground prompt, show_on (which windows the
+playground's perplexity is measured on: calibration or evaluation), a stored report
+(report: the sha256 of a file kept under cache/reports/) and the two sides of a
+comparison (cmp_a, cmp_b: `current`, a stored report's sha256, or a model as the `model`
+key allows it). Parsing never raises: whatever is unusable is dropped and described in a
+notice, and the rest of the link still applies. A link can never name a model the
+operator has not allowed, nor a local path.
 """
 from __future__ import annotations
 
@@ -26,20 +30,26 @@ PAGE_INFO = {
     "logit_lens": ("Logit lens & early exit", "visibility"),
     "playground": ("Layer playground", "tune"),
     "curves": ("Pruning curves", "trending_down"),
+    "healing": ("Heal a pruned model", "healing"),
+    "compare": ("Compare two runs", "difference"),
 }
 PAGES = tuple(PAGE_INFO)
 KEYS = ("model", "corpus", "seq_len", "max_windows", "eval", "page", "rm_blocks", "rm_attn", "rm_mlp", "prompt",
-        "show_on")
+        "show_on", "report", "cmp_a", "cmp_b")
+COMPARE_KEYS = ("cmp_a", "cmp_b")
+CURRENT = "current"
 SHOW_ON = ("calibration", "evaluation")
 REMOVAL_KEYS = {"rm_blocks": "blocks", "rm_attn": "attn", "rm_mlp": "mlp"}
 MAX_VALUE_CHARS = 2000
 _CORPUS = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
 class LinkState:
     values: dict = field(default_factory=dict)
     notices: list = field(default_factory=list)
+    refused_model: tuple | None = None  # (name shortened, why, its notice) of a model the link may not open
 
 
 def _first(value) -> tuple[str, bool]:
@@ -73,9 +83,34 @@ def parse_link(params) -> LinkState:
         value, problem = _clean(key, raw)
         if problem:
             state.notices.append(problem)
+        if key == "model" and value is None and raw.strip():
+            state.refused_model = (raw.strip()[:60], refusal(raw.strip()), problem)
         if value is not None:
             state.values[key] = value
     return state
+
+
+LOCAL_REFUSAL = "local paths cannot be opened from a link"
+
+
+def refusal(name: str) -> str | None:
+    """Why a link may not open the model `name` (None when it may)."""
+    if settings.is_local_spec(name) and name not in settings.allowed_patterns():
+        return LOCAL_REFUSAL
+    try:
+        settings.check_model_allowed(name)
+    except settings.NotAllowedError:
+        return "not allowed on this server"
+    return None
+
+
+def is_sha(text: str) -> bool:
+    return bool(_SHA.match(text or ""))
+
+
+def clean_value(key: str, raw: str):
+    """(value, None) when a link may carry `raw` under `key`, else (None or a cleaned value, the problem)."""
+    return _clean(key, raw)
 
 
 def _clean(key: str, raw: str):
@@ -83,12 +118,11 @@ def _clean(key: str, raw: str):
         name = raw.strip()
         if not name:
             return None, "Ignored an empty model in the link."
-        if settings.is_local_spec(name) and name not in settings.allowed_patterns():
-            return None, "Ignored the link's model: local paths cannot be opened from a link."
-        try:
-            settings.check_model_allowed(name)
-        except settings.NotAllowedError:
-            return None, f"Ignored the link's model {name[:60]!r}: not allowed on this server."
+        reason = refusal(name)
+        if reason == LOCAL_REFUSAL:
+            return None, f"Ignored the link's model: {reason}."
+        if reason:
+            return None, f"Ignored the link's model {name[:60]!r}: {reason}."
         return name, None
     if key == "corpus":
         if not _CORPUS.match(raw):
@@ -119,6 +153,13 @@ def _clean(key: str, raw: str):
         return sorted(set(layers)), problem
     if key == "prompt":
         return raw, None
+    if key == "report":
+        return (raw, None) if is_sha(raw) else (None, "Ignored the link's report: not a sha256.")
+    if key in COMPARE_KEYS:
+        if raw == CURRENT or is_sha(raw):
+            return raw, None
+        name, problem = _clean("model", raw)
+        return name, problem and f"{key}: {problem}"
     return None, f"Ignored {key!r}."
 
 

@@ -1,19 +1,20 @@
-"""The shared sidebar: model, corpus, windowing and the evaluation windows, seeded once
-from the URL.
+"""The shared sidebar: the source (a model and corpus, or a report file), model, corpus,
+windowing and the evaluation windows, seeded once from the URL, and the server's
+background jobs (ui/jobs.py) at the bottom.
 
 A failed model load or a bad corpus shows a message and keeps the previous, working
-choice, so nothing already computed is lost.
+choice, so nothing already computed is lost. With a report file as the source no model
+is loaded: the pages read the report (ui/report_source.py).
 """
 from __future__ import annotations
-
-import re
 
 import streamlit as st
 
 from analysis import corpus as corpora
 from analysis import evaluation, loading
-from ui import links
-from ui import context
+from ui import context, links, report_source
+from ui import jobs as jobs_ui
+from ui.context import plain
 
 OTHER = "Other (hub name, local dir or .gguf)..."
 PASTE = "Paste or upload..."
@@ -26,7 +27,9 @@ def seed_from_url() -> None:
     st.session_state["_seeded"] = True
     state = links.parse_link({k: st.query_params.get_all(k) for k in st.query_params.keys()})
     st.session_state["_link"] = state.values
-    st.session_state["_link_notices"] = list(state.notices)
+    refused = state.refused_model  # shown at the top of every page (refused_model_banner), not in the list
+    st.session_state["_link_notices"] = [n for n in state.notices if not refused or n != refused[2]]
+    st.session_state["_link_refused_model"] = refused
     values = state.values
     if "model" in values and values["model"] != loading.DEFAULT_MODEL:
         st.session_state["model_choice"] = OTHER
@@ -39,14 +42,27 @@ def seed_from_url() -> None:
         st.session_state["max_windows"] = values["max_windows"]
     if "eval" in values:
         st.session_state["eval_choice"] = values["eval"]
-    view = {key: values[key] for key in ("rm_blocks", "rm_attn", "rm_mlp", "prompt", "show_on") if key in values}
+    if "report" in values:
+        st.session_state["source"] = report_source.FILE
+        st.session_state["_report_sha"] = values["report"]
+    view = {key: values[key] for key in ("rm_blocks", "rm_attn", "rm_mlp", "prompt", "show_on", *links.COMPARE_KEYS)
+            if key in values}
     if view:  # kept in the address bar until the playground reads (and clamps) them
         st.session_state.setdefault("_view", {}).update(view)
 
 
-def plain(text: str) -> str:
-    """Escape Markdown, so text from a link or an input (model names, unknown keys) shows literally."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+def refused_model_banner(spec: str) -> None:
+    """At the top of every page, while the model in use is not the one the link named
+    (it may not be opened from a link): say so, and that the numbers are for another model."""
+    refused = st.session_state.get("_link_refused_model")
+    if not refused or spec == refused[0]:
+        return
+    name, why, _ = refused
+    shown = loading.DEFAULT_DISPLAY_NAME if spec == loading.DEFAULT_MODEL else spec
+    st.warning(f"**The numbers here are for another model than the link's.** The link named the model "
+               f"“{plain(name)}”, but {plain(why)}. Every page shows **{plain(shown)}** instead, with the "
+               "link's other settings (corpus, windows, removals). Pick a model in the sidebar to change it.",
+               icon=":material/warning:")
 
 
 def notice(message: str) -> None:
@@ -112,9 +128,23 @@ def _pick_corpus():
 
 
 def render() -> context.Context | None:
-    """Draw the sidebar and return the context the pages work on (or None)."""
+    """Draw the sidebar (settings, then the jobs area) and return the page context (or None)."""
+    ctx = _settings()
+    jobs_ui.sidebar_area()
+    return ctx
+
+
+def _settings() -> context.Context | None:
     seed_from_url()
     sb = st.sidebar
+    from_file = sb.radio("Source", report_source.SOURCES, key="source", horizontal=True) == report_source.FILE
+    st.session_state["_from_file"] = from_file
+    if from_file:
+        ctx = report_source.render()
+        for message in st.session_state.get("_link_notices", []):
+            sb.warning(plain(message))
+        context.set_current(ctx)
+        return ctx
     sb.header("Model")
     choice = sb.selectbox("Model", [f"default ({loading.DEFAULT_DISPLAY_NAME})", OTHER], key="model_choice")
     spec = loading.DEFAULT_MODEL
@@ -122,6 +152,7 @@ def render() -> context.Context | None:
         spec = sb.text_input("Hub name, local directory or .gguf file", key="model_other").strip() or loading.DEFAULT_MODEL
     device = sb.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device")
     dtype = sb.selectbox("dtype", list(loading.DTYPES), key="dtype")
+    refused_model_banner(spec)
     wanted = (spec, None if device == "auto" else device, dtype)
     if st.session_state.get("_model_key") != wanted:
         model = _load_model(*wanted)
@@ -148,7 +179,7 @@ def render() -> context.Context | None:
         context.set_current(None)
         return None
     split = _pick_evaluation(model, corpus, int(seq_len), int(max_windows) or None)
-    ctx = context.Context(model, corpus, int(seq_len), int(max_windows) or None, split)
+    ctx = context.Context(model, corpus, int(seq_len), int(max_windows) or None, split=split)
     context.set_current(ctx)
     return ctx
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from analysis.cli.args import add_model_args, load_model, positive_int
-from analysis.collect import Perplexity, batches, run_pass
+from analysis.collect import Perplexity, batch_tokens_for, batches, run_pass
 from analysis.corpus import load_file, make_windows
 from analysis.lens import LensReducer
 from analysis.pruning.removal import exact_sweep
@@ -53,7 +53,7 @@ def paired(fns: list, repeats: int) -> list[float]:
     return [statistics.median(spent) for spent in times]
 
 
-def bare_forward(hf, windows, batch_tokens: int = 2048) -> None:
+def bare_forward(hf, windows, batch_tokens: int) -> None:
     with torch.inference_mode():
         for _, chunk in batches(windows, batch_tokens):
             hf(chunk).logits
@@ -70,6 +70,7 @@ def instrumented(model, windows, with_lens: bool) -> None:
 
 
 PARTS = ("pass", "sweep", "toggle", "memory", "curves")
+EXTRA_PARTS = ("scale", "dtype")  # only when asked for: minutes each, in fresh processes
 
 
 def add_command(sub) -> None:
@@ -80,21 +81,33 @@ def add_command(sub) -> None:
     bench.add_argument("--max-windows", type=positive_int, default=None)
     bench.add_argument("--repeats", type=positive_int, default=3)
     bench.add_argument("--parts", default=",".join(PARTS),
-                       help=f"comma-separated subset of {', '.join(PARTS)} (default: all)")
-    bench.set_defaults(handler=lambda args: run_bench(args, load_model(args)))
+                       help=f"comma-separated subset of {', '.join(PARTS + EXTRA_PARTS)} (default: "
+                            f"{', '.join(PARTS)}; scale: the 135M / 0.5B / 1.2B ladder, dtype: resident memory "
+                            "of the model loaded in each dtype)")
+    bench.set_defaults(handler=run_bench)
 
 
-def run_bench(args, model) -> int:
+def run_bench(args) -> int:
+    parts = {p.strip() for p in args.parts.split(",")}
+    if unknown := parts - set(PARTS + EXTRA_PARTS):
+        print(f"error: unknown bench part(s) {', '.join(sorted(unknown))}; choose from "
+              f"{', '.join(PARTS + EXTRA_PARTS)}", file=sys.stderr)
+        return 2
+    if "scale" in parts:
+        from analysis.cli.scale import bench_scale
+        bench_scale(args)
+    if "dtype" in parts:
+        from analysis.cli.scale import bench_dtypes
+        bench_dtypes(args)
+    if not parts & set(PARTS):
+        return 0
+    model = load_model(args)
     torch.manual_seed(0)
     corpus = load_file(args.corpus)
     max_windows = args.max_windows or 8
     windows = make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, max_windows)
     print(f"model {model.name} ({model.n_layers} layers) on {model.device}, {torch.get_num_threads()} threads; "
           f"{windows.shape[0]} windows x {windows.shape[1]} tokens")
-    parts = {p.strip() for p in args.parts.split(",")}
-    if unknown := parts - set(PARTS):
-        print(f"error: unknown bench part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
-        return 2
     if "pass" in parts:
         if model.source_dir is None:
             print("bare-forward baseline needs a local model directory; skipped")
@@ -130,7 +143,7 @@ def bench_curves(model, windows, repeats: int) -> None:
     L = model.n_layers
 
     def full_forward() -> None:
-        for _, chunk in batches(windows, 2048):
+        for _, chunk in batches(windows, batch_tokens_for(model)):
             with model.lock:
                 token_nll(naive_logits(model, chunk, Removal.of(blocks=[L // 2])), chunk)
 
@@ -157,11 +170,12 @@ def bench_pass(model, windows, repeats: int) -> None:
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(model.source_dir, dtype=model.hf_model.dtype).to(model.device).eval()
-    bare_forward(hf, windows)  # warm-up
+    tokens = batch_tokens_for(model)  # the same batches on both sides
+    bare_forward(hf, windows, tokens)  # warm-up
     instrumented(model, windows, False)
-    bare, inst = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, False)],
+    bare, inst = paired([lambda: bare_forward(hf, windows, tokens), lambda: instrumented(model, windows, False)],
                         repeats)
-    bare2, lens = paired([lambda: bare_forward(hf, windows), lambda: instrumented(model, windows, True)], 1)
+    bare2, lens = paired([lambda: bare_forward(hf, windows, tokens), lambda: instrumented(model, windows, True)], 1)
     floor = lens_floor(model, windows)
     print(f"bare transformers forward        {bare:8.2f} s")
     print(f"instrumented pass (no lens)      {inst:8.2f} s   ratio {inst / bare:.2f}  (target <= 1.25)")

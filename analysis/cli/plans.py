@@ -4,6 +4,7 @@ without it) and `apply` (write the smaller checkpoint and time it).
     python -m analysis plan --model default --method reverse_order --target 3 \\
         [--corpus FILE --seq-len N --max-windows K [--eval-corpus holdout|FILE]] --out plan.json \\
         [--mergekit plan.yaml]
+    python -m analysis plan --from-mergekit pruneme.yaml [--model M] [--corpus ...] --out plan.json
     python -m analysis evaluate --plan plan.json --corpus FILE --seq-len N [--max-windows K] [--model M]
     python -m analysis apply --plan plan.json --out DIR [--model M] [--mergekit plan.yaml]
 
@@ -44,14 +45,19 @@ def _removal_text(removal) -> str:
 
 
 def cmd_plan(args) -> int:
-    from analysis.pruning.mergekit import mergekit_yaml
-    from analysis.pruning.plan import make_plan
     from analysis.pruning.presets import suggest
 
     if args.corpus is not None and args.seq_len is None:
         raise UsageError("--seq-len is required with --corpus")
+    if args.from_mergekit:
+        if args.method or args.target:
+            raise UsageError("--from-mergekit takes the removals from the config: leave out --method and --target")
+        return _plan_from_mergekit(args)
+    if args.method is None or args.target is None:
+        raise UsageError("give --method and --target (or --from-mergekit FILE)")
     if args.corpus is None and args.method != "reverse_order":
         raise UsageError(f"method {args.method} needs a calibration text: give --corpus FILE --seq-len N")
+    args.model = args.model or "default"
     model = load_model(args)
     analysis = cost = greedy = split = None
     if args.corpus is not None:
@@ -72,15 +78,53 @@ def cmd_plan(args) -> int:
     removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.similarity,
                       sublayers=analysis and analysis.sublayers, removal_cost=cost, greedy_order=greedy)
     parameters = {"k": args.target}
-    evaluation = None
-    if split is not None:
-        corpus = split.corpus
-        parameters |= {"corpus": corpus.corpus_id if corpus.corpus_id.startswith("builtin:") else args.corpus,
-                       "seq_len": args.seq_len, "max_windows": args.max_windows, "eval": str(split.spec)}
-        evaluation = plan_evaluation(model, split, removal, args)
-    plan = make_plan(model, removal, args.method, parameters, evaluation)
+    if args.corpus is not None:
+        parameters |= {"corpus": split.corpus.corpus_id if split.corpus.corpus_id.startswith("builtin:")
+                       else args.corpus, "seq_len": args.seq_len, "max_windows": args.max_windows,
+                       "eval": str(split.spec)}
+    return _write_plan(args, model, removal, args.method, parameters, split)
+
+
+def _plan_from_mergekit(args) -> int:
+    """`plan --from-mergekit FILE`: a passthrough config that only drops layers -> a plan."""
+    from analysis.pruning.ablation import Removal
+    from analysis.pruning.mergekit import dropped_blocks, read_passthrough
+
+    try:
+        text = Path(args.from_mergekit).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {args.from_mergekit}: {getattr(err, 'strerror', None) or err}") from err
+    try:
+        source, ranges = read_passthrough(text)
+    except ValueError as err:
+        raise ValueError(f"{args.from_mergekit} cannot become a Layer Lab plan: {err}") from err
+    if args.model is not None and args.model != source:
+        warn([f"the config builds from {source!r}; the plan is made for --model {args.model!r}"])
+    args.model = args.model or source
+    model = load_model(args)
+    try:
+        removal = Removal.of(blocks=dropped_blocks(ranges, model.n_layers))
+    except ValueError as err:
+        raise ValueError(f"{args.from_mergekit} does not fit {args.model}: {err}") from err
+    split = None
+    if args.corpus is not None:
+        from analysis.corpus import load_file
+        split = split_for(model, args, load_file(args.corpus))
+    parameters = {"source": source, "layer_ranges": [list(r) for r in ranges]}
+    return _write_plan(args, model, removal, "mergekit_passthrough", parameters, split)
+
+
+def _write_plan(args, model, removal, method: str, parameters: dict, split) -> int:
+    """Evaluate `removal` on the split's evaluation windows when a corpus is given (see
+    plan_evaluation), write the plan (and the MergeKit config when asked) and print what
+    was written."""
+    from analysis.pruning.mergekit import mergekit_yaml
+    from analysis.pruning.plan import make_plan
+
+    evaluation = plan_evaluation(model, split, removal, args) if split is not None else None
+    plan = make_plan(model, removal, method, parameters, evaluation)
     store.write_json_atomic(Path(args.out), plan.to_dict())
-    print(f"plan ({args.method}, k={args.target}): remove {_removal_text(removal)} -> {args.out}")
+    print(f"plan ({method}): remove {_removal_text(removal)} -> {args.out}")
     if evaluation:
         print(f"perplexity full {evaluation['perplexity_full']:.6f} pruned {evaluation['perplexity_pruned']:.6f} "
               f"over {evaluation['n_windows']} {evaluation['windows']} windows x {args.seq_len} tokens")
@@ -88,7 +132,7 @@ def cmd_plan(args) -> int:
             print(f"on the {calibration['n_windows']} calibration windows it was chosen on: full "
                   f"{calibration['perplexity_full']:.6f} pruned {calibration['perplexity_pruned']:.6f}")
     if args.mergekit:
-        write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name))
+        write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name, model.hf_model))
         print(f"MergeKit passthrough config -> {args.mergekit}")
     return 0
 
@@ -146,7 +190,7 @@ def cmd_apply(args) -> int:
     out = apply_plan(plan, source, args.out)
     print(f"pruned checkpoint ({plan.n_layers - len(plan.remove['blocks'])} of {plan.n_layers} blocks) -> {out}")
     if args.mergekit:
-        write_text(args.mergekit, mergekit_yaml(plan, source))
+        write_text(args.mergekit, mergekit_yaml(plan, source, model.hf_model))
         print(f"MergeKit passthrough config -> {args.mergekit}")
     args.corpus = args.corpus or LATENCY_CORPUS
     args.seq_len = args.seq_len or LATENCY_SEQ_LEN
@@ -166,12 +210,14 @@ def cmd_apply(args) -> int:
 
 
 def add_command(sub) -> None:
-    plan = sub.add_parser("plan", help="suggest a pruning plan and write it as JSON")
+    plan = sub.add_parser("plan", help="suggest a pruning plan (or convert a MergeKit drop) and write it as JSON")
     add_model_args(plan)
+    plan.set_defaults(model=None)
     add_corpus_args(plan, required=False)
-    plan.add_argument("--method", required=True, choices=METHODS,
-                      help="; ".join(f"{m}: {d}" for m, d in DESCRIPTIONS.items()))
-    plan.add_argument("--target", required=True, type=positive_int, help="how many components to remove (k)")
+    plan.add_argument("--method", choices=METHODS, help="; ".join(f"{m}: {d}" for m, d in DESCRIPTIONS.items()))
+    plan.add_argument("--target", type=positive_int, help="how many components to remove (k)")
+    plan.add_argument("--from-mergekit", default=None, metavar="YAML",
+                      help="turn a MergeKit passthrough config that only drops layers of one model into a plan")
     add_eval_args(plan)
     plan.add_argument("--out", required=True, help="where to write plan.json")
     plan.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")

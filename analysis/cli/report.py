@@ -21,6 +21,7 @@ def add_command(sub) -> None:
                      help="add the pruning curves and the dynamic-depth oracle (long: see `curves`)")
     rep.add_argument("--seeds", type=positive_int, default=5, help="with --curves: random-baseline seeds (>= 5)")
     rep.add_argument("--out", required=True)
+    rep.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     rep.set_defaults(handler=cmd_report)
     prep = sub.add_parser("prepare", help="convert the embedded default model into cache/ (once)")
     prep.add_argument("--model", default="default")
@@ -31,6 +32,7 @@ def cmd_report(args) -> int:
     from analysis.corpus import load_file
     from analysis.evaluation import split_windows_of
     from analysis.pipeline import analyse
+    from analysis.pruning.apply import checkpoint_plan
     from analysis.pruning.removal import removal_cost
     from analysis.report import build_report
 
@@ -54,9 +56,14 @@ def cmd_report(args) -> int:
         curves = pruning_curves(model, split, args.seq_len, args.max_windows, seeds=args.seeds, progress=progress)
     calibration, evaluation = split_windows_of(model, split, args.seq_len, args.max_windows)
     info = split.info(calibration.shape[0], None if evaluation is None else evaluation.shape[0])
-    report = build_report(analysis, removal, eps=args.eps, split=info, curves=curves)
+    report = build_report(analysis, removal, eps=args.eps, split=info, curves=curves,
+                          plan=checkpoint_plan(model.source_dir))
     store.write_json_atomic(Path(args.out), report)
     print(f"perplexity {report['perplexity']:.4f} over {report['corpus']['n_predicted_tokens']} tokens -> {args.out}")
+    if args.html:
+        from analysis.html_report import html_report
+        store.write_text_atomic(Path(args.html), html_report(report))
+        print(f"HTML report ({Path(args.html).stat().st_size / 1e6:.2f} MB, opens offline) -> {args.html}")
     return 0
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.figures import scales
+
 RULE_COLOURS = {"max_prob": "#1f77b4", "top2_gap": "#ff7f0e", "entropy": "#2ca02c", "cosine": "#d62728"}
 COLOUR_SCALES = {"p_final_top1": "Viridis", "kl": "Magma_r", "entropy": "Cividis_r"}
 
@@ -74,7 +76,7 @@ def layer_curves(metrics: dict) -> go.Figure:
         y = np.asarray(metrics[name], dtype=float)
         if name == "median_rank_final_top1":  # log axis: plot rank + 1, so the top is 1
             y = np.maximum(y, 0) + 1
-            fig.update_yaxes(type="log", row=i, col=1)
+            fig.update_yaxes(**scales.log_axis(y, pad=0.08), row=i, col=1)
             fig.layout.annotations[i - 1].text = "median rank of final top-1, plus 1 (log scale; 1 = top)"
         fig.add_trace(go.Scatter(x=np.arange(len(y)), y=y, mode="lines+markers", name=titles[name]), row=i, col=1)
     fig.update_xaxes(title="readout after block", row=len(names), col=1)
@@ -117,10 +119,12 @@ def exit_sweep(curves: dict,  # rule -> early_exit.ExitCurve
                     legendgroup=rule, marker={"symbol": "star", "size": 15, "color": colour, "line": {"width": 1}},
                     hovertemplate=f"{rule} operating point: threshold {point['threshold']:g}<br>"
                                   "blocks %{x:.3f}<br>%{y:.4f}<extra></extra>"), row=1, col=col)
-    if target is not None:
-        fig.add_hline(y=target, line_dash="dot", row=1, col=1, annotation_text=f"target {target:.0%}")
-    fig.update_xaxes(title="fraction of blocks used", range=[0, 1.02])
-    fig.update_layout(height=420, legend={"orientation": "h", "y": -0.2})
+    if target is not None:  # labelled at the left, below the line: the curves are low there, nothing is clipped
+        fig.add_hline(y=target, line_dash="dot", row=1, col=1, annotation_text=f"target {target:.0%}",
+                      annotation_position="bottom left")
+    fig.update_xaxes(title="fraction of blocks used", range=[0, 1.04])
+    fig.update_yaxes(range=[-0.03, 1.06], row=1, col=1)
+    fig.update_layout(height=440, legend={"orientation": "h", "y": -0.22}, margin={"t": 60, "b": 100})
     return fig
 
 
@@ -130,7 +134,11 @@ def per_window_exit_histogram(depths, n_layers: int, tolerance_pct: float) -> go
     counts = np.bincount(np.asarray(depths, dtype=int), minlength=n_layers + 1)[1:]
     fig = go.Figure(go.Bar(x=np.arange(1, n_layers + 1), y=counts))
     mean = float(np.mean(depths))
-    fig.add_vline(x=mean, line_dash="dash", annotation_text=f"mean {mean:.1f} blocks")
+    # The label goes on the side of the line with more room (a mean near the last block
+    # used to push it off the plot).
+    side = "top left" if mean > (n_layers + 1) / 2 else "top right"
+    fig.add_vline(x=mean, line_dash="dash", annotation_text=f"mean {mean:.1f} blocks", annotation_position=side)
     fig.update_layout(xaxis_title=f"fewest blocks with logit-lens perplexity within {tolerance_pct:g}% of full",
-                      yaxis_title="windows", height=340)
+                      xaxis_range=[0.5, n_layers + 0.5], yaxis_title="windows", yaxis_range=[0, 1.15 * counts.max()],
+                      height=340, margin={"t": 40})
     return fig

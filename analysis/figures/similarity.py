@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from analysis.figures import scales
+
 COLORSCALES = {"cosine": "Viridis", "angular": "Viridis_r", "cka": "Viridis"}
 
 
@@ -33,21 +35,28 @@ def layer_heatmap(matrix: np.ndarray, measure: str, title: str, block: tuple[int
                           line=dict(color="white", width=2))
     fig.update_layout(title=title, height=560, margin=dict(l=40, r=20, t=50, b=40))
     fig.update_xaxes(title="layer j (h_j)", constrain="domain")
-    fig.update_yaxes(title="layer i (h_i)", autorange="reversed", scaleanchor="x")
+    fig.update_yaxes(title="layer i (h_i)", autorange="reversed", scaleanchor="x", constrain="domain")
     return fig
 
 
-def block_influence_bars(block_influence: np.ndarray, highlight: tuple[int, int] | None = None) -> go.Figure:
-    """Bars of BI_l = 1 - mean cos(h_l, h_{l+1}); blocks in `highlight` (start, n) drawn red."""
+def block_influence_bars(block_influence: np.ndarray, highlight: tuple[int, int] | None = None,
+                         scale: str = "clip") -> go.Figure:
+    """Bars of BI_l = 1 - mean cos(h_l, h_{l+1}); blocks in `highlight` (start, n) drawn red.
+    `scale` (scales.BAR_SCALES): "clip" caps the axis above the bulk of the bars and prints
+    the value of each bar that runs past it, "log" uses a log axis, "linear" shows all."""
     bi = np.asarray(block_influence, dtype=float)
     colors = ["#636efa"] * len(bi)
     if highlight is not None:
         for l in range(highlight[0], min(len(bi), highlight[0] + highlight[1])):
             colors[l] = "#ef553b"
-    fig = go.Figure(go.Bar(x=list(range(len(bi))), y=bi, marker_color=colors,
-                           hovertemplate="block %{x}<br>BI %{y:.4f}<extra></extra>"))
+    x = np.arange(len(bi))
+    fig = go.Figure(go.Bar(x=x, y=bi, marker_color=colors, hovertemplate="block %{x}<br>BI %{y:.4f}<extra></extra>"))
+    axis = scales.bar_axis(bi, scale)
+    if axis["type"] == "linear":
+        for note in scales.clipped_notes(x, bi, axis["range"][1]):
+            fig.add_annotation(**note)
     fig.update_layout(title="Block Influence per block (lower = more redundant)", height=320,
-                      xaxis_title="block l", yaxis_title="BI = 1 - mean cos(h_l, h_l+1)",
+                      xaxis_title="block l", yaxis=axis | {"title": "BI = 1 - mean cos(h_l, h_l+1)"},
                       margin=dict(l=40, r=20, t=50, b=40))
     return fig
 
@@ -72,21 +81,27 @@ def best_block_curve(blocks: list[dict], chosen_n: int | None = None) -> go.Figu
 
 
 def layer_map(coords: np.ndarray, explained: np.ndarray, groups: np.ndarray) -> go.Figure:
-    """PCA map of h_0..h_L (one point per layer, joined in depth order), coloured by group."""
+    """PCA map of h_0..h_L (one point per layer, joined in depth order), coloured by group.
+    Layers whose label would overlap another's carry it on hover only; the first and last
+    layer and each group's ends are labelled first."""
     xy = np.asarray(coords, dtype=float)
     groups = np.asarray(groups, dtype=int)
+    ends = [int(i) for g in np.unique(groups) for i in (np.flatnonzero(groups == g)[[0, -1]])]
+    priority = list(dict.fromkeys([0, len(xy) - 1] + ends + list(range(len(xy)))))
+    labelled = set(scales.spaced_labels(xy[:, 0], xy[:, 1], priority, min_dist=0.05))
     fig = go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="lines", line=dict(color="lightgray"),
                                hoverinfo="skip", showlegend=False))
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
         fig.add_trace(go.Scatter(
-            x=xy[members, 0], y=xy[members, 1], mode="markers+text", text=[str(i) for i in members],
-            textposition="top center", name=f"group {g}: h_{members.min()}..h_{members.max()}"
+            x=xy[members, 0], y=xy[members, 1], mode="markers+text", customdata=members,
+            text=[str(i) if i in labelled else "" for i in members], textposition="top center",
+            name=f"group {g}: h_{members.min()}..h_{members.max()}"
             if len(members) == members.max() - members.min() + 1 else f"group {g}",
-            marker=dict(size=10), hovertemplate="h_%{text}<extra></extra>",
+            marker=dict(size=10), hovertemplate="h_%{customdata}<extra></extra>",
         ))
     ev = np.asarray(explained, dtype=float)
-    fig.update_layout(title="Mean representation of each layer, PCA to 2-D", height=460,
-                      xaxis_title=f"PC1 ({ev[0]:.0%} of variance)", yaxis_title=f"PC2 ({ev[1]:.0%} of variance)",
-                      margin=dict(l=40, r=20, t=50, b=40))
+    fig.update_layout(title="Mean representation of each layer, PCA to 2-D (hover a point for its layer)",
+                      height=460, xaxis_title=f"PC1 ({ev[0]:.0%} of variance)",
+                      yaxis_title=f"PC2 ({ev[1]:.0%} of variance)", margin=dict(l=40, r=20, t=50, b=40))
     return fig

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from analysis.collect import batches, token_nll
+from analysis.collect import batch_tokens_for, batches, token_nll
 from analysis import hooks
 from analysis.hooks import readout
 
@@ -209,7 +209,7 @@ def naive_logits(model, tokens: torch.Tensor, removal: Removal) -> torch.Tensor:
         return model.bridge(tokens, return_type="logits")
 
 
-def removal_nll(model, windows: torch.Tensor, removals: list, *, naive: bool = False, batch_tokens: int = 2048,
+def removal_nll(model, windows: torch.Tensor, removals: list, *, naive: bool = False, batch_tokens: int | None = None,
                 on_removal=None, on_tokens=None) -> tuple[float, list, int]:
     """(full-model NLL sum, NLL sum per removal, predicted tokens) over `windows`.
 
@@ -222,7 +222,7 @@ def removal_nll(model, windows: torch.Tensor, removals: list, *, naive: bool = F
     """
     hooks = RemovalHooks(model.n_layers)
     full, sums, count = 0.0, [0.0] * len(removals), 0
-    for offset, chunk in batches(windows, batch_tokens):
+    for offset, chunk in batches(windows, batch_tokens or batch_tokens_for(model)):
         chunk = chunk.to(model.device)
         with model.lock:
             clean = clean_states(model, chunk)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from analysis import store
+from analysis import settings, store
 from analysis.pruning.ablation import Removal, removal_nll
 from analysis.collect import batches
 from analysis.pruning.plan import PruningPlan
@@ -25,7 +25,7 @@ PLAN_FILE = "layer-lab-plan.json"
 LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers")
 ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
 ATTN_OUT = ("o_proj", "out_proj", "c_proj", "dense", "wo")
-MLP_NAMES = ("mlp", "feed_forward", "ffn")
+MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
 MLP_OUT = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "w2", "fc_out")
 PER_LAYER_CONFIG = ("layer_types", "no_rope_layers")
 
@@ -47,7 +47,7 @@ def _removal(model_layers: int, plan_or_removal) -> Removal:
     return removal
 
 
-def evaluate(model, plan_or_removal, windows: torch.Tensor, batch_tokens: int = 2048) -> tuple[float, float]:
+def evaluate(model, plan_or_removal, windows: torch.Tensor, batch_tokens: int | None = None) -> tuple[float, float]:
     """(full, pruned) corpus perplexity over `windows` from one clean pass per batch."""
     removal = _removal(model.n_layers, plan_or_removal)
     full, (pruned,), count = removal_nll(model, windows, [removal], batch_tokens=batch_tokens)
@@ -85,20 +85,47 @@ def _is_projection(module) -> bool:
     return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
 
 
-def output_projection(layer, kind: str, hidden: int):
-    """The projection writing the attention or MLP output into the residual stream."""
+def plain(module: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face module a TransformerBridge component wraps (itself if none)."""
+    while isinstance(getattr(module, "original_component", None), torch.nn.Module):
+        module = module.original_component
+    return module
+
+
+def plain_parameters(module: torch.nn.Module, prefix: str = ""):
+    """(name, parameter) under `module` with Hugging Face names, also inside a booted
+    bridge (which wraps the HF modules it maps): yields what `named_parameters` of the
+    unwrapped model would."""
+    module = plain(module)
+    for name, param in module._parameters.items():
+        if param is not None:
+            yield prefix + name, param
+    for name, child in module._modules.items():
+        if child is not None and name != "_original_component":
+            yield from plain_parameters(child, f"{prefix}{name}.")
+
+
+def output_params(layer: torch.nn.Module, kind: str, hidden: int) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name relative to the layer, parameter) of everything that writes the attention
+    or MLP output into the residual stream: the output projection's weight and bias
+    (`o_proj`, `c_proj`, `dense`, `down_proj`, `dense_4h_to_h`, ...); for a mixture of
+    experts every expert's down projection (a stacked 3-D parameter or one per expert)
+    and any shared expert's. Zeroing them all makes the sublayer's output exactly zero."""
+    layer = plain(layer)
     names, outs = (ATTN_NAMES, ATTN_OUT) if kind == "attn" else (MLP_NAMES, MLP_OUT)
-    sub = next((getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
-    if sub is None:
+    sub_name = next((n for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
+    if sub_name is None:
         raise ValueError(f"could not find the {kind} sublayer in {type(layer).__name__}")
-    for n in outs:
-        proj = getattr(sub, n, None)
-        if proj is not None and _is_projection(proj):
-            return proj
-    linears = [m for m in sub.modules() if _is_projection(m) and hidden in tuple(m.weight.shape)]
+    params = list(plain_parameters(getattr(layer, sub_name), sub_name + "."))
+    found = [(n, p) for n, p in params if set(n.split(".")[1:]) & set(outs)]
+    if found:
+        return found
+    linears = [(n, m) for n, m in plain(getattr(layer, sub_name)).named_modules()
+               if _is_projection(m) and hidden in tuple(m.weight.shape)]
     if not linears:
-        raise ValueError(f"could not find the output projection of {type(sub).__name__}")
-    return linears[-1]
+        raise ValueError(f"could not find the output projection of {type(plain(getattr(layer, sub_name))).__name__}")
+    name, proj = linears[-1]
+    return [(f"{sub_name}.{name}.{leaf}", p) for leaf, p in proj.named_parameters(recurse=False)]
 
 
 def prune_model(hf, removal: Removal) -> torch.nn.Module:
@@ -110,10 +137,8 @@ def prune_model(hf, removal: Removal) -> torch.nn.Module:
     with torch.no_grad():
         for kind, indices in (("attn", removal.attn), ("mlp", removal.mlp)):
             for l in sorted(set(indices) - set(removal.blocks)):
-                proj = output_projection(layers[l], kind, hidden)
-                proj.weight.zero_()
-                if getattr(proj, "bias", None) is not None:
-                    proj.bias.zero_()
+                for _, param in output_params(layers[l], kind, hidden):
+                    param.zero_()
     kept = [l for l in range(n) if l not in removal.blocks]
     setattr(parent, attr, torch.nn.ModuleList([layers[l] for l in kept]))
     for new, layer in enumerate(getattr(parent, attr)):
@@ -126,6 +151,20 @@ def prune_model(hf, removal: Removal) -> torch.nn.Module:
         if isinstance(values, list) and len(values) == n:
             setattr(config, key, [values[l] for l in kept])
     return hf
+
+
+def checkpoint_plan(source_dir) -> PruningPlan | None:
+    """The plan a Layer Lab checkpoint was written from (its layer-lab-plan.json), or
+    None for any other model directory (or a plan file that does not validate)."""
+    from analysis.pruning.plan_check import parse_plan
+
+    if source_dir is None:
+        return None
+    try:
+        raw = (Path(source_dir) / PLAN_FILE).read_bytes()
+    except OSError:
+        return None
+    return parse_plan(raw).plan
 
 
 def _is_our_checkpoint(out: Path) -> bool:
@@ -158,10 +197,26 @@ def apply_plan(plan: PruningPlan, source_dir, out_dir) -> Path:
     return out
 
 
-def _forward_all(hf, windows: torch.Tensor, batch_tokens: int = 2048) -> None:
+def _forward_all(hf, windows: torch.Tensor) -> None:
+    per_token = 4 * hf.get_output_embeddings().weight.shape[0]  # the float32 logits dominate a plain forward
     with torch.inference_mode():
-        for _, chunk in batches(windows, batch_tokens):
+        for _, chunk in batches(windows, settings.batch_tokens(per_token)):
             hf(chunk.to(hf.device), use_cache=False).logits
+
+
+def time_models(models: dict, windows: torch.Tensor, repeats: int = 3) -> dict:
+    """Median seconds of a forward over `windows` per named plain transformers model:
+    each warmed up once, then all timed in turn `repeats` times (so a change in machine
+    load hits every model alike)."""
+    times = {name: [] for name in models}
+    for model in models.values():
+        _forward_all(model, windows)  # warm-up
+    for _ in range(max(1, int(repeats))):
+        for name, model in models.items():
+            start = time.perf_counter()
+            _forward_all(model, windows)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure_latency(source_dir, out_dir, windows: torch.Tensor, repeats: int = 3) -> dict:
@@ -174,15 +229,8 @@ def measure_latency(source_dir, out_dir, windows: torch.Tensor, repeats: int = 3
 
     full = AutoModelForCausalLM.from_pretrained(source_dir, dtype=torch.float32).eval()
     pruned = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
-    times = {"full": [], "pruned": []}
-    for name, model in (("full", full), ("pruned", pruned)):
-        _forward_all(model, windows)  # warm-up
-    for _ in range(max(1, int(repeats))):
-        for name, model in (("full", full), ("pruned", pruned)):
-            start = time.perf_counter()
-            _forward_all(model, windows)
-            times[name].append(time.perf_counter() - start)
-    full_s, pruned_s = statistics.median(times["full"]), statistics.median(times["pruned"])
+    seconds = time_models({"full": full, "pruned": pruned}, windows, repeats)
+    full_s, pruned_s = seconds["full"], seconds["pruned"]
     return {
         "full_seconds": full_s,
         "pruned_seconds": pruned_s,

@@ -71,7 +71,7 @@ def selections(kind: str, n_layers: int, k_max: int, *, similarity=None, sublaye
 
 
 def window_nll(model, windows: torch.Tensor, removals: list, progress=None,
-               batch_tokens: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+               batch_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(full [W], per removal [W, n]): each window's mean next-token NLL, from one clean
     pass per batch with every removal restarting from its first changed layer."""
     W = windows.shape[0]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.collect import batches, token_nll
+from analysis.collect import batch_tokens_for, batches, token_nll
 from analysis.hooks import readout
 from analysis.pruning.ablation import clean_states
 from analysis.store import Record
@@ -87,11 +87,11 @@ def min_total_weight(weights, values: np.ndarray, budget: float) -> tuple[int, n
     return int(w[chosen].sum()), chosen
 
 
-def exit_nll(model, windows: torch.Tensor, batch_tokens: int = 2048) -> np.ndarray:
+def exit_nll(model, windows: torch.Tensor, batch_tokens: int | None = None) -> np.ndarray:
     """[W, L]: each window's mean next-token NLL of the readout after block d (column
     d-1), d = 1..L; the last column is the full model's."""
     L, rows = model.n_layers, []
-    for _, chunk in batches(windows, batch_tokens):
+    for _, chunk in batches(windows, batch_tokens or batch_tokens_for(model)):
         chunk = chunk.to(model.device)
         with model.lock:
             clean = clean_states(model, chunk)

@@ -3,25 +3,33 @@
 A plan names the model it was made for (name, layer count, weight fingerprint), the
 removals (0-based layer indices per kind: whole blocks, attention sublayers, MLP
 sublayers), how they were chosen (method + parameters) and, optionally, the perplexity
-measured with and without them on a named corpus. Validation of plan files is in
+measured with and without them on a named corpus, and (version 2) the record of a
+healing run on the pruned model (`healing`, see `heal.py`). Version 1 plans, which have
+no `healing` section, still load. Validation of plan files is in
 `plan_check.py`, the MergeKit export in `mergekit.py`.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 
 from analysis import store
 from analysis.pruning.ablation import KINDS, Removal
 
 PLAN_SCHEMA = "layer-lab/pruning-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2 added the optional `healing` section; version 1 plans still load
 LAYER_LAB_VERSION = "0.1"
 ZEROED_NOTE = ("Removed attention/MLP sublayers of kept blocks are zeroed (their output projection is set to 0): "
                "the output changes but they save no compute or memory; only removed blocks make the model "
                "smaller and faster.")
-TOP_FIELDS = ("schema", "version", "model", "remove", "method", "evaluation", "created_with", "notes")
+TOP_FIELDS = ("schema", "version", "model", "remove", "method", "evaluation", "created_with", "notes", "healing")
+HEALING_FIELDS = ("method", "settings", "perplexity", "loss_curve")
+# A plan written by hand needs only schema, version, model {name, n_layers} and remove; the
+# rest default to these values (README, "Pruning plans").
+DEFAULTS = {"method": {"name": "manual", "parameters": {}}, "evaluation": None, "created_with": "unknown",
+            "notes": []}
+MODEL_DEFAULTS = {"fingerprint": None}
 EVALUATION_FIELDS = ("corpus_sha256", "seq_len", "perplexity_full", "perplexity_pruned")
 
 
@@ -35,9 +43,17 @@ class PruningPlan:
     evaluation: dict | None  # evaluation_section(): corpus_sha256, seq_len, perplexity_full/_pruned, ...
     created_with: str
     notes: list = field(default_factory=list)
+    healing: dict | None = None  # version 2: {method, settings, perplexity, loss_curve, ...} of a healing run
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        data = json.loads(json.dumps(asdict(self)))
+        if self.version < 2:
+            data.pop("healing")  # a version 1 plan is written back as it was
+        return data
+
+    def with_healing(self, healing: dict) -> "PruningPlan":
+        """This plan, as the current version, carrying a healing record."""
+        return replace(self, version=PLAN_VERSION, healing=store.jsonable(dict(healing)))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"

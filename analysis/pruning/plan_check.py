@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from analysis.pruning.ablation import KINDS
 from analysis.corpus import CorpusError
 from analysis.evaluation import PARTS, EvalSpec
-from analysis.pruning.plan import EVALUATION_FIELDS, PLAN_SCHEMA, PLAN_VERSION, TOP_FIELDS, PruningPlan
+from analysis.pruning.plan import (DEFAULTS, EVALUATION_FIELDS, HEALING_FIELDS, MODEL_DEFAULTS, PLAN_SCHEMA,
+                                   PLAN_VERSION, TOP_FIELDS, PruningPlan)
 
 
 @dataclass
@@ -80,7 +81,8 @@ def _check_header(data: dict, errors: list, warnings: list) -> None:
                       "upgrade Layer Lab to read it")
     elif version < 1:
         errors.append(f"unsupported plan version {version} (supported: {PLAN_VERSION})")
-    unknown = sorted(set(data) - set(TOP_FIELDS))
+    known = TOP_FIELDS if not _is_int(version) or version >= 2 else tuple(f for f in TOP_FIELDS if f != "healing")
+    unknown = sorted(set(data) - set(known))
     if unknown:
         warnings.append(f"unknown fields ignored: {', '.join(unknown)}")
 
@@ -98,10 +100,10 @@ def _section(data: dict, name: str, contents: str, errors: list) -> dict | None:
 
 def _check_model(data: dict, errors: list) -> int | None:
     """Validate the 'model' section; returns n_layers when usable."""
-    info = _section(data, "model", "name, n_layers and fingerprint", errors)
+    info = _section(data, "model", "name, n_layers and optionally fingerprint", errors)
     if info is None:
         return None
-    for key in ("name", "n_layers", "fingerprint"):
+    for key in ("name", "n_layers"):
         if key not in info:
             errors.append(f"missing field 'model.{key}'")
     if "name" in info and not isinstance(info["name"], str):
@@ -116,15 +118,12 @@ def _check_model(data: dict, errors: list) -> int | None:
 
 
 def _check_remove(data: dict, n_layers: int | None, errors: list, warnings: list) -> dict | None:
-    remove = _section(data, "remove", "lists 'blocks', 'attn' and 'mlp'", errors)
+    remove = _section(data, "remove", "lists 'blocks', 'attn' and/or 'mlp'", errors)
     if remove is None:
         return None
     out = {}
     for kind in KINDS:
-        if kind not in remove:
-            errors.append(f"missing field 'remove.{kind}' (use [] for none)")
-            continue
-        values = remove[kind]
+        values = remove.get(kind, [])  # a kind left out removes nothing
         if not isinstance(values, list):
             errors.append(f"'remove.{kind}' must be a list of layer indices, not {type(values).__name__}")
             continue
@@ -162,23 +161,18 @@ def _check_remove(data: dict, n_layers: int | None, errors: list, warnings: list
 
 
 def _check_rest(data: dict, errors: list) -> None:
-    method = _section(data, "method", "'name' and 'parameters'", errors)
+    """The optional fields (absent ones take their DEFAULTS), checked when present."""
+    method = _section(data, "method", "'name' and optionally 'parameters'", errors) if "method" in data else None
     if method is not None and not isinstance(method.get("name"), str):
         errors.append("missing or non-string field 'method.name'")
-    if method is not None and not isinstance(method.get("parameters"), dict):
-        errors.append("missing field 'method.parameters' (an object)")
-    if "evaluation" not in data:
-        errors.append("missing field 'evaluation' (null when not evaluated)")
-    elif data["evaluation"] is not None:
+    if method is not None and not isinstance(method.get("parameters", {}), dict):
+        errors.append("'method.parameters' must be an object")
+    if data.get("evaluation") is not None:
         _check_evaluation(data["evaluation"], errors)
-    if "created_with" not in data:
-        errors.append("missing field 'created_with'")
-    elif not isinstance(data["created_with"], str):
+    if not isinstance(data.get("created_with", ""), str):
         errors.append("'created_with' must be a string")
-    notes = data.get("notes")
-    if "notes" not in data:
-        errors.append("missing field 'notes' ([] for none)")
-    elif not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         errors.append("'notes' must be a list of strings")
 
 
@@ -201,7 +195,7 @@ def _is_eval_spec(value) -> bool:
 
 
 def _check_evaluation(ev, errors: list) -> None:
-    """The required fields, and the optional split fields a version-1 plan may carry:
+    """The required fields, and the optional split fields a plan may carry:
     `eval` (EvalSpec string), `windows` (which windows the perplexities are on) and
     `calibration` (the same removal on the calibration windows)."""
     if not isinstance(ev, dict):
@@ -221,6 +215,27 @@ def _check_evaluation(ev, errors: list) -> None:
             _check_numbers(calibration, "evaluation.calibration", errors)
         else:
             errors.append("'evaluation.calibration' must be an object or null")
+
+
+def _check_healing(data: dict, errors: list) -> None:
+    """The optional `healing` section (version 2): null, or an object with the run's record."""
+    healing = data.get("healing")
+    if healing is None or not _is_int(data.get("version")) or data["version"] < 2:
+        return
+    if not isinstance(healing, dict):
+        errors.append("'healing' must be an object or null")
+        return
+    for key in HEALING_FIELDS:
+        if key not in healing:
+            errors.append(f"missing field 'healing.{key}'")
+    if "method" in healing and not isinstance(healing["method"], str):
+        errors.append("'healing.method' must be a string")
+    for key in ("settings", "perplexity"):
+        if key in healing and not isinstance(healing[key], dict):
+            errors.append(f"'healing.{key}' must be an object")
+    curve = healing.get("loss_curve")
+    if "loss_curve" in healing and not (isinstance(curve, list) and all(v is None or _is_number(v) for v in curve)):
+        errors.append("'healing.loss_curve' must be a list of numbers")
 
 
 def _check_against(data: dict, n_layers: int | None, model, errors: list, warnings: list) -> None:
@@ -253,16 +268,20 @@ def parse_plan(source: str | bytes | dict, model=None) -> PlanCheck:
         in_range = model.n_layers if model is not None and n_layers is None else n_layers
         remove = _check_remove(data, in_range, errors, warnings)
         _check_rest(data, errors)
+        _check_healing(data, errors)
         if model is not None:
             _check_against(data, n_layers, model, errors, warnings)
         if errors:
             return PlanCheck(None, errors, warnings)
+        full = DEFAULTS | {k: data[k] for k in DEFAULTS if k in data}
+        info = MODEL_DEFAULTS | data["model"]
         plan = PruningPlan(
             schema=data["schema"], version=data["version"],
-            model={"name": data["model"]["name"], "n_layers": n_layers, "fingerprint": data["model"]["fingerprint"]},
+            model={"name": info["name"], "n_layers": n_layers, "fingerprint": info["fingerprint"]},
             remove=remove,
-            method={"name": data["method"]["name"], "parameters": data["method"]["parameters"]},
-            evaluation=data["evaluation"], created_with=data["created_with"], notes=list(data["notes"]),
+            method={"name": full["method"]["name"], "parameters": full["method"].get("parameters", {})},
+            evaluation=full["evaluation"], created_with=full["created_with"], notes=list(full["notes"]),
+            healing=data.get("healing") if data["version"] >= 2 else None,
         )
         return PlanCheck(plan, [], warnings)
     except Exception as err:  # never raise: report the unexpected as one more problem

@@ -26,7 +26,7 @@ import torch
 from analysis import store
 from analysis.pruning.ablation import (KINDS, CleanStates, Removal, RemovalHooks, clean_states, run_blocks, suffix_logits)
 from analysis.hooks import readout
-from analysis.collect import batches, token_nll
+from analysis.collect import batch_tokens_for, batches, token_nll
 from analysis.evaluation import windows_for
 
 CLEAN_BUDGET_BYTES = 2 * 1024 ** 3
@@ -49,11 +49,11 @@ class Evaluation:
 class Playground:
     """Clean residuals of the corpus windows, built once, and memoised evaluations."""
 
-    def __init__(self, model, windows: torch.Tensor, *, batch_tokens: int = 2048,
+    def __init__(self, model, windows: torch.Tensor, *, batch_tokens: int | None = None,
                  budget_bytes: int = CLEAN_BUDGET_BYTES, memo_size: int = MEMO_SIZE, key: tuple | None = None) -> None:
         self.model = model
         self.windows = windows.cpu()
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens or batch_tokens_for(model)
         self.budget_bytes = budget_bytes
         self.memo_size = memo_size
         self.states: list[CleanStates] = []

@@ -34,7 +34,7 @@ def prompt_tokens(model, prompt: str, max_new: int = 0) -> torch.Tensor:
     return torch.tensor([ids[-room:]], dtype=torch.long)
 
 
-def _eos_ids(model) -> set:
+def eos_ids(model) -> set:
     eos = getattr(model.hf_model.generation_config, "eos_token_id", None)
     if eos is None:
         eos = model.tokenizer.eos_token_id
@@ -58,7 +58,7 @@ def stream_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k
     hooks = RemovalHooks(model.n_layers)
     hooks.set(removal)
     cache = DynamicCache(config=hf.config)
-    step_input, eos = tokens.to(model.device), _eos_ids(model)
+    step_input, eos = tokens.to(model.device), eos_ids(model)
     for step in range(max(1, max_new)):
         with model.lock, torch.inference_mode(), bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
             logits = hf(step_input, past_key_values=cache, use_cache=True).logits[0, -1].float()

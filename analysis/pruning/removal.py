@@ -13,8 +13,9 @@ import torch
 from scipy.stats import spearmanr
 
 from analysis import hooks, store
+from analysis.jobs import Eta, format_duration
 from analysis.pruning.ablation import KINDS, PPL_KEYS, Removal, removal_nll
-from analysis.collect import batches, token_nll
+from analysis.collect import batch_tokens_for, batches, token_nll
 from analysis.corpus import Corpus
 from analysis.evaluation import windows_for
 
@@ -28,7 +29,7 @@ def single_removals(n_layers: int):
             yield kind, layer, Removal.of(**{kind: [layer]})
 
 
-def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_tokens: int = 2048,
+def exact_sweep(model, windows: torch.Tensor, *, naive: bool = False, batch_tokens: int | None = None,
                 progress=None, per_token: dict | None = None) -> dict:
     """Corpus perplexity for all 3L single removals, plus the full model's.
 
@@ -67,13 +68,14 @@ def _retain_grad(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 1024) -> dict:
+def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int | None = None) -> dict:
     """First-order estimate of every single removal's perplexity from one forward and
     one backward pass: delta NLL ~ -sum(grad * output) of the zeroed outputs."""
     L = model.n_layers
     delta = {"attn": np.zeros(L), "mlp": np.zeros(L)}
     total_nll = 0.0
     count = 0
+    batch_tokens = batch_tokens or max(1, batch_tokens_for(model) // 2)  # the backward keeps more per token
     for _, chunk in batches(windows, batch_tokens):
         chunk = chunk.to(model.device)
         names = {(kind, l): hooks.sublayer_out(kind, l) for l in range(L) for kind in ("attn", "mlp")}
@@ -84,7 +86,7 @@ def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 10
             loss.backward()
             for (kind, layer), name in names.items():
                 out = saved[name]
-                delta[kind][layer] += float(-(out.grad * out.detach()).sum())
+                delta[kind][layer] -= float((out.grad.float() * out.detach().float()).sum(dtype=torch.float64))
             model.bridge.zero_grad(set_to_none=True)
         total_nll += float(loss.detach())
         count += chunk.shape[0] * (chunk.shape[1] - 1)
@@ -93,23 +95,21 @@ def attribution_estimate(model, windows: torch.Tensor, *, batch_tokens: int = 10
             "mlp_ppl": ppl(delta["mlp"]), "full_ppl": math.exp(total_nll / count)}
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
 def with_eta(progress, clock=time.monotonic):
     """Wrap a progress(fraction, message) callback so the message also gives the time
-    spent and an estimate of the time left (elapsed * (1 - f) / f, linear in f)."""
-    start = clock()
+    spent and the time left, from the rate measured after the first report (the first
+    batch: start-up costs such as the clean forward are left out, issue 18)."""
+    start, eta = clock(), Eta()
 
     def update(frac: float, message: str) -> None:
-        elapsed = clock() - start
+        now = clock()
         if frac <= 0:
             progress(frac, message)
             return
-        left = elapsed * (1.0 - frac) / frac
-        progress(frac, f"{message} - {format_duration(elapsed)} elapsed, about {format_duration(left)} left")
+        eta.report(frac, now)
+        left = eta.left(now)
+        tail = f"about {format_duration(left)} left" if left is not None else "estimating time left"
+        progress(frac, f"{message} - {format_duration(now - start)} elapsed, {tail}")
     return update
 
 
@@ -170,9 +170,12 @@ def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None, pa
 
 
 def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None,
-                 use_cache: bool = True, progress=None, part: str = "all") -> RemovalCost:
+                 use_cache: bool = True, progress=None, eta: bool = True, part: str = "all") -> RemovalCost:
     """Exact sweep + attribution estimate with Spearman correlations (cached on disk), over
-    the `part` of the corpus's windows (evaluation.part_windows)."""
+    the `part` of the corpus's windows (evaluation.part_windows). With eta=False progress
+    messages carry no time estimate (a background job adds its own)."""
+    if progress and eta:
+        progress = with_eta(progress)
     return store.cached("removal", removal_key(model, corpus, seq_len, max_windows, part), SCHEMA_VERSION,
                         lambda: _measure(model, corpus, seq_len, max_windows, progress, part),
                         to_dict=RemovalCost.to_dict, from_dict=RemovalCost.from_dict, use_cache=use_cache)
@@ -182,7 +185,7 @@ def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progr
     from analysis.pruning.playground import playground_key, seed_evaluations
     windows = windows_for(model, corpus, seq_len, max_windows, part)
     per_token: dict = {}
-    exact = exact_sweep(model, windows, progress=with_eta(progress) if progress else None, per_token=per_token)
+    exact = exact_sweep(model, windows, progress=progress, per_token=per_token)
     seed_evaluations(playground_key(model, corpus, seq_len, max_windows, part), per_token)
     if progress:
         progress(1.0, "First-order estimate: one forward and one backward pass...")

@@ -58,7 +58,8 @@ def markdown_texts(at: AppTest) -> list[str]:
     """Everything rendered as Markdown/HTML (not code, dataframes or widget values)."""
     kinds = ("markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader")
     texts = [e.value for kind in kinds for e in getattr(at, kind)]
-    return texts + [m.label for m in at.metric] + [str(e.proto) for e in at.get("html")]
+    ours = "__layerLabHistoryGuard"  # the app's own history script (ui/urlstate.py), not user text
+    return texts + [m.label for m in at.metric] + [str(e.proto) for e in at.get("html") if ours not in str(e.proto)]
 
 
 # ---- corpus: pasted or uploaded in the sidebar ------------------------------------------

@@ -2,7 +2,8 @@
 Playwright (Debian's /usr/bin/chromium; Playwright's own browser download is not used).
 
 The server gets a fresh LAYERLAB_CACHE_DIR (the converted models are symlinked in) and
-is always killed at the end, also when a test fails.
+is always killed at the end, also when a test fails. `model_free_url` is a second server
+on which no model may be loaded.
 """
 import os
 import signal
@@ -28,15 +29,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
+def serve(tmp_path_factory, **env):
+    """Run `streamlit run app.py` with a fresh cache (models symlinked in) and `env` on a
+    free port; yield its URL, and kill it at the end, also when a test fails."""
     cache = tmp_path_factory.mktemp("e2e") / "cache"
     cache.mkdir()
     if (ROOT / "cache" / "models").exists():
         os.symlink(ROOT / "cache" / "models", cache / "models")
     port = free_port()
     log = open(cache.parent / "streamlit.log", "w")
-    env = dict(os.environ, LAYERLAB_CACHE_DIR=str(cache))
+    env = dict(os.environ, LAYERLAB_CACHE_DIR=str(cache), **env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -66,6 +68,18 @@ def app_url(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    yield from serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def model_free_url(tmp_path_factory):
+    """A server whose allow-list admits no model at all: whatever works there works
+    without a model."""
+    yield from serve(tmp_path_factory, LAYERLAB_ALLOWED_MODELS="hub:no-such-org/*")
 
 
 @pytest.fixture(scope="session")

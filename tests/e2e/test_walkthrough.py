@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from test_browser_playground import LOAD_MS, STEP_MS, metric, pressed, share_link
+from test_browser_playground import EXACT, LOAD_MS, STEP_MS, metric, pressed, share_link
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "screenshots"
@@ -89,6 +89,7 @@ def test_playground_toggles_export_and_import_a_plan(page, tmp_path):
     page.get_by_role("toolbar", name="Remove MLP sublayers").get_by_role("button", name="5", exact=True).click()
     expect(page.get_by_text(re.compile(r"Removed blocks 12, 20; MLP sublayers 5"))).to_be_visible(timeout=STEP_MS)
     share_link(page, "rm_mlp=5")  # drawn after the metrics, in the same fragment run
+    expect(page.get_by_text(EXACT)).to_be_visible(timeout=STEP_MS)  # the number is final, not an estimate
     settle(page)
     pruned = metric(page, "Pruned perplexity").inner_text()
     assert pruned != full

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from apptest import open_app
 
 import reference
+from analysis import jobs
 from analysis.corpus import Corpus, make_windows
 from analysis.pipeline import analyse
 from analysis.pruning.removal import removal_cost
@@ -73,7 +74,7 @@ def _chart_count(at) -> int:
 
 def test_pages_on_default_model_show_every_element(default_model, isolated_cache):
     at = _app("similarity.py")
-    assert {r.label for r in at.radio} == {"Measure", "Positions"}
+    assert {r.label for r in at.radio} == {"Measure", "Positions", "Bar scale"}
     assert at.slider(key="sim_block_n").max == 29
     assert _chart_count(at) == 4  # heatmap, best-block curve, Block Influence, layer map
     metrics = {m.label: m.value for m in at.metric}
@@ -86,6 +87,11 @@ def test_pages_on_default_model_show_every_element(default_model, isolated_cache
     button = at.button(key="sim_measure_removal")
     assert button.label == "Measure removal cost (exact sweep, takes minutes)"
     button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    sweeps = [j for j in jobs.REGISTRY.active() if "Removal sweep" in j.label]  # a background job
+    assert len(sweeps) == 1
+    assert sweeps[0].wait(1800) and sweeps[0].state == jobs.DONE, sweeps[0].error
+    at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert _chart_count(at) == 6  # + Block Influence vs cost scatter, removal costs
     labels = {m.label for m in at.metric}

@@ -92,3 +92,16 @@ def test_held_out_split_is_disjoint_and_every_fifth():
     assert calibration[:, 0].tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 10, 11]
     with pytest.raises(CorpusError, match="at least 5 windows"):
         split_windows(windows[:4])
+
+
+def test_report_and_compare_keys_are_validated(monkeypatch):
+    sha = "ab" * 32
+    state = links.parse_link({"report": [sha], "cmp_a": ["current"], "cmp_b": ["/etc/passwd"]})
+    assert state.values == {"report": sha, "cmp_a": "current"}
+    assert "cmp_b" in state.notices[0] and "local paths" in state.notices[0]
+    state = links.parse_link({"report": ["../../cache/x"], "cmp_a": ["../x"], "cmp_b": ["gpt2"]})
+    assert state.values == {"cmp_b": "gpt2"} and "not a sha256" in state.notices[0]
+    monkeypatch.setenv("LAYERLAB_ALLOWED_MODELS", "default")
+    assert "cmp_b" not in links.parse_link({"cmp_b": "gpt2"}).values
+    values = {"report": sha, "cmp_a": sha, "cmp_b": "default", "page": "compare"}
+    assert links.parse_link(links.build_query(values)).values == values

@@ -8,18 +8,23 @@ from tiny import TEXT
 from analysis import loading, store
 from analysis.corpus import Corpus
 from analysis.loading import ModelLoadError
-from analysis.pipeline import SCHEMA_VERSION, analyse, analysis_key
+from analysis.pipeline import LENS_SCHEMA_VERSION, SCHEMA_VERSION, analyse, analysis_key, lens_key
+
+VERSIONS = {"analysis": SCHEMA_VERSION, "lens": LENS_SCHEMA_VERSION}
 
 
-def _entry(model, corpus):
-    return store.entry_path("analysis", analysis_key(model, corpus, 32, None, 0.01, True))
+def _entry(model, corpus, kind):
+    key = analysis_key(model, corpus, 32, None, 0.01) if kind == "analysis" else lens_key(model, corpus, 32, None)
+    return store.entry_path(kind, key)
 
 
+@pytest.mark.parametrize("kind", list(VERSIONS))
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "stale_version", "other_key", "empty"])
-def test_damaged_cache_entry_is_recomputed_and_replaced(tiny, isolated_cache, damage):
+def test_damaged_cache_entry_is_recomputed_and_replaced(tiny, isolated_cache, damage, kind):
     corpus = Corpus("t", TEXT)
     first = analyse(tiny, corpus, 32)
-    path = _entry(tiny, corpus)
+    path = _entry(tiny, corpus, kind)
+    version = VERSIONS[kind]
     raw = path.read_text()
     if damage == "truncate":
         path.write_text(raw[: len(raw) // 2])
@@ -27,7 +32,7 @@ def test_damaged_cache_entry_is_recomputed_and_replaced(tiny, isolated_cache, da
         path.write_bytes(b"\x00\xff not json")
     elif damage == "stale_version":
         entry = json.loads(raw)
-        entry["schema_version"] = SCHEMA_VERSION - 1
+        entry["schema_version"] = version - 1
         path.write_text(json.dumps(entry))
     elif damage == "other_key":
         entry = json.loads(raw)
@@ -35,10 +40,11 @@ def test_damaged_cache_entry_is_recomputed_and_replaced(tiny, isolated_cache, da
         path.write_text(json.dumps(entry))
     else:
         path.write_text("")
-    assert store.load("analysis", path.stem.split("-", 1)[1], SCHEMA_VERSION) is None
+    assert store.load(kind, path.stem.split("-", 1)[1], version) is None
     again = analyse(tiny, corpus, 32)
     assert again.perplexity == pytest.approx(first.perplexity, rel=1e-9)
-    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION  # replaced
+    assert again.lens.ce == pytest.approx(first.lens.ce, rel=1e-9)
+    assert json.loads(path.read_text())["schema_version"] == version  # replaced
 
 
 def test_cache_writes_are_atomic(isolated_cache, monkeypatch):

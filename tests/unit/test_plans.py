@@ -79,14 +79,22 @@ def test_unreadable_sources(source, words):
 @pytest.mark.parametrize("mutate, words", [
     (_set("schema", "someone-else/plan"), "unknown schema"),
     (_set("schema", KeyError), "missing field 'schema'"),
-    (_set("version", 2), "newer than this Layer Lab supports"),
+    (_set("version", 3), "newer than this Layer Lab supports"),
+    (_set("healing", "yes"), "'healing' must be an object or null"),
+    (_set("healing", {"method": "lora", "settings": {}, "perplexity": {}}), "missing field 'healing.loss_curve'"),
+    (_set("healing", {"method": 1, "settings": {}, "perplexity": {}, "loss_curve": []}), "'healing.method' must be"),
+    (_set("healing", {"method": "lora", "settings": {}, "perplexity": [], "loss_curve": []}),
+     "'healing.perplexity' must be an object"),
+    (_set("healing", {"method": "lora", "settings": {}, "perplexity": {}, "loss_curve": ["x"]}),
+     "'healing.loss_curve' must be a list of numbers"),
     (_set("version", 0), "unsupported plan version 0"),
     (_set("version", "1"), "'version' must be an integer"),
     (_set("model", KeyError), "missing field 'model'"),
     (_set("model.n_layers", KeyError), "missing field 'model.n_layers'"),
     (_set("remove", KeyError), "missing field 'remove'"),
-    (_set("remove.attn", KeyError), "missing field 'remove.attn'"),
-    (_set("method", KeyError), "missing field 'method'"),
+    (_set("method", "lowest"), "'method' must be an object"),
+    (_set("method.parameters", [1]), "'method.parameters' must be an object"),
+    (_set("created_with", 3), "'created_with' must be a string"),
     (_set("evaluation.seq_len", KeyError), "missing field 'evaluation.seq_len'"),
     (_set("remove.blocks", "1,2"), "must be a list of layer indices"),
     (_set("remove.blocks", {"1": True}), "must be a list of layer indices"),
@@ -107,6 +115,33 @@ def test_each_problem_is_named(plan, mutate, words):
     assert any(words in e for e in check.errors), check.errors
 
 
+def test_version_1_plans_still_load_and_round_trip(plan, tiny):
+    """Version 2 added the optional `healing` section; a version 1 file (no such field) loads
+    unchanged, is written back as version 1, and a `healing` key in it is ignored with a warning."""
+    v1 = plan.to_dict()
+    v1["version"] = 1
+    del v1["healing"]
+    check = parse_plan(json.dumps(v1), tiny)
+    assert check.errors == [] and check.warnings == []
+    assert check.plan.version == 1 and check.plan.healing is None and check.plan.removal() == MIXED
+    assert check.plan.to_dict() == v1
+    with_key = dict(v1, healing={"method": "lora"})
+    check = parse_plan(with_key, tiny)
+    assert check.errors == [] and check.plan.healing is None
+    assert any("unknown fields ignored: healing" in w for w in check.warnings)
+
+
+def test_healing_section_round_trips_and_upgrades_the_version(plan, tiny):
+    record = {"method": "lora", "settings": {"rank": 8}, "perplexity": {"healed": {"evaluation": 12.5}},
+              "loss_curve": [3.0, 2.5], "seed": 0}
+    v1 = parse_plan(dict(plan.to_dict(), version=1, healing=None)).plan
+    healed = v1.with_healing(record)
+    assert healed.version == PLAN_VERSION == 2 and healed.healing == record
+    assert plan.to_dict()["healing"] is None  # a new plan carries the (empty) section
+    check = parse_plan(healed.to_json(), tiny)
+    assert check.errors == [] and check.plan == healed
+
+
 def test_every_problem_is_listed_at_once(plan):
     def mutate(data):
         data["schema"] = "x"
@@ -120,6 +155,29 @@ def test_every_problem_is_listed_at_once(plan):
                   "'remove.mlp' must be a list"):
         assert words in text
     assert all("\n" not in e for e in check.errors)
+
+
+def test_a_hand_written_plan_needs_only_schema_version_model_and_remove(tiny, tiny_dir, windows, tmp_path):
+    """Only the four required fields (and remove kinds left out): the rest take the README's defaults,
+    the plan evaluates, and apply writes a checkpoint whose perplexity plain transformers confirms."""
+    text = json.dumps({"schema": PLAN_SCHEMA, "version": 1, "model": {"name": "my model", "n_layers": 4},
+                       "remove": {"blocks": [2]}})
+    check = parse_plan(text, tiny)
+    assert check.ok, check.errors
+    plan = check.plan
+    assert plan.remove == {"blocks": [2], "attn": [], "mlp": []}
+    assert plan.method == {"name": "manual", "parameters": {}} and plan.evaluation is None
+    assert plan.created_with == "unknown" and plan.notes == [] and plan.model["fingerprint"] is None
+    assert check.warnings == ["the plan was made for model 'my model', not " + repr(tiny.name)]
+    out = apply_plan(plan, tiny_dir, tmp_path / "hand")
+    hf = reference.plain_model(tiny_dir)
+    expected = reference.perplexity(reference.without_layers(hf, {2}), windows)
+    assert reference.perplexity(reference.plain_model(out), windows) == pytest.approx(expected, rel=1e-4)
+    assert evaluate_plan(tiny, plan, windows) == pytest.approx(expected, rel=1e-4)
+    again = parse_plan((out / PLAN_FILE).read_text())  # the defaults written out read back the same
+    assert again.ok and again.plan == plan
+    minimal = json.loads(text) | {"method": {"name": "by eye"}}
+    assert parse_plan(minimal).plan.method == {"name": "by eye", "parameters": {}}
 
 
 def test_model_mismatch_is_a_warning_but_layer_count_an_error(plan, tiny):
@@ -209,15 +267,15 @@ def test_methods_cover_the_api():
 
 def test_mergekit_slices(tiny):
     plan = make_plan(tiny, Removal.of(blocks=[1]), "manual", {})
-    config = yaml.safe_load(mergekit_yaml(plan, "org/model"))
+    config = yaml.safe_load(mergekit_yaml(plan, "org/model", tiny.hf_model))
     assert config["merge_method"] == "passthrough" and config["dtype"] == "float32"
     assert [s["sources"][0]["layer_range"] for s in config["slices"]] == [[0, 1], [2, 4]]
     assert all(s["sources"][0]["model"] == "org/model" for s in config["slices"])
     mixed = make_plan(tiny, Removal.of(blocks=[0, 3], mlp=[2]), "manual", {})
-    config = yaml.safe_load(mergekit_yaml(mixed, "/models/x y", dtype="bfloat16"))
+    config = yaml.safe_load(mergekit_yaml(mixed, "/models/x y", tiny.hf_model, dtype="bfloat16"))
     slices = [s["sources"][0] for s in config["slices"]]
     assert [s["layer_range"] for s in slices] == [[1, 2], [2, 3]]
-    assert slices[1]["parameters"]["scale"] == [{"filter": "down_proj", "value": 0.0}, {"value": 1.0}]
+    assert slices[1]["parameters"]["scale"] == [{"filter": ".down_proj.", "value": 0.0}, {"value": 1.0}]
     assert "parameters" not in slices[0] and slices[0]["model"] == "/models/x y"
 
 

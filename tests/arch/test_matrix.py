@@ -1,0 +1,170 @@
+"""The architecture matrix (issue 11): every family of tests/families.py, built tiny with
+random weights in a temporary directory and loaded through the same local-directory path
+the sidebar and CLI take, gives the numbers plain transformers gives on the same windows
+(relative tolerance 1e-4 in float32): perplexity; block, attention and MLP removal at the
+first, middle and last layer (layer deleted, or the sublayer's output projection zeroed);
+Block Influence; the readout after the last block; the activation sparsity reads; the
+checkpoint `apply` writes; greedy generation with removals; the MergeKit YAML.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
+
+import reference
+from families import FAMILIES, build_family
+
+SEQ, WINDOWS, TOL = 64, 3, 1e-4
+PLAN = dict(blocks=[1], attn=[2], mlp=[3])  # one of each kind, on a 4-layer model
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def fam(request, tmp_path_factory):
+    from analysis.corpus import load_file as load_corpus, make_windows
+    from analysis.loading import get_model
+    from analysis.pipeline import analyse
+
+    directory = build_family(request.param, tmp_path_factory.mktemp(request.param) / request.param)
+    model = get_model(str(directory), "cpu")
+    corpus = load_corpus("builtin:all")
+    windows = make_windows(model.tokenizer, corpus.text, SEQ, model.n_ctx, WINDOWS)
+    analysis = analyse(model, corpus, SEQ, max_windows=WINDOWS, use_cache=False)
+    return dict(name=request.param, dir=directory, model=model, hf=reference.plain_model(directory),
+                windows=windows, analysis=analysis, tmp=tmp_path_factory.mktemp(f"{request.param}-out"))
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+def test_loads_as_its_family(fam):
+    from analysis.architectures import family_of
+    assert family_of(fam["hf"].config.model_type) is not None
+    assert fam["model"].n_layers == 4 and fam["windows"].shape == (WINDOWS, SEQ + 1)
+
+
+def test_perplexity(fam):
+    assert rel(fam["analysis"].perplexity, reference.perplexity(fam["hf"], fam["windows"])) < TOL
+
+
+def test_removal_at_first_middle_and_last_layer(fam):
+    from analysis.pruning.removal import exact_sweep
+    model, hf, windows = fam["model"], fam["hf"], fam["windows"]
+    sweep = exact_sweep(model, windows)
+    for layer in (0, model.n_layers // 2, model.n_layers - 1):
+        want = {"block_ppl": reference.without_layers(hf, {layer}),
+                "attn_ppl": reference.with_zeroed(hf, attn={layer}),
+                "mlp_ppl": reference.with_zeroed(hf, mlp={layer})}
+        for key, plain in want.items():
+            assert rel(sweep[key][layer], reference.perplexity(plain, windows)) < TOL, (key, layer)
+
+
+def test_block_influence(fam):
+    h = reference.residuals(fam["hf"], fam["windows"])[:, :, 1:].double()  # representation positions: no BOS
+    want = [1.0 - float(F.cosine_similarity(h[l], h[l + 1], dim=-1).mean()) for l in range(h.shape[0] - 1)]
+    np.testing.assert_allclose(fam["analysis"].similarity.block_influence(), want, rtol=TOL)
+
+
+def test_readout_after_the_last_block_is_the_models_output(fam):
+    from analysis import hooks
+    model, windows = fam["model"], fam["windows"]
+    last = hooks.resid_post(model.n_layers - 1)
+    with torch.inference_mode(), hooks.capture(model, [last]) as got:
+        model.bridge(windows, return_type=None)
+        lens = hooks.readout(model, got[last])
+    with torch.no_grad():
+        logits = fam["hf"](windows).logits
+    assert float((lens - logits).abs().max()) <= TOL * float(logits.abs().max())
+    ppl = reference.perplexity(fam["hf"], windows)
+    assert rel(float(fam["analysis"].lens.ce[-1]), math.log(ppl)) < TOL
+
+
+def test_sparsity_reads_the_input_of_the_down_projection(fam):
+    from analysis import architectures, hooks
+    model, windows, analysis = fam["model"], fam["windows"], fam["analysis"]
+    if model.moe:
+        assert analysis.sparsity is None and architectures.MOE_NOTE in architectures.notes_for(model)
+        return
+    names = [hooks.mlp_post(l) for l in range(model.n_layers)]
+    with torch.inference_mode(), hooks.capture(model, names) as got:
+        model.bridge(windows, return_type=None)
+        ours = [got[n].clone() for n in names]
+    plain = reference.mlp_activations(fam["hf"], windows)
+    spa = analysis.sparsity.at_eps(1e-2)
+    for l, (a, b) in enumerate(zip(ours, plain)):
+        assert a.shape[-1] == model.d_mlp
+        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL * float(b.abs().max()))
+        near = (b[:, 1:].abs() <= 1e-2).double().mean()
+        assert abs(spa["frac_near_zero"][l] - float(near)) <= 2.0 / b[:, 1:].numel()  # a borderline entry may flip
+
+
+@pytest.fixture(scope="module")
+def pruned(fam):
+    from analysis.pruning.apply import apply_plan
+    from analysis.pruning.plan import make_plan
+    from analysis.pruning.ablation import Removal
+    plan = make_plan(fam["model"], Removal.of(**PLAN), "manual", {})
+    return plan, apply_plan(plan, fam["dir"], fam["tmp"] / "pruned")
+
+
+def test_apply_writes_a_checkpoint_with_the_same_perplexity(fam, pruned):
+    from analysis.pruning.apply import evaluate
+    plan, out = pruned
+    windows = fam["windows"]
+    from_checkpoint = reference.perplexity(reference.plain_model(out), windows)
+    _, ours = evaluate(fam["model"], plan, windows)
+    zeroed = reference.with_zeroed(fam["hf"], attn=set(PLAN["attn"]), mlp=set(PLAN["mlp"]))
+    by_hand = reference.perplexity(reference.without_layers(zeroed, set(PLAN["blocks"])), windows)
+    assert rel(ours, from_checkpoint) < TOL and rel(by_hand, from_checkpoint) < TOL
+
+
+def test_generation_with_removals_equals_greedy_on_the_checkpoint(fam, pruned):
+    from analysis.pruning.prompts import run_prompt
+    plan, out = pruned
+    prompt = fam["windows"][:1, :40]
+    got = run_prompt(fam["model"], prompt, plan.removal(), max_new=12).generated
+    want = reference.greedy(reference.plain_model(out), prompt, 12)
+    assert got == want[:len(got)] and len(got) in (12, want.index(got[-1]) + 1)
+
+
+LAYER = re.compile(r"^(.*?\.(?:layers|h)\.)(\d+)\.(.*)$")
+
+
+def mergekit_passthrough(source: dict, config: dict) -> dict:
+    """What `mergekit-yaml` builds from a passthrough config: kept layers renumbered in
+    slice order, each tensor scaled by the first `scale` entry whose filter is a
+    substring of its name (MergeKit's rule)."""
+    out = {n: t for n, t in source.items() if not LAYER.match(n)}
+    new = 0
+    for piece in config["slices"]:
+        src = piece["sources"][0]
+        scale = src.get("parameters", {}).get("scale", [{"value": 1.0}])
+        for layer in range(*src["layer_range"]):
+            for name, tensor in source.items():
+                m = LAYER.match(name)
+                if m and int(m.group(2)) == layer:
+                    target = f"{m.group(1)}{new}.{m.group(3)}"
+                    out[target] = tensor * next(c["value"] for c in scale if c.get("filter", "") in target)
+            new += 1
+    return out
+
+
+def test_mergekit_yaml_builds_the_same_checkpoint(fam, pruned):
+    from analysis.pruning.mergekit import mergekit_yaml
+    plan, out = pruned
+    config = yaml.safe_load(mergekit_yaml(plan, str(fam["dir"]), fam["model"].hf_model))
+    built = mergekit_passthrough(load_file(fam["dir"] / "model.safetensors"), config)
+    written = load_file(out / "model.safetensors")
+    assert set(built) == set(written)
+    for name, tensor in written.items():
+        assert torch.equal(built[name], tensor), name
+    filters = [c["filter"] for s in config["slices"] for c in s["sources"][0].get("parameters", {}).get("scale", [])
+               if "filter" in c]
+    assert len(filters) >= 2  # the zeroed attention and MLP each name their projection
