@@ -1,62 +1,86 @@
 """Pruning curves: which selection method keeps perplexity lowest as more is removed,
 judged on windows the methods never saw, and the per-sequence dynamic-depth oracle.
 
-Widgets -> analysis.pruning.curves_run (cached; computed on request with progress and
-time left) -> analysis.figures.curves -> st.*. A clicked point (or the method / k
+Widgets -> analysis.pruning.curves_run (cached; computed on request as a background job,
+ui/context.start_curves) -> analysis.figures.curves -> st.*. A clicked point (or the method / k
 pickers) opens the playground with exactly that removal or downloads it as a plan.
 """
 import pandas as pd
 import streamlit as st
 
+from analysis import jobs
 from analysis.figures import curves as figs
 from analysis.pruning import curves as cv
 from analysis.pruning import curves_run
 from ui import context, toggles, urlstate
-from ui.sidebar import plain
+from ui import jobs as jobs_ui
+from ui.context import plain
 
 st.title("Pruning curves")
 st.caption("For k = 1..L-1 removed blocks (or attention / MLP sublayers), each method picks what to remove on the "
            "calibration windows; the curve is the perplexity of its choice on the evaluation windows.")
 ctx = context.require()
+if context.needs_model(ctx, "The pruning curves (hundreds of removal sets measured on the model)"):
+    st.stop()
 split = ctx.split
 if split is None or not split.available:
     st.warning(plain(split.notice if split is not None else "The corpus gives no windows.")
                + " Pruning curves need evaluation windows.")
     st.stop()
 st.caption(f"Choices: {split.calibration_label()}. Curves: {split.evaluation_label()}.")
-args = (ctx.model, split, ctx.seq_len, ctx.max_windows)
-result = curves_run.cached_curves(*args)
+result = context.curves_if_ready(ctx)
 if result is None:
+    job = context.curves_job(ctx)
+    if job is not None and not job.done:
+        jobs_ui.watch(job)
+        st.stop()
+    if job is not None and job.state == jobs.FAILED:
+        st.error(f"The pruning curves failed: {job.error}")
     st.info(f"Not computed yet for this model, corpus and split. It runs the instrumented pass, the exact sweep of "
             f"all {3 * ctx.model.n_layers} single removals and the exact iterative greedy order of every kind on the "
             "calibration windows, then several hundred removal sets on the evaluation windows: minutes on a GPU, "
-            "up to an hour on a small CPU.")
-    if not st.button("Compute pruning curves", key="curves_run"):
-        st.stop()
-    bar = st.progress(0.0, text="Starting...")
-    result = curves_run.pruning_curves(*args, progress=lambda f, m: bar.progress(min(1.0, f), text=m))
-    bar.empty()
+            "up to an hour or more on a small CPU. `python -m analysis curves` computes the same (and this page "
+            "then reads it).")
+    if st.button("Compute pruning curves", key="curves_run",
+                 help="Runs in the background: you may change page or reload meanwhile."):
+        jobs_ui.start(lambda: context.start_curves(ctx))
+    st.stop()
+
+def open_in_playground(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
+    """Switch to the playground with exactly this point's removals, on the evaluation windows."""
+    removal = c.curve(kind, method).removal(k)
+    toggles.set_toggles(ctx.model.fingerprint, removal, {"name": method, "parameters": {"k": k, "kind": kind}})
+    st.session_state["pg_show_on"] = "evaluation"
+    urlstate.set_view(**removal_link(removal), show_on="evaluation")
+    st.switch_page("pages/playground.py")
+
+
+def removal_link(removal) -> dict:
+    return {key: sorted(getattr(removal, kind)) for key, kind in (("rm_blocks", "blocks"), ("rm_attn", "attn"),
+                                                                  ("rm_mlp", "mlp"))}
 
 
 def chosen_point(kind: str, c: cv.PruningCurves):
-    """(method, k) from the last click on the chart, else from the pickers."""
+    """(method, k) from the pickers. A click on a point of the chart opens the playground
+    with that point's removals (and sets the pickers to it for when you come back)."""
     event = st.session_state.get(f"curves_chart_{kind}")
     points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
     data = points[0].get("customdata") if points else None
     if data and data != st.session_state.get(f"_curves_click_{kind}"):
         st.session_state[f"_curves_click_{kind}"] = data
         st.session_state[f"curves_method_{kind}"], st.session_state[f"curves_k_{kind}"] = data[0], int(data[1])
+        open_in_playground(kind, data[0], int(data[1]), c)
     methods = cv.methods_for(kind)
+    k_max = len(c.curve(kind, methods[0]).k)
     cols = st.columns(2)
     method = cols[0].selectbox("Method", methods, key=f"curves_method_{kind}")
-    k = int(cols[1].number_input("k removed", 1, c.model["n_layers"] - 1, 3, key=f"curves_k_{kind}"))
+    k = int(cols[1].number_input("k removed", 1, k_max, min(3, k_max), key=f"curves_k_{kind}"))
     return method, k
 
 
 def show_point(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
     curve = c.curve(kind, method)
     i = curve.k.index(k)
-    removal = curve.removal(k)
     calib = curve.calib_ppl[i] if curve.calib_ppl else None
     st.markdown(f"**{method}, k = {k}**: removes {kind} {', '.join(map(str, curve.removed[i]))} "
                 f"({100 * curve.param_fraction[i]:.1f}% of the parameters).")
@@ -66,17 +90,16 @@ def show_point(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
     m[1].metric("Calibration perplexity", "-" if calib is None else f"{calib:.3f}",
                 help="On the windows the method chose on (in-sample, optimistic).")
     m[2].metric("Full model (evaluation)", f"{c.full_ppl['evaluation']:.3f}")
-    link = {key: sorted(getattr(removal, kind_)) for key, kind_ in (("rm_blocks", "blocks"), ("rm_attn", "attn"),
-                                                                     ("rm_mlp", "mlp"))}
     b = st.columns(3)
+    link = removal_link(curve.removal(k))
     b[0].link_button("Open in the playground (new tab)", urlstate.share_url("playground", **link, show_on="evaluation"))
     if b[1].button("Open in the playground here", key=f"curves_open_{kind}"):
-        toggles.set_toggles(ctx.model.fingerprint, removal, {"name": method, "parameters": {"k": k, "kind": kind}})
-        urlstate.set_view(**link, show_on="evaluation")
-        st.switch_page("pages/playground.py")
-    plan = cv.point_plan(ctx.model, c, kind, method, k)
-    b[2].download_button("Download this point as a pruning plan", plan.to_json(), file_name=f"plan-{method}-{k}.json",
+        open_in_playground(kind, method, k, c)
+    plan = cv.point_plan(ctx.model, c, kind, method, k).to_json()
+    b[2].download_button("Download this point as a pruning plan", plan, file_name=f"plan-{method}-{k}.json",
                          mime="application/json", on_click="ignore", key=f"curves_plan_{kind}")
+    with st.expander("This point's pruning plan (JSON)"):
+        st.code(plan, language="json")
 
 
 def show_kind(kind: str, c: cv.PruningCurves) -> None:

@@ -1,6 +1,7 @@
 """Overview: the model card, the corpus perplexity, and the report as a file (JSON, HTML)."""
 import streamlit as st
 
+from analysis.corpus import HOLDOUT_EVERY
 from analysis.html_report import html_report
 from analysis.report import report_bytes
 from ui import context, report_source
@@ -31,6 +32,9 @@ st.caption(
     f"Corpus {plain(str(corpus.get('id', '')))} (sha256 {corpus['sha256'][:12]}...): {corpus['n_windows']} windows "
     f"of {corpus['seq_len']} tokens{' after a BOS token' if corpus['bos'] else ''}, "
     f"{corpus['n_predicted_tokens']} predicted tokens. Perplexity = exp(mean next-token cross-entropy)."
+    + (f" These are the calibration windows: every {HOLDOUT_EVERY}th window of the corpus is held out for evaluation "
+       "(sidebar: Evaluate on), and every page here reads only the calibration windows."
+       if corpus.get("part") == "calibration" else "")
 )
 st.markdown(
     "The pages on the left read this one instrumented pass: **similarity** of hidden states across layers, "

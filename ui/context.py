@@ -322,3 +322,45 @@ def plan_evaluation(ctx: Context, removal, show_on: str, full, pruned) -> dict:
         perplexity_pruned=pruned.perplexity, n_windows=int(full.nll.shape[0]),
         windows=show_on if split is not None else "all", eval_spec=str(ctx.split.spec) if split is not None else None,
         calibration=calibration, corpus=corpus.corpus_id, max_windows=ctx.max_windows)
+
+
+def _curves_persist() -> jobs.Persist:
+    from analysis.pruning import curves as cv
+    return jobs.Persist("curves", cv.SCHEMA_VERSION, cv.PruningCurves.to_dict, cv.PruningCurves.from_dict)
+
+
+def curves_job(ctx: Context) -> jobs.Job | None:
+    """The pruning curves' job for the context (default seeds, tolerance 0, every kind):
+    running, queued, or finished (memory, or the disk cache the CLI shares)."""
+    from analysis.pruning.curves_run import curves_key
+    from analysis.pruning import curves as cv
+    key = curves_key(ctx.model, ctx.split, ctx.seq_len, ctx.max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
+    return jobs.lookup(key, _curves_persist())
+
+
+def start_curves(ctx: Context) -> jobs.Job:
+    """Start (or join) the pruning curves as a background job (survives page changes and reloads)."""
+    from analysis.pruning.curves_run import curves_key, pruning_curves
+    from analysis.pruning import curves as cv
+    model, split, seq_len, max_windows = ctx.model, ctx.split, ctx.seq_len, ctx.max_windows
+    return jobs.submit(curves_key(model, split, seq_len, max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS),
+                       lambda job: pruning_curves(model, split, seq_len, max_windows, use_cache=False,
+                                                  progress=job.progress, eta=False),
+                       label="Pruning curves and the dynamic-depth oracle", lane="curves", persist=_curves_persist())
+
+
+def curves_if_ready(ctx: Context):
+    """The finished pruning curves (this server or the disk cache), else None; never runs them."""
+    if ctx.report is not None or ctx.split is None or not ctx.split.available:
+        return None
+    job = curves_job(ctx)
+    return job.result if job is not None and job.state == jobs.DONE else None
+
+
+def split_info(ctx: Context) -> dict | None:
+    """The calibration/evaluation split as report.json's `evaluation` (window counts included)."""
+    if ctx.report is not None or ctx.split is None:
+        return None
+    from analysis.evaluation import split_windows_of
+    calibration, evaluation = split_windows_of(ctx.model, ctx.split, ctx.seq_len, ctx.max_windows)
+    return ctx.split.info(calibration.shape[0], None if evaluation is None else evaluation.shape[0])

@@ -60,14 +60,15 @@ def render() -> context.Context | None:
 
 def report_of(ctx: context.Context) -> dict:
     """report.json of the current view: the opened file itself, or built from the
-    model's analysis (with the logit lens and the removal sweep when they have been
-    computed)."""
+    model's analysis (with the logit lens, the removal sweep and the pruning curves when
+    they have been computed, and the calibration/evaluation split)."""
     if ctx.report is not None:
         return ctx.report.data
     from analysis.pruning.apply import checkpoint_plan
     analysis = replace(context.analysis_for(ctx), lens=context.lens_if_ready(ctx))
     return reports.build_report(analysis, context.removal_for(ctx, run=False), eps=analysis.eps,
-                                plan=checkpoint_plan(ctx.model.source_dir))
+                                plan=checkpoint_plan(ctx.model.source_dir), split=context.split_info(ctx),
+                                curves=context.curves_if_ready(ctx))
 
 
 def file_stem(ctx: context.Context) -> str:

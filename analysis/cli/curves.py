@@ -3,7 +3,7 @@ oracle, written as curves.json (README, "Pruning curves").
 
     python -m analysis curves --model M --corpus C --seq-len N [--max-windows K]
         [--eval-corpus holdout|FILE|builtin:<name>] [--seeds 5] [--tolerance 0]
-        [--kinds blocks,attn,mlp] --out curves.json
+        [--kinds blocks,attn,mlp] [--k-max K] --out curves.json
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def add_command(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="oracle budget: mean NLL <= full + tolerance (nats, default 0)")
     p.add_argument("--kinds", default="blocks,attn,mlp", help="comma-separated subset of blocks, attn, mlp")
+    p.add_argument("--k-max", type=positive_int, default=None,
+                   help="curves for k = 1..K removed (default L-1; a smaller K saves most of the greedy's work)")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_curves)
 
@@ -45,11 +47,13 @@ def cmd_curves(args) -> int:
     kinds = check_options(args)
     corpus = load_file(args.corpus)
     model = load_model(args)
+    if args.k_max is not None and args.k_max >= model.n_layers:
+        raise UsageError(f"--k-max must be 1..{model.n_layers - 1} for a model with {model.n_layers} layers")
     split = split_for(model, args, corpus)
     if not split.available:
         raise UsageError("no evaluation windows; give --eval-corpus with a disjoint text or use more windows")
     result = pruning_curves(model, split, args.seq_len, args.max_windows, seeds=args.seeds, tolerance=args.tolerance,
-                            kinds=kinds, progress=progress)
+                            kinds=kinds, progress=progress, k_max=args.k_max)
     store.write_json_atomic(Path(args.out), result.to_dict())
     summary(result)
     print(f"-> {args.out}")
@@ -64,7 +68,7 @@ def summary(result) -> None:
           f"{result.split['n_evaluation_windows']} evaluation windows, eval={result.split['eval']})")
     for kind in result.kinds():
         for k in (3, 6, 9):
-            if k >= L:
+            if k >= L or k > len(result.greedy[kind]["order"]):
                 continue
             rows = result.winners(kind, k)
             best, second = rows[0], rows[1] if len(rows) > 1 else None

@@ -26,9 +26,11 @@ from analysis.pruning.greedy import greedy_order
 from analysis.pruning.removal import removal_cost, with_eta
 
 
-def curves_key(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds) -> str:
+def curves_key(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds,
+               k_max: int | None = None) -> str:
+    extra = {} if k_max is None or k_max >= model.n_layers - 1 else {"k_max": int(k_max)}
     return store.make_key(fingerprint=model.fingerprint, split=split.info(), seq_len=seq_len, max_windows=max_windows,
-                          seeds=seeds, tolerance=tolerance, kinds=list(kinds), schema=cv.SCHEMA_VERSION)
+                          seeds=seeds, tolerance=tolerance, kinds=list(kinds), schema=cv.SCHEMA_VERSION, **extra)
 
 
 def cached_curves(model, split: Split, seq_len: int, max_windows, *, seeds: int = cv.DEFAULT_SEEDS,
@@ -43,25 +45,30 @@ def cached_curves(model, split: Split, seq_len: int, max_windows, *, seeds: int 
 
 def pruning_curves(model, split: Split, seq_len: int, max_windows: int | None = None, *,
                    seeds: int = cv.DEFAULT_SEEDS, tolerance: float = 0.0, kinds=cv.KINDS, progress=None,
-                   use_cache: bool = True) -> cv.PruningCurves:
-    """Every curve, the greedy orders and the oracle (cached on disk)."""
+                   use_cache: bool = True, eta: bool = True, k_max: int | None = None) -> cv.PruningCurves:
+    """Every curve for k = 1..k_max (default L-1), the greedy orders and the oracle
+    (cached on disk). With eta=False progress messages carry no time estimate (a
+    background job adds its own)."""
     if not split.available:
         raise ValueError(f"pruning curves need evaluation windows: {split.notice}")
     if seeds < 5:
         raise ValueError("the random baseline needs at least 5 seeds")
     if unknown := set(kinds) - set(cv.KINDS):
         raise ValueError(f"unknown kinds {sorted(unknown)}; choose from {', '.join(cv.KINDS)}")
-    key = curves_key(model, split, seq_len, max_windows, seeds, tolerance, kinds)
+    if k_max is not None and not 1 <= k_max <= model.n_layers - 1:
+        raise ValueError(f"k_max must be 1..{model.n_layers - 1} (the model has {model.n_layers} layers)")
+    key = curves_key(model, split, seq_len, max_windows, seeds, tolerance, kinds, k_max)
     return store.cached("curves", key, cv.SCHEMA_VERSION,
-                        lambda: _compute(model, split, seq_len, max_windows, seeds, tolerance, kinds, progress),
+                        lambda: _compute(model, split, seq_len, max_windows, seeds, tolerance, kinds, progress, eta,
+                                         k_max),
                         to_dict=cv.PruningCurves.to_dict, from_dict=cv.PruningCurves.from_dict, use_cache=use_cache)
 
 
 class _Phases:
     """Global progress over phases of known relative cost (in window-forwards)."""
 
-    def __init__(self, progress, weights: dict) -> None:
-        self.progress = with_eta(progress) if progress else None
+    def __init__(self, progress, weights: dict, eta: bool = True) -> None:
+        self.progress = with_eta(progress) if progress and eta else progress
         self.weights, self.done = weights, 0.0
         self.total = sum(weights.values())
 
@@ -75,19 +82,20 @@ class _Phases:
         return update
 
 
-def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds, progress):
+def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds, progress,
+             eta: bool = True, k_max: int | None = None):
     started = time.monotonic()
     L = model.n_layers
     corpus, part = split.corpus, split.calibration_part
     calib, evals = split_windows_of(model, split, seq_len, max_windows)
     Wc, We = calib.shape[0], evals.shape[0]
-    k_max = L - 1
+    k_max = L - 1 if k_max is None else k_max
     greedy_steps = sum(L - s for s in range(1, k_max))
     n_sets = len(kinds) * 6 * k_max + seeds * len(kinds) * k_max + 2 * L
     phases = _Phases(progress, {"analysis": Wc, "sweep": 3 * L * 0.6 * Wc + 3 * Wc,
                                 **{f"greedy {k}": greedy_steps * 0.4 * Wc for k in kinds},
                                 "calibration": len(kinds) * 4 * k_max * 0.6 * Wc, "evaluation": n_sets * 0.6 * We,
-                                "exits": 2 * We})
+                                "exits": 2 * We}, eta)
     analysis = analyse(model, corpus, seq_len, max_windows=max_windows, with_lens=False, part=part,
                        progress=phases.part("analysis"))
     cost = removal_cost(model, corpus, seq_len, max_windows=max_windows, part=part, progress=phases.part("sweep"))

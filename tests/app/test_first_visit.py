@@ -38,8 +38,10 @@ def test_overview_shows_perplexity_before_any_lens_work(tiny, tiny_dir, isolated
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == str(tiny.n_layers)
     assert updates["lens"] == 0 and updates["similarity"] > 0
-    expected = analyse(tiny, load_corpus("builtin:all"), 32, with_lens=False, use_cache=False)
+    # every 5th window is held out for evaluation: the pages read the calibration windows
+    expected = analyse(tiny, load_corpus("builtin:all"), 32, with_lens=False, use_cache=False, part="calibration")
     assert float(metrics["Perplexity"]) == pytest.approx(expected.perplexity, abs=5e-4)
+    assert any("These are the calibration windows" in c.value for c in at.caption)
 
     lens_free_batches = updates["similarity"]
     at.switch_page("pages/logit_lens.py")
@@ -48,7 +50,7 @@ def test_overview_shows_perplexity_before_any_lens_work(tiny, tiny_dir, isolated
     assert updates["lens"] > 0
     assert updates["similarity"] == lens_free_batches  # the lens page did not redo the lens-free part
     shown = {m.label: m.value for m in at.metric}
-    one_pass = analyse(tiny, load_corpus("builtin:all"), 32, use_cache=False)
+    one_pass = analyse(tiny, load_corpus("builtin:all"), 32, use_cache=False, part="calibration")
     assert shown["Cross-entropy after the last block"] == f"{one_pass.lens.ce[-1]:.3f} nats"
     assert int(shown["Predicted tokens"]) == one_pass.corpus["n_predicted_tokens"]
 

@@ -1,0 +1,68 @@
+"""The pruning-curves page in AppTest on the tiny model: the curves run as a background
+job started from the page; once done, the page shows the numbers of the computed curves
+(checked against `pruning_curves` itself, whose values tests/unit/test_curves.py checks
+against plain transformers), a point opens the playground with exactly its toggles and
+on the evaluation windows, and each point downloads as a valid plan."""
+import pytest
+
+from apptest import no_traceback, open_app
+from analysis import jobs
+from analysis.pruning.plan_check import parse_plan
+
+SEQ, WINDOWS, TIMEOUT = 16, 10, 900
+
+
+def _page(tiny_dir):
+    return open_app("curves", model=str(tiny_dir), seq_len=SEQ, max_windows=WINDOWS)
+
+
+def test_curves_job_then_points_open_the_playground_and_export_plans(tiny, tiny_dir, isolated_cache):
+    at = _page(tiny_dir)
+    assert any("Not computed yet" in i.value for i in at.info)
+    at.button(key="curves_run").click().run()
+    no_traceback(at)
+    found = [j for j in jobs.REGISTRY.active() + jobs.REGISTRY.recent() if "Pruning curves" in j.label]
+    assert found and found[0].lane == "curves"
+    job = found[0]
+    assert job.wait(TIMEOUT) and job.state == jobs.DONE, job.error
+    result = job.result
+    jobs.REGISTRY.clear()  # as after a server restart: the curves come from the disk cache
+    at.run()
+    no_traceback(at)
+    assert [t.label for t in at.tabs][:3] == ["whole blocks", "attention sublayers only", "MLP sublayers only"]
+
+    curve = result.curve("blocks", "reverse_order")
+    at.selectbox(key="curves_method_blocks").set_value("reverse_order")
+    at.number_input(key="curves_k_blocks").set_value(2)
+    at.run()
+    no_traceback(at)
+    metrics = {m.label: m.value for m in at.tabs[0].metric}  # the blocks tab
+    assert metrics["Evaluation perplexity"] == f"{curve.eval_ppl[1]:.3f}"
+    assert metrics["Full model (evaluation)"] == f"{result.full_ppl['evaluation']:.3f}"
+    assert curve.removed[1] == [tiny.n_layers - 3, tiny.n_layers - 2]
+    depth = result.dynamic_depth
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Layer skipping: mean fraction of blocks"] == f"{100 * depth.skipping.mean_fraction:.1f}%"
+    assert metrics["Early exit: mean fraction of blocks"] == f"{100 * depth.early_exit.mean_fraction:.1f}%"
+
+    plan = parse_plan(next(c.value for c in at.tabs[0].code if "layer-lab/pruning-plan" in c.value))
+    assert plan.ok, plan.message()
+    assert plan.plan.remove["blocks"] == curve.removed[1] and plan.plan.method["name"] == "reverse_order"
+    assert plan.plan.evaluation["windows"] == "evaluation"
+    assert plan.plan.evaluation["perplexity_pruned"] == pytest.approx(curve.eval_ppl[1])
+
+    at.button(key="curves_open_blocks").click().run()
+    no_traceback(at)
+    fp = tiny.fingerprint
+    assert at.session_state[f"pg_blocks_{fp}"] == curve.removed[1]
+    assert at.session_state["pg_show_on"] == "evaluation"
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Pruned perplexity"] == f"{curve.eval_ppl[1]:.3f}"  # the same windows, the same number
+    assert shown["Full perplexity"] == f"{result.full_ppl['evaluation']:.3f}"
+    assert at.query_params["show_on"] == "evaluation" and at.query_params["rm_blocks"] == "1,2"
+
+
+def test_too_few_windows_to_hold_out_says_so(tiny, tiny_dir, isolated_cache):
+    at = open_app("curves", model=str(tiny_dir), seq_len=SEQ, max_windows=3)
+    assert any("Pruning curves need evaluation windows" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not at.button
