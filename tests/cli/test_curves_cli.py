@@ -1,0 +1,99 @@
+"""`curves` and `plan --method iterative_greedy` on the tiny model: the numbers in
+curves.json and the plan against plain transformers on the held-out windows, and bad
+input refused with one `error:` line and a non-zero exit."""
+import json
+
+import pytest
+
+import reference
+from tiny import TEXT
+from analysis import cli
+from analysis.corpus import make_windows, split_windows
+
+SEQ, WINDOWS = 16, 10
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_dir):
+    return reference.plain_model(tiny_dir)
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def _held_out(tiny):
+    return split_windows(make_windows(tiny.tokenizer, TEXT, SEQ, max_windows=WINDOWS))
+
+
+def _naive_greedy(hf, windows, steps: int) -> list:
+    chosen = []
+    for _ in range(steps):
+        chosen.append(min((reference.perplexity(reference.without_layers(hf, set(chosen + [c])), windows), c)
+                          for c in range(hf.config.num_hidden_layers) if c not in chosen)[1])
+    return chosen
+
+
+def test_curves_json_against_plain_transformers(tiny, tiny_dir, hf, corpus, tmp_path, isolated_cache, capsys):
+    out = tmp_path / "curves.json"
+    code = cli.main(["curves", "--model", str(tiny_dir), "--device", "cpu", "--corpus", str(corpus), "--seq-len",
+                     str(SEQ), "--max-windows", str(WINDOWS), "--kinds", "blocks", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    data = json.loads(out.read_text())
+    calibration, evaluation = _held_out(tiny)
+    L = tiny.n_layers
+    assert data["split"]["eval"] == "holdout" and data["split"]["n_evaluation_windows"] == evaluation.shape[0]
+    assert data["full_ppl"]["evaluation"] == pytest.approx(reference.perplexity(hf, evaluation), rel=1e-4)
+    assert data["full_ppl"]["calibration"] == pytest.approx(reference.perplexity(hf, calibration), rel=1e-4)
+    curve = data["curves"]["blocks/iterative_greedy"]
+    order = _naive_greedy(hf, calibration, L - 1)
+    assert data["greedy"]["blocks"]["order"] == order
+    for k in curve["k"]:
+        assert curve["removed"][k - 1] == sorted(order[:k])
+        pruned = reference.without_layers(hf, set(order[:k]))
+        assert curve["eval_ppl"][k - 1] == pytest.approx(reference.perplexity(pruned, evaluation), rel=1e-4)
+        assert curve["calib_ppl"][k - 1] == pytest.approx(reference.perplexity(pruned, calibration), rel=1e-4)
+    assert set(data["curves"]) == {f"blocks/{m}" for m in ("lowest_block_influence", "best_contiguous_block",
+                                                            "reverse_order", "cheapest_single", "iterative_greedy",
+                                                            "random")}
+    depth = data["dynamic_depth"]
+    assert 0 < depth["skipping"]["mean_fraction"] <= 1 and 0 < depth["early_exit"]["mean_fraction"] <= 1
+    assert "blocks k=3: best" in printed and "dynamic-depth oracle (skipping)" in printed
+
+
+def test_plan_iterative_greedy_chooses_on_calibration_and_evaluates_held_out(tiny, tiny_dir, hf, corpus, tmp_path,
+                                                                           isolated_cache):
+    out = tmp_path / "plan.json"
+    code = cli.main(["plan", "--model", str(tiny_dir), "--device", "cpu", "--method", "iterative_greedy",
+                     "--target", "2", "--corpus", str(corpus), "--seq-len", str(SEQ), "--max-windows", str(WINDOWS),
+                     "--out", str(out)])
+    assert code == 0
+    plan = json.loads(out.read_text())
+    calibration, evaluation = _held_out(tiny)
+    order = _naive_greedy(hf, calibration, 2)
+    assert plan["remove"]["blocks"] == sorted(order) and plan["method"]["name"] == "iterative_greedy"
+    ev = plan["evaluation"]
+    assert ev["windows"] == "evaluation" and ev["eval"] == "holdout" and ev["n_windows"] == evaluation.shape[0]
+    pruned = reference.without_layers(hf, set(order))
+    assert ev["perplexity_pruned"] == pytest.approx(reference.perplexity(pruned, evaluation), rel=1e-4)
+    assert ev["calibration"]["perplexity_pruned"] == pytest.approx(reference.perplexity(pruned, calibration), rel=1e-4)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--seeds", "3"], "--seeds must be at least 5"),
+    (["--kinds", "blocks,heads"], "--kinds must name some of blocks, attn, mlp"),
+    (["--tolerance", "-1"], "--tolerance must be between 0 and 100"),
+    (["--k-max", "9"], "--k-max must be 1..3"),
+    (["--max-windows", "3"], "no evaluation windows"),
+    (["--eval-corpus", "builtin:nonsense"], "error:"),
+])
+def test_curves_bad_input_is_one_error_line(tiny_dir, corpus, tmp_path, isolated_cache, capsys, extra, words):
+    code = cli.main(["curves", "--model", str(tiny_dir), "--device", "cpu", "--corpus", str(corpus), "--seq-len",
+                     str(SEQ), "--max-windows", str(WINDOWS), "--out", str(tmp_path / "c.json"), *extra])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error:")]
+    assert code != 0 and len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "c.json").exists()
