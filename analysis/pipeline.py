@@ -43,9 +43,7 @@ class Analysis(store.Record):
 
     @classmethod
     def from_dict(cls, data: dict) -> "Analysis":
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != SCHEMA_VERSION:
-            raise store.SchemaError(f"Analysis schema version {version!r} is not the supported {SCHEMA_VERSION}.")
+        store.require_version(data, SCHEMA_VERSION, "Analysis")
         return super().from_dict(data)
 
 

@@ -85,6 +85,13 @@ class SchemaError(ValueError):
     """A stored result, plan or report from another schema version (or not one at all)."""
 
 
+def require_version(data, expected: int, what: str) -> None:
+    """SchemaError unless `data` is a dict whose `schema_version` is `expected`."""
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != expected:
+        raise SchemaError(f"{what} schema version {version!r} is not the supported {expected}.")
+
+
 def write_atomic(path: Path, write: Callable) -> None:
     """Call `write(file)` on a temporary file in the same folder, then rename it to
     `path`; on any error the temporary file is removed and `path` is untouched."""

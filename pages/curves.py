@@ -16,12 +16,10 @@ from ui import context, toggles, urlstate
 from ui import jobs as jobs_ui
 from ui.context import plain
 
-st.title("Pruning curves")
-st.caption("For k = 1..L-1 removed blocks (or attention / MLP sublayers), each method picks what to remove on the "
-           "calibration windows; the curve is the perplexity of its choice on the evaluation windows.")
-ctx = context.require()
-if context.needs_model(ctx, "The pruning curves (hundreds of removal sets measured on the model)"):
-    st.stop()
+ctx = context.model_page("Pruning curves", "For k = 1..L-1 removed blocks (or attention / MLP sublayers), each "
+                         "method picks what to remove on the calibration windows; the curve is the perplexity of its "
+                         "choice on the evaluation windows.",
+                         "The pruning curves (hundreds of removal sets measured on the model)")
 split = ctx.split
 if split is None or not split.available:
     st.warning(plain(split.notice if split is not None else "The corpus gives no windows.")

@@ -20,12 +20,9 @@ LABELS = {"blocks": "Remove blocks", "attn": "Remove attention sublayers", "mlp"
 
 
 def main() -> None:
-    st.title("Layer playground")
-    st.caption("Switch any block, attention or MLP sublayer off. Every change re-evaluates the corpus from the first "
-               "changed layer on (the unchanged prefix is cached), next to the full model.")
-    ctx = context.require()
-    if context.needs_model(ctx, "The playground (live removals, perplexity and generation)"):
-        st.stop()
+    ctx = context.model_page("Layer playground", "Switch any block, attention or MLP sublayer off. Every change "
+                             "re-evaluates the corpus from the first changed layer on (the unchanged prefix is cached), "
+                             "next to the full model.", "The playground (live removals, perplexity and generation)")
     for note in architectures.notes_for(ctx.model):
         st.caption(note)
     analysis = context.analysis_for(ctx)

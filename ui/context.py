@@ -192,6 +192,17 @@ def lens_for(ctx: Context) -> LensResult:
                                                    with_lens=True, progress=update, part=ctx.part).lens)
 
 
+def model_page(title: str, caption: str, what: str) -> Context:
+    """A page's title and caption, then its context; stops (saying so) when the view
+    comes from a report file, since `what` needs the model."""
+    st.title(title)
+    st.caption(caption)
+    ctx = require()
+    if needs_model(ctx, what):
+        st.stop()
+    return ctx
+
+
 def page(title: str, caption: str) -> tuple[Context, Analysis]:
     """A page's title and caption, then its context and analysis (stops with a message
     when no model or corpus is ready yet)."""

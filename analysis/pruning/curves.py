@@ -139,9 +139,7 @@ class PruningCurves(store.Record):
 
     @classmethod
     def from_dict(cls, data: dict) -> "PruningCurves":
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != SCHEMA_VERSION:
-            raise store.SchemaError(f"Pruning-curves schema version {version!r} is not the supported {SCHEMA_VERSION}.")
+        store.require_version(data, SCHEMA_VERSION, "Pruning-curves")
         return super().from_dict(data)
 
     def curve(self, kind: str, method: str) -> Curve:

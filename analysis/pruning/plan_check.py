@@ -194,16 +194,21 @@ def _is_eval_spec(value) -> bool:
         return False
 
 
+def _object_with(value, where: str, fields, errors: list) -> bool:
+    """True when `value` is an object (each missing one of `fields` noted); else the error."""
+    if not isinstance(value, dict):
+        errors.append(f"'{where}' must be an object or null")
+        return False
+    errors += [f"missing field '{where}.{key}'" for key in fields if key not in value]
+    return True
+
+
 def _check_evaluation(ev, errors: list) -> None:
     """The required fields, and the optional split fields a plan may carry:
     `eval` (EvalSpec string), `windows` (which windows the perplexities are on) and
     `calibration` (the same removal on the calibration windows)."""
-    if not isinstance(ev, dict):
-        errors.append("'evaluation' must be an object or null")
+    if not _object_with(ev, "evaluation", EVALUATION_FIELDS, errors):
         return
-    for key in EVALUATION_FIELDS:
-        if key not in ev:
-            errors.append(f"missing field 'evaluation.{key}'")
     _check_numbers(ev, "evaluation", errors)
     if "eval" in ev and not _is_eval_spec(ev["eval"]):
         errors.append(f"'evaluation.eval' must be 'holdout' or a corpus id, not {json.dumps(ev['eval'])[:60]}")
@@ -222,12 +227,8 @@ def _check_healing(data: dict, errors: list) -> None:
     healing = data.get("healing")
     if healing is None or not _is_int(data.get("version")) or data["version"] < 2:
         return
-    if not isinstance(healing, dict):
-        errors.append("'healing' must be an object or null")
+    if not _object_with(healing, "healing", HEALING_FIELDS, errors):
         return
-    for key in HEALING_FIELDS:
-        if key not in healing:
-            errors.append(f"missing field 'healing.{key}'")
     if "method" in healing and not isinstance(healing["method"], str):
         errors.append("'healing.method' must be a string")
     for key in ("settings", "perplexity"):

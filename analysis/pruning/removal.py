@@ -136,9 +136,7 @@ class RemovalCost(store.Record):
 
     @classmethod
     def from_dict(cls, data: dict) -> "RemovalCost":
-        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-            version = data.get("schema_version") if isinstance(data, dict) else None
-            raise store.SchemaError(f"Removal-cost schema version {version!r} is not the supported {SCHEMA_VERSION}.")
+        store.require_version(data, SCHEMA_VERSION, "Removal-cost")
         return super().from_dict(data)
 
     def ppl(self, kind: str) -> list:
