@@ -163,6 +163,30 @@ def _lens(doc: _Doc, analysis) -> None:
                f"Per-sequence oracle: mean fraction of blocks {depths.mean() / L:.3f}.")
 
 
+def _curves(doc, curves: dict, depth: dict | None) -> None:
+    """Pruning curves: the page's figure per kind when the section is report.json's own
+    (`methods` per kind), else a line figure per numeric series; the oracle's fractions."""
+    from analysis.figures import curves as curve_figs
+    doc.heading("Pruning curves")
+    methods = curves.get("methods") if isinstance(curves.get("methods"), dict) else None
+    if methods and isinstance(curves.get("full_ppl"), dict):
+        doc.para(f"Chosen on {curves.get('n_calibration_windows')} calibration windows, perplexity on "
+                 f"{curves.get('n_evaluation_windows')} evaluation windows (eval = {curves.get('eval')}).", "caption")
+        for kind, by_method in methods.items():
+            lines = [dict(curve, method=name) for name, curve in by_method.items()]
+            doc.figure(curve_figs.pruning_curves(lines, curves["full_ppl"]["evaluation"], kind))
+    else:
+        for fig in curves_figures(curves):
+            doc.figure(fig)
+    if depth:
+        doc.heading("Per-sequence dynamic-depth oracle")
+        doc.add(table([{"family": family, "mean fraction of blocks": depth[family].get("mean_fraction"),
+                        "mean NLL": depth[family].get("mean_nll")} for family in ("skipping", "early_exit")]
+                      + [{"family": "paper (skipping, OPT-1.3B)", "mean fraction of blocks":
+                          depth.get("paper_skip_fraction"), "mean NLL": ""}]))
+        doc.para(str(depth.get("note", "")), "caption")
+
+
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:0 auto;padding:1em 2em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 .scroll{max-height:320px;overflow:auto;display:inline-block}.caption{color:#555;font-size:13px}
@@ -208,9 +232,7 @@ def html_report(report: dict) -> str:
         doc.heading("Pruning plan of this checkpoint")
         doc.add(table(plan_rows(opened.plan)))
     if report.get("curves"):
-        doc.heading("Pruning curves")
-        for fig in curves_figures(report["curves"]):
-            doc.figure(fig)
+        _curves(doc, report["curves"], report.get("dynamic_depth"))
     doc.heading("Definitions")
     doc.add(table([{"number": name, "definition": text} for name, text in DEFINITIONS]))
     template = json.dumps(pio.templates["plotly"].to_plotly_json()).replace("</", "<\\/")

@@ -97,3 +97,21 @@ def test_curves_bad_input_is_one_error_line(tiny_dir, corpus, tmp_path, isolated
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error:")]
     assert code != 0 and len(err) == 1 and words in err[0], err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_report_with_curves_has_the_evaluation_curves_and_dynamic_depth(tiny_dir, corpus, tmp_path, isolated_cache):
+    out = tmp_path / "report.json"
+    curves_out = tmp_path / "curves.json"
+    args = ["--model", str(tiny_dir), "--device", "cpu", "--corpus", str(corpus), "--seq-len", str(SEQ),
+            "--max-windows", str(WINDOWS)]
+    assert cli.main(["curves", *args, "--out", str(curves_out)]) == 0
+    assert cli.main(["report", *args, "--skip-lens", "--curves", "--out", str(out), "--html",
+                     str(tmp_path / "r.html")]) == 0
+    report, curves = json.loads(out.read_text()), json.loads(curves_out.read_text())
+    assert report["evaluation"]["eval"] == "holdout" and report["evaluation"]["n_evaluation_windows"] == 2
+    assert report["corpus"]["n_windows"] == 8  # the analyses read the calibration windows
+    for key, curve in curves["curves"].items():
+        kind, method = key.split("/")
+        assert report["curves"]["methods"][kind][method]["eval_ppl"] == curve["eval_ppl"]
+    assert report["dynamic_depth"] == curves["dynamic_depth"]
+    assert "Per-sequence dynamic-depth oracle" in (tmp_path / "r.html").read_text()

@@ -160,6 +160,12 @@ def test_point_plan_and_report_sections(tiny, curves, analysis_for_report):
         curves.curve("attn", "iterative_greedy").eval_ppl
     assert report["dynamic_depth"]["skipping"]["mean_fraction"] == curves.dynamic_depth.skipping.mean_fraction
     assert report["dynamic_depth"]["paper_skip_fraction"] == 0.233
+    from analysis.html_report import html_report
+    from analysis.report import open_report
+    assert open_report(report).analysis.perplexity == analysis_for_report.perplexity  # still opens in the app
+    page = html_report(report)
+    assert "Pruning curves" in page and "Per-sequence dynamic-depth oracle" in page
+    assert f"<td>{curves.dynamic_depth.skipping.mean_fraction:.6g}</td>" in page
 
 
 @pytest.fixture(scope="module")
