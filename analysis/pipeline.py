@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 
 from analysis import store
 from analysis.collect import Perplexity, run_pass
-from analysis.corpus import Corpus, make_windows
+from analysis.corpus import Corpus
+from analysis.evaluation import windows_for
 from analysis.lens import LensReducer, LensResult
 from analysis.similarity import SimilarityReducer, SimilarityResult
 from analysis.sparsity import SparsityReducer, SparsityResult
@@ -59,34 +60,41 @@ def corpus_info(corpus: Corpus, windows, seq_len: int, bos: bool) -> dict:
     }
 
 
-def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float) -> str:
+def _part(part: str) -> dict:
+    return {} if part == "all" else {"part": part}
+
+
+def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float, part: str = "all") -> str:
     """Key of the lens-free part (cache kind "analysis")."""
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
-                          max_windows=max_windows, eps=eps, schema=SCHEMA_VERSION)
+                          max_windows=max_windows, eps=eps, schema=SCHEMA_VERSION, **_part(part))
 
 
-def lens_key(model, corpus: Corpus, seq_len: int, max_windows) -> str:
+def lens_key(model, corpus: Corpus, seq_len: int, max_windows, part: str = "all") -> str:
     """Key of the logit lens (cache kind "lens"); it does not depend on the sparsity eps."""
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
-                          max_windows=max_windows, schema=LENS_SCHEMA_VERSION)
+                          max_windows=max_windows, schema=LENS_SCHEMA_VERSION, **_part(part))
 
 
 def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None, eps: float = 0.01,
-            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int | None = None) -> Analysis:
-    """The single-pass analysis of `corpus` on `model`; with_lens=False leaves the logit
-    lens out (`lens` is None), which is much faster.
+            with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int | None = None,
+            part: str = "all") -> Analysis:
+    """The single-pass analysis of `corpus` on `model`, over the `part` of its windows
+    ("all", or the "calibration" part of the held-out split: evaluation.part_windows);
+    with_lens=False leaves the logit lens out (`lens` is None), which is much faster.
 
     The lens-free part and the lens are cached on disk separately, so neither is ever
     computed twice: one pass computes whatever is missing (both when nothing is stored,
     only the lens after a lens-free run), and the combined result is the same either way.
     """
-    a_key, l_key = analysis_key(model, corpus, seq_len, max_windows, eps), lens_key(model, corpus, seq_len, max_windows)
+    a_key = analysis_key(model, corpus, seq_len, max_windows, eps, part)
+    l_key = lens_key(model, corpus, seq_len, max_windows, part)
     base = store.load_record("analysis", a_key, SCHEMA_VERSION, Analysis.from_dict) if use_cache else None
     lens = store.load_record("lens", l_key, LENS_SCHEMA_VERSION, LensResult.from_dict) \
         if use_cache and with_lens else None
     if base is None or (with_lens and lens is None):
         new_base, new_lens = _compute(model, corpus, seq_len, max_windows, eps, base is None,
-                                      with_lens and lens is None, progress, batch_tokens)
+                                      with_lens and lens is None, progress, batch_tokens, part)
         if use_cache and new_base is not None:
             store.save("analysis", a_key, SCHEMA_VERSION, new_base.to_dict())
         if use_cache and new_lens is not None:
@@ -97,10 +105,10 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
 
 
 def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, want_base: bool, want_lens: bool,
-             progress, batch_tokens: int | None) -> tuple[Analysis | None, LensResult | None]:
+             progress, batch_tokens: int | None, part: str) -> tuple[Analysis | None, LensResult | None]:
     """One instrumented pass with the reducers of the wanted parts: (lens-free Analysis or
     None, LensResult or None)."""
-    windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+    windows = windows_for(model, corpus, seq_len, max_windows, part)
     bos = model.bos_token_id is not None
     n_repr = windows.shape[0] * (windows.shape[1] - (1 if bos else 0))
     L = model.n_layers

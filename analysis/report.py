@@ -25,9 +25,11 @@ REPORT_VERSION = 2  # 2: `results` (the typed results the app opens) and `plan`
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
-def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: float = 10.0, plan=None) -> dict:
-    """report.json (README, "report.json") from a frozen Analysis, an optional RemovalCost
-    and, for a pruned checkpoint, the PruningPlan that made it."""
+def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: float = 10.0, plan=None,
+                 split: dict | None = None, curves=None) -> dict:
+    """report.json (README, "report.json") from a frozen Analysis, an optional RemovalCost,
+    for a pruned checkpoint the PruningPlan that made it, and optionally the calibration /
+    evaluation split (evaluation.Split.info) and the PruningCurves."""
     sim, sub, spa = analysis.similarity, analysis.sublayers, analysis.sparsity
     report = {
         "schema": REPORT_SCHEMA,
@@ -72,8 +74,25 @@ def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: f
                                                               "estimate")}
     if plan is not None:
         report["plan"] = plan.to_dict()
+    if split is not None:
+        report["evaluation"] = split
+    if curves is not None:
+        report["curves"] = curves_section(curves)
+        report["dynamic_depth"] = curves.dynamic_depth.to_dict()
     report["results"] = {"analysis": _pack(analysis), "removal": None if removal is None else removal.to_dict()}
     return store.jsonable(report)
+
+
+def curves_section(curves) -> dict:
+    """report.json's `curves`: per kind and method the points k, removed layers, fraction
+    of parameters, evaluation and calibration perplexity (random: lower median and band)."""
+    methods: dict = {}
+    for curve in curves.curves.values():
+        point = {k: v for k, v in curve.to_dict().items() if k not in ("kind", "method")}
+        methods.setdefault(curve.kind, {})[curve.method] = point
+    return {"eval": curves.split["eval"], "n_calibration_windows": curves.split["n_calibration_windows"],
+            "n_evaluation_windows": curves.split["n_evaluation_windows"], "full_ppl": curves.full_ppl,
+            "seeds": curves.seeds, "greedy": curves.greedy, "methods": methods}
 
 
 def _pack(analysis) -> dict:

@@ -265,3 +265,35 @@ def rerun_pending() -> bool:
         return get_script_run_ctx().script_requests._state == ScriptRequestType.RERUN
     except AttributeError:
         return False
+
+
+def split_for(ctx: Context):
+    """The calibration / held-out evaluation split of the context's windows (every 5th
+    window evaluates; evaluation.resolve says why when there are too few)."""
+    from analysis.evaluation import EvalSpec, resolve
+    return resolve(EvalSpec(), ctx.corpus, windows(ctx).shape[0])
+
+
+def _curves_persist():
+    from analysis.pruning import curves as cv
+    return jobs.Persist("curves", cv.SCHEMA_VERSION, cv.PruningCurves.to_dict, cv.PruningCurves.from_dict)
+
+
+def curves_job(ctx: Context, split) -> jobs.Job | None:
+    """The pruning curves' job for the context and split: running, queued or finished
+    (memory or disk), else None."""
+    from analysis.pruning.curves_run import curves_key
+    from analysis.pruning import curves as cv
+    key = curves_key(ctx.model, split, ctx.seq_len, ctx.max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
+    return jobs.lookup(key, _curves_persist())
+
+
+def start_curves(ctx: Context, split) -> jobs.Job:
+    """Start (or join) the pruning curves as a background job (lane "sweep": one at a time)."""
+    from analysis.pruning import curves as cv
+    from analysis.pruning.curves_run import curves_key, pruning_curves
+    model, seq_len, max_windows = ctx.model, ctx.seq_len, ctx.max_windows
+    key = curves_key(model, split, seq_len, max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
+    return jobs.submit(key, lambda job: pruning_curves(model, split, seq_len, max_windows, progress=job.progress,
+                                                       use_cache=False),
+                       label="Pruning curves", lane="sweep", persist=_curves_persist())

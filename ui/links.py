@@ -26,6 +26,7 @@ PAGE_INFO = {
     "sparsity": ("Activation sparsity", "scatter_plot"),
     "logit_lens": ("Logit lens & early exit", "visibility"),
     "playground": ("Layer playground", "tune"),
+    "curves": ("Pruning curves", "trending_down"),
     "healing": ("Heal a pruned model", "healing"),
     "compare": ("Compare two runs", "difference"),
 }

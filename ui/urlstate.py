@@ -54,8 +54,8 @@ def set_view(**values) -> None:
     st.session_state.setdefault("_view", {}).update(values)
 
 
-def query_for(page: str) -> dict:
-    query = links.build_query(current_values(page))
+def query_for(page: str, **changes) -> dict:
+    query = links.build_query(current_values(page) | changes)
     query.pop("page", None)  # the page is the URL path itself
     if page != "compare":
         for key in links.COMPARE_KEYS:
@@ -70,7 +70,7 @@ def sync(page: str) -> None:
         st.query_params.from_dict(query)
 
 
-def share_url(page: str) -> str:
+def share_url(page: str, **changes) -> str:
     """The full link to `page` with the current view: the browser's host and base path
     (st.context.url, whatever page it was opened on) + the page + the query string."""
     parts = urlsplit(st.context.url or "http://localhost:8501/")
@@ -78,4 +78,4 @@ def share_url(page: str) -> str:
     if segments and segments[-1] in links.PAGES:
         segments = segments[:-1]
     path = "/".join(segments + ([] if page == links.PAGES[0] else [page]))  # the default page lives at /
-    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query_for(page)), ""))
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query_for(page, **changes)), ""))

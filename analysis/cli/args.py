@@ -82,3 +82,26 @@ def corpus_windows(model, args):
 def write_text(path: str, text: str) -> None:
     from analysis.store import write_text_atomic
     write_text_atomic(Path(path), text)
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-corpus", default="holdout",
+                   help="evaluation windows: 'holdout' (every 5th window of --corpus, the default), a text file, "
+                        "or builtin:<name>")
+
+
+def split_for(model, args, corpus):
+    """The calibration/evaluation split named by --eval-corpus for `corpus` (a warning
+    line when nothing can be held out, see evaluation.resolve)."""
+    from analysis.corpus import load_file, make_windows
+    from analysis.evaluation import HOLDOUT, EvalSpec, resolve
+
+    n = make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows).shape[0]
+    if args.eval_corpus.strip() == HOLDOUT:
+        split = resolve(EvalSpec(), corpus, n)
+    else:
+        other = load_file(args.eval_corpus)
+        split = resolve(EvalSpec(other.corpus_id), corpus, n, eval_corpus=other)
+    if split.notice:
+        warn([split.notice])
+    return split

@@ -7,7 +7,10 @@
 - the logit lens against its own FLOP floor (a bare forward plus L unembeddings per
   predicted token, at the bare forward's FLOP rate);
 - peak RSS of a whole `report` over 62 windows / over 32 windows (memory flat in corpus
-  length), each in a fresh process with an empty result cache.
+  length), each in a fresh process with an empty result cache;
+- curves: exact iterative greedy to k = L/2 / the full forwards a naive re-measurement
+  of every candidate at every step would run, and the dynamic-depth knapsack for 100
+  windows x 100 configurations / one second.
 Every line ends `ratio X (target <= Y)`. Timing never decides a test; this prints figures
 for the closing notes and README.
 """
@@ -67,7 +70,7 @@ def instrumented(model, windows, with_lens: bool) -> None:
 
 
 PARTS = ("pass", "sweep", "toggle", "memory")
-EXTRA_PARTS = ("scale", "dtype")  # only when asked for: minutes each, in fresh processes
+EXTRA_PARTS = ("scale", "dtype", "curves")  # only when asked for: minutes each
 
 
 def add_command(sub) -> None:
@@ -121,7 +124,46 @@ def run_bench(args) -> int:
         print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
     if "memory" in parts:
         bench_memory(args)
+    if "curves" in parts:
+        bench_curves(model, windows, args.repeats)
     return 0
+
+
+def bench_curves(model, windows, repeats: int) -> None:
+    """Greedy to k = L/2 against (naive candidate count) x (one full forward + loss over
+    the same windows, the median of forwards timed before and after the greedy run), and
+    the knapsack on random values."""
+    import numpy as np
+
+    from analysis.pruning.ablation import Removal, naive_logits
+    from analysis.pruning.dynamic_depth import min_total_weight
+    from analysis.pruning.greedy import iterative_greedy
+    from analysis.collect import token_nll
+
+    L = model.n_layers
+
+    def full_forward() -> None:
+        for _, chunk in batches(windows, batch_tokens_for(model)):
+            with model.lock:
+                token_nll(naive_logits(model, chunk, Removal.of(blocks=[L // 2])), chunk)
+
+    full_forward()  # warm-up
+    before = [timed(full_forward) for _ in range(repeats)]
+    start = time.perf_counter()
+    result = iterative_greedy(model, windows, "blocks", L // 2)
+    greedy = time.perf_counter() - start
+    after = [timed(full_forward) for _ in range(repeats)]
+    full = statistics.median(before + after)
+    naive = sum(L - s for s in range(L // 2))
+    print(f"full forward + loss (naive_logits)  {full:8.2f} s   (median of {2 * repeats}, before and after)")
+    print(f"iterative greedy to k = {L // 2}          {greedy:8.2f} s   {result.batches_measured} of "
+          f"{result.batches_naive} candidate-batches measured")
+    print(f"greedy / {naive} naive full forwards   ratio {greedy / (naive * full):.2f}  (target <= 0.35)")
+    rng = np.random.default_rng(0)
+    weights, values = rng.integers(1, L + 1, 100), rng.random((100, 100)) * 3
+    budget = float(values[:, np.argmax(weights)].sum())
+    knap = statistics.median(timed(lambda: min_total_weight(weights, values, budget)) for _ in range(max(3, repeats)))
+    print(f"knapsack 100 windows x 100 configs  {knap:8.3f} s / 1 s   ratio {knap:.3f}  (target <= 0.2)")
 
 
 def bench_pass(model, windows, repeats: int) -> None:

@@ -18,7 +18,7 @@ from analysis.cli.args import (UsageError, add_corpus_args, add_model_args, corp
                                progress, warn, write_text)
 from analysis.pruning.presets import DESCRIPTIONS, METHODS
 
-NEEDS_ANALYSIS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention")
+NEEDS_ANALYSIS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "redundant_mlp")
 LATENCY_CORPUS, LATENCY_SEQ_LEN, LATENCY_WINDOWS = "builtin:all", 128, 4
 
 
@@ -58,7 +58,7 @@ def cmd_plan(args) -> int:
         raise UsageError(f"method {args.method} needs a calibration text: give --corpus FILE --seq-len N")
     args.model = args.model or "default"
     model = load_model(args)
-    analysis = cost = corpus = windows = None
+    analysis = cost = corpus = windows = greedy = None
     if args.corpus is not None:
         corpus, windows = corpus_windows(model, args)
     if args.method in NEEDS_ANALYSIS:
@@ -68,8 +68,12 @@ def cmd_plan(args) -> int:
     elif args.method == "cheapest_measured":
         from analysis.pruning.removal import removal_cost
         cost = removal_cost(model, corpus, args.seq_len, max_windows=args.max_windows, progress=progress)
+    elif args.method == "iterative_greedy":
+        from analysis.pruning.greedy import greedy_order
+        greedy = greedy_order(model, corpus, args.seq_len, args.max_windows, "all", "blocks", args.target,
+                              progress=progress).order
     removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.similarity,
-                      sublayers=analysis and analysis.sublayers, removal_cost=cost)
+                      sublayers=analysis and analysis.sublayers, removal_cost=cost, greedy_order=greedy)
     parameters = {"k": args.target}
     if corpus is not None:
         parameters |= {"corpus": corpus.corpus_id if corpus.corpus_id.startswith("builtin:") else args.corpus,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import store
-from analysis.cli.args import UsageError, add_corpus_args, add_model_args, load_model, progress
+from analysis.cli.args import (UsageError, add_corpus_args, add_eval_args, add_model_args, load_model, positive_int,
+                               progress, split_for)
 
 
 def add_command(sub) -> None:
@@ -15,6 +16,10 @@ def add_command(sub) -> None:
     rep.add_argument("--eps", type=float, default=0.01)
     rep.add_argument("--skip-removal", action="store_true", help="leave out the 3L removal sweep")
     rep.add_argument("--skip-lens", action="store_true", help="leave out the logit lens and early exit")
+    rep.add_argument("--curves", action="store_true",
+                     help="add the pruning curves and the dynamic-depth oracle (long: see `curves`)")
+    add_eval_args(rep)
+    rep.add_argument("--seeds", type=positive_int, default=5, help="with --curves: random-baseline seeds (>= 5)")
     rep.add_argument("--out", required=True)
     rep.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     rep.set_defaults(handler=cmd_report)
@@ -38,7 +43,21 @@ def cmd_report(args) -> int:
                        with_lens=not args.skip_lens, progress=progress)
     removal = None if args.skip_removal else removal_cost(model, corpus, args.seq_len,
                                                           max_windows=args.max_windows, progress=progress)
-    report = build_report(analysis, removal, eps=args.eps, plan=checkpoint_plan(model.source_dir))
+    split = curves = None
+    if args.curves:
+        if args.seeds < 5:
+            raise UsageError("--seeds must be at least 5")
+        from analysis.evaluation import split_windows_of
+        from analysis.pruning.curves_run import pruning_curves
+        split = split_for(model, args, corpus)
+        if not split.available:
+            raise UsageError("--curves needs evaluation windows; give --eval-corpus with a disjoint text or more "
+                             "windows")
+        curves = pruning_curves(model, split, args.seq_len, args.max_windows, seeds=args.seeds, progress=progress)
+        calibration, evaluation = split_windows_of(model, split, args.seq_len, args.max_windows)
+        split = split.info(calibration.shape[0], evaluation.shape[0])
+    report = build_report(analysis, removal, eps=args.eps, plan=checkpoint_plan(model.source_dir), split=split,
+                          curves=curves)
     store.write_json_atomic(Path(args.out), report)
     print(f"perplexity {report['perplexity']:.4f} over {report['corpus']['n_predicted_tokens']} tokens -> {args.out}")
     if args.html:

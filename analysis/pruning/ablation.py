@@ -167,24 +167,34 @@ def clean_states(model, tokens: Int[Tensor, "batch pos"]) -> CleanStates:
     return CleanStates(tokens, resid, mid, logits, recorder.inputs())
 
 
-def suffix_logits(model, clean: CleanStates, removal: Removal, hooks: RemovalHooks) -> torch.Tensor:
+def restart_point(model, clean: CleanStates, removal: Removal, first: int) -> tuple[int, torch.Tensor]:
+    """(first block to run, the residual it starts from) for `removal`, given states in
+    `clean` that are valid up to layer `first` (its resid[first] and mid[first]): after a
+    removed block `first` or a removed MLP `first` the next block starts from h_first or
+    resid_mid_first directly; otherwise block `first` runs (with its attention zeroed)."""
+    attn_zero, mlp_zero = removal.zeroed()
+    if first in removal.blocks:
+        return first + 1, clean.resid[first]
+    if first in mlp_zero and first not in attn_zero and not model.parallel_attn_mlp:
+        return first + 1, clean.mid[first]
+    return first, clean.resid[first]
+
+
+def suffix_logits(model, clean: CleanStates, removal: Removal, hooks: RemovalHooks,
+                  first: int | None = None) -> torch.Tensor:
     """Logits with `removal` applied, re-using the clean prefix.
 
     Must run inside `model.bridge.hooks(fwd_hooks=hooks.fwd_hooks())` with the lock
-    held. The restart point is the first changed layer k: after a removed block k or
-    MLP k the next block starts from h_k or resid_mid_k directly.
+    held (a removal of whole blocks only needs no hooks: removed blocks are skipped).
+    The restart point is the first changed layer k (`restart_point`). `first` overrides
+    k when `clean` already holds the stream with the removal's changes before `first`
+    applied (iterative greedy keeps the stream of the removals chosen so far).
     """
-    k = removal.first_layer()
+    k = removal.first_layer() if first is None else first
     if k is None:
         return clean.logits
     hooks.set(removal)
-    attn_zero, mlp_zero = removal.zeroed()
-    if k in removal.blocks:
-        start, resid = k + 1, clean.resid[k]
-    elif k in mlp_zero and k not in attn_zero and not model.parallel_attn_mlp:
-        start, resid = k + 1, clean.mid[k]
-    else:
-        start, resid = k, clean.resid[k]
+    start, resid = restart_point(model, clean, removal, k)
     with torch.inference_mode():
         if start < model.n_layers:
             resid = run_blocks(model, resid, start, clean.inputs, skip=removal.blocks)

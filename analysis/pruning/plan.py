@@ -40,7 +40,7 @@ class PruningPlan:
     model: dict  # {name, n_layers, fingerprint}
     remove: dict  # {blocks, attn, mlp}: sorted lists of 0-based layer indices
     method: dict  # {name, parameters}
-    evaluation: dict | None  # {corpus_sha256, seq_len, perplexity_full, perplexity_pruned}
+    evaluation: dict | None  # evaluation_section(): corpus_sha256, seq_len, perplexity_full/_pruned, ...
     created_with: str
     notes: list = field(default_factory=list)
     healing: dict | None = None  # version 2: {method, settings, perplexity, loss_curve, ...} of a healing run
@@ -119,6 +119,23 @@ def make_plan(model, removal: Removal, method: str, parameters: dict, evaluation
         created_with=created_with(),
         notes=notes,
     )
+
+
+def evaluation_section(*, corpus_sha256: str, seq_len: int, perplexity_full, perplexity_pruned, n_windows: int,
+                       windows: str = "all", eval_spec: str | None = None, calibration: dict | None = None,
+                       **extra) -> dict:
+    """A plan's `evaluation`: perplexity without and with the removals on `n_windows`
+    windows of the corpus `corpus_sha256`; `windows` says which ("evaluation": held out
+    or another corpus, "calibration", "all"), `eval_spec` the split (EvalSpec string) and
+    `calibration` ({corpus_sha256, n_windows, perplexity_full, perplexity_pruned}) the
+    same removal on the calibration windows the choice was made on."""
+    out = {"corpus_sha256": corpus_sha256, "seq_len": int(seq_len), "perplexity_full": perplexity_full,
+           "perplexity_pruned": perplexity_pruned, "n_windows": int(n_windows), "windows": windows}
+    if eval_spec is not None:
+        out["eval"] = eval_spec
+    if calibration is not None:
+        out["calibration"] = dict(calibration)
+    return out | extra
 
 
 def kept_ranges(plan: PruningPlan) -> list[tuple[int, int]]:

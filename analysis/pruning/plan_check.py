@@ -165,26 +165,57 @@ def _check_rest(data: dict, errors: list) -> None:
         errors.append("missing or non-string field 'method.name'")
     if method is not None and not isinstance(method.get("parameters", {}), dict):
         errors.append("'method.parameters' must be an object")
-    ev = data.get("evaluation")
-    if ev is not None:
-        if not isinstance(ev, dict):
-            errors.append("'evaluation' must be an object or null")
-        else:
-            for key in EVALUATION_FIELDS:
-                if key not in ev:
-                    errors.append(f"missing field 'evaluation.{key}'")
-            if "corpus_sha256" in ev and not isinstance(ev["corpus_sha256"], str):
-                errors.append("'evaluation.corpus_sha256' must be a string")
-            if "seq_len" in ev and not (_is_int(ev["seq_len"]) and ev["seq_len"] >= 1):
-                errors.append("'evaluation.seq_len' must be a positive integer")
-            for key in ("perplexity_full", "perplexity_pruned"):
-                if key in ev and ev[key] is not None and not _is_number(ev[key]):
-                    errors.append(f"'evaluation.{key}' must be a number or null")
+    if data.get("evaluation") is not None:
+        _check_evaluation(data["evaluation"], errors)
     if not isinstance(data.get("created_with", ""), str):
         errors.append("'created_with' must be a string")
     notes = data.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         errors.append("'notes' must be a list of strings")
+
+
+def _check_numbers(ev: dict, where: str, errors: list) -> None:
+    if "corpus_sha256" in ev and not isinstance(ev["corpus_sha256"], str):
+        errors.append(f"'{where}.corpus_sha256' must be a string")
+    for key in ("seq_len", "n_windows"):
+        if key in ev and ev[key] is not None and not (_is_int(ev[key]) and ev[key] >= 1):
+            errors.append(f"'{where}.{key}' must be a positive integer")
+    for key in ("perplexity_full", "perplexity_pruned"):
+        if key in ev and ev[key] is not None and not _is_number(ev[key]):
+            errors.append(f"'{where}.{key}' must be a number or null")
+
+
+def _is_eval_spec(value) -> bool:
+    from analysis.corpus import CorpusError
+    from analysis.evaluation import EvalSpec
+    try:
+        return isinstance(value, str) and bool(value.strip()) and EvalSpec.parse(value) is not None
+    except CorpusError:
+        return False
+
+
+def _check_evaluation(ev, errors: list) -> None:
+    """The required fields, and the optional split fields: `eval` (EvalSpec string),
+    `windows` (which windows the perplexities are on) and `calibration` (the same removal
+    on the calibration windows it was chosen on)."""
+    from analysis.evaluation import PARTS
+    if not isinstance(ev, dict):
+        errors.append("'evaluation' must be an object or null")
+        return
+    for key in EVALUATION_FIELDS:
+        if key not in ev:
+            errors.append(f"missing field 'evaluation.{key}'")
+    _check_numbers(ev, "evaluation", errors)
+    if "eval" in ev and not _is_eval_spec(ev["eval"]):
+        errors.append(f"'evaluation.eval' must be 'holdout' or a corpus id, not {json.dumps(ev['eval'])[:60]}")
+    if "windows" in ev and ev["windows"] not in PARTS:
+        errors.append(f"'evaluation.windows' must be one of {', '.join(PARTS)}")
+    calibration = ev.get("calibration")
+    if calibration is not None:
+        if isinstance(calibration, dict):
+            _check_numbers(calibration, "evaluation.calibration", errors)
+        else:
+            errors.append("'evaluation.calibration' must be an object or null")
 
 
 def _check_healing(data: dict, errors: list) -> None:

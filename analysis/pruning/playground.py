@@ -163,8 +163,11 @@ _PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS)
 EVALUATIONS = store.LRU(512)  # (playground key, Removal) -> Evaluation, for every session
 
 
-def playground_key(model, corpus, seq_len: int, max_windows: int | None) -> tuple:
-    return (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)
+def playground_key(model, corpus, seq_len: int, max_windows: int | None, part: str = "all") -> tuple:
+    """Key of the shared evaluation memo; `part` ("all", "calibration", "evaluation") names
+    which of the corpus's windows (evaluation.part_windows)."""
+    key = (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)
+    return key if part == "all" else key + (part,)
 
 
 def seed_evaluations(key: tuple, per_token: dict) -> None:

@@ -6,10 +6,15 @@
   start l minimising the last-token angular distance d_l(k) (similarity `ang_last`).
 - redundant_attention: the k attention sublayers with the lowest LLM-Drop score
   1 - mean cos(resid_pre, resid_mid) (sublayers `attn_score`).
+- redundant_mlp: the k MLP sublayers with the lowest score 1 - mean cos(resid_mid,
+  resid_post) (sublayers `mlp_score`).
 - cheapest_measured: the k cheapest components by measured single-removal perplexity
   (RemovalCost.components(), any kind), skipping sublayers of blocks already removed.
 - reverse_order: the last k blocks before the final one (L-1-k .. L-2), the
   "prune from the top" baseline.
+- iterative_greedy: the first k blocks of the exact iterative greedy order
+  (`greedy.iterative_greedy`: each step removes the block whose removal, on top of the
+  ones already removed, costs the least calibration perplexity).
 
 Inputs are the typed result sections (SimilarityResult, SublayerResult, RemovalCost);
 a missing one is a clear ValueError. Ties go to the lower layer index.
@@ -23,14 +28,16 @@ from analysis.pruning.removal import RemovalCost
 from analysis.similarity import SimilarityResult, best_blocks, block_influence
 from analysis.sublayers import SublayerResult
 
-METHODS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "cheapest_measured",
-           "reverse_order")
+METHODS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "redundant_mlp",
+           "cheapest_measured", "reverse_order", "iterative_greedy")
 DESCRIPTIONS = {
     "lowest_block_influence": "drop the k blocks with the lowest Block Influence (ShortGPT)",
     "best_contiguous_block": "drop the best contiguous block of k layers by angular distance (Gromov et al.)",
     "redundant_attention": "drop the k most redundant attention sublayers (LLM-Drop score)",
+    "redundant_mlp": "drop the k most redundant MLP sublayers (LLM-Drop style score)",
     "cheapest_measured": "drop the k components whose single removal cost the least perplexity (measured)",
     "reverse_order": "drop the last k blocks before the final one",
+    "iterative_greedy": "drop k blocks one at a time, each the cheapest given those already dropped (measured)",
 }
 
 
@@ -81,15 +88,17 @@ def cheapest(rows: list[dict], k: int, n_layers: int) -> Removal:
 
 
 def suggest(method: str, k: int, n_layers: int, *, similarity: SimilarityResult | None = None,
-            sublayers: SublayerResult | None = None, removal_cost: RemovalCost | None = None) -> Removal:
-    """The removal that `method` suggests for k components of an n_layers-layer model."""
+            sublayers: SublayerResult | None = None, removal_cost: RemovalCost | None = None,
+            greedy_order: list | None = None) -> Removal:
+    """The removal that `method` suggests for k components of an n_layers-layer model
+    (`greedy_order`: the iterative greedy block order, for iterative_greedy)."""
     L = int(n_layers)
     if L < 1:
         raise ValueError("n_layers must be positive")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "redundant_attention":
-        _check_k(method, k, 0, L, "attention sublayers")
+    if method in ("redundant_attention", "redundant_mlp"):
+        _check_k(method, k, 0, L, "sublayers")
     elif method == "cheapest_measured":
         _check_k(method, k, 0, 2 * L, "components")
     else:
@@ -106,10 +115,19 @@ def suggest(method: str, k: int, n_layers: int, *, similarity: SimilarityResult 
                      (L + 1, L + 1))
         best = best_blocks(ang)[k - 1]
         return Removal.of(blocks=range(best["start"], best["start"] + k))
-    if method == "redundant_attention":
-        score = _array(sublayers and sublayers.attn_score, "sublayers.attn_score", method, "the sublayer scores",
+    if method in ("redundant_attention", "redundant_mlp"):
+        kind = "attn" if method == "redundant_attention" else "mlp"
+        name = f"{kind}_score"
+        score = _array(sublayers and getattr(sublayers, name), f"sublayers.{name}", method, "the sublayer scores",
                        (L,))
-        return Removal.of(attn=np.argsort(score, kind="stable")[:k].tolist())
+        return Removal.of(**{kind: np.argsort(score, kind="stable")[:k].tolist()})
+    if method == "iterative_greedy":
+        if greedy_order is None:
+            raise ValueError("method 'iterative_greedy' needs the iterative greedy order (run it first: pruning "
+                             "curves page, or `python -m analysis plan --method iterative_greedy`)")
+        if len(greedy_order) < k:
+            raise ValueError(f"the iterative greedy order has {len(greedy_order)} steps, fewer than k = {k}")
+        return Removal.of(blocks=greedy_order[:k])
     if method == "cheapest_measured":
         if removal_cost is None:
             raise ValueError("method 'cheapest_measured' needs the measured removal costs (run the removal sweep "

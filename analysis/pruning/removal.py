@@ -16,7 +16,8 @@ from analysis import hooks, store
 from analysis.jobs import Eta, format_duration
 from analysis.pruning.ablation import KINDS, PPL_KEYS, Removal, removal_nll
 from analysis.collect import batch_tokens_for, batches, token_nll
-from analysis.corpus import Corpus, make_windows
+from analysis.corpus import Corpus
+from analysis.evaluation import windows_for
 
 SCHEMA_VERSION = 1
 
@@ -162,28 +163,30 @@ def predictors(block_influence, attn_score, mlp_score, removal: "RemovalCost") -
              "rho": rank_correlation(score, ppl)} for kind, label, score, ppl in pairs]
 
 
-def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None) -> str:
+def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None, part: str = "all") -> str:
+    parts = {} if part == "all" else {"part": part}
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
-                          max_windows=max_windows, schema=SCHEMA_VERSION)
+                          max_windows=max_windows, schema=SCHEMA_VERSION, **parts)
 
 
 def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None,
-                 use_cache: bool = True, progress=None, eta: bool = True) -> RemovalCost:
-    """Exact sweep + attribution estimate with Spearman correlations (cached on disk).
-    With eta=False progress messages carry no time estimate (a background job adds its own)."""
+                 use_cache: bool = True, progress=None, eta: bool = True, part: str = "all") -> RemovalCost:
+    """Exact sweep + attribution estimate with Spearman correlations (cached on disk), over
+    the `part` of the corpus's windows (evaluation.part_windows). With eta=False progress
+    messages carry no time estimate (a background job adds its own)."""
     if progress and eta:
         progress = with_eta(progress)
-    return store.cached("removal", removal_key(model, corpus, seq_len, max_windows), SCHEMA_VERSION,
-                        lambda: _measure(model, corpus, seq_len, max_windows, progress),
+    return store.cached("removal", removal_key(model, corpus, seq_len, max_windows, part), SCHEMA_VERSION,
+                        lambda: _measure(model, corpus, seq_len, max_windows, progress, part),
                         to_dict=RemovalCost.to_dict, from_dict=RemovalCost.from_dict, use_cache=use_cache)
 
 
-def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress) -> RemovalCost:
+def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress, part: str) -> RemovalCost:
     from analysis.pruning.playground import playground_key, seed_evaluations
-    windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+    windows = windows_for(model, corpus, seq_len, max_windows, part)
     per_token: dict = {}
     exact = exact_sweep(model, windows, progress=progress, per_token=per_token)
-    seed_evaluations(playground_key(model, corpus, seq_len, max_windows), per_token)
+    seed_evaluations(playground_key(model, corpus, seq_len, max_windows, part), per_token)
     if progress:
         progress(1.0, "First-order estimate: one forward and one backward pass...")
     estimate = attribution_estimate(model, windows)

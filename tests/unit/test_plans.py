@@ -257,8 +257,8 @@ def test_presets_refuse_clearly(method, k, kwargs, words):
 
 
 def test_methods_cover_the_api():
-    assert METHODS == ("lowest_block_influence", "best_contiguous_block", "redundant_attention",
-                       "cheapest_measured", "reverse_order")
+    assert METHODS == ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "redundant_mlp",
+                       "cheapest_measured", "reverse_order", "iterative_greedy")
 
 
 def test_mergekit_slices(tiny):
