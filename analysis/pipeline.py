@@ -105,7 +105,7 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
 
 
 def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, want_base: bool, want_lens: bool,
-             progress, batch_tokens: int | None, part: str = "all") -> tuple[Analysis | None, LensResult | None]:
+             progress, batch_tokens: int | None, part: str) -> tuple[Analysis | None, LensResult | None]:
     """One instrumented pass with the reducers of the wanted parts: (lens-free Analysis or
     None, LensResult or None)."""
     windows = windows_for(model, corpus, seq_len, max_windows, part)

@@ -30,8 +30,8 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: float = 10.0, plan=None,
                  split: dict | None = None, curves=None) -> dict:
     """report.json (README, "report.json") from a frozen Analysis, an optional RemovalCost,
-    for a pruned checkpoint the PruningPlan that made it, the calibration/evaluation split
-    (evaluation.Split.info) and PruningCurves."""
+    for a pruned checkpoint the PruningPlan that made it, and optionally the calibration /
+    evaluation split (evaluation.Split.info) and the PruningCurves."""
     sim, sub, spa = analysis.similarity, analysis.sublayers, analysis.sparsity
     report = {
         "schema": REPORT_SCHEMA,

@@ -19,30 +19,29 @@ from ui.context import plain
 ctx = context.model_page("Pruning curves", "For k = 1..L-1 removed blocks (or attention / MLP sublayers), each "
                          "method picks what to remove on the calibration windows; the curve is the perplexity of its "
                          "choice on the evaluation windows.",
-                         "The pruning curves (hundreds of removal sets measured on the model)")
-split = ctx.split
-if split is None or not split.available:
-    st.warning(plain(split.notice if split is not None else "The corpus gives no windows.")
-               + " Pruning curves need evaluation windows.")
+                         "Pruning curves")
+split = context.split_for(ctx)
+if not split.available:
+    st.warning(plain(split.notice) + " Pruning curves need evaluation windows.")
     st.stop()
 st.caption(f"Choices: {split.calibration_label()}. Curves: {split.evaluation_label()}.")
-result = context.curves_if_ready(ctx)
-if result is None:
-    job = context.curves_job(ctx)
+job = context.curves_job(ctx, split)
+if job is None or job.state != jobs.DONE:
     if job is not None and not job.done:
         jobs_ui.watch(job)
         st.stop()
     if job is not None and job.state == jobs.FAILED:
-        st.error(f"The pruning curves failed: {job.error}")
+        st.error(plain(f"The last run failed: {job.error}"))
     st.info(f"Not computed yet for this model, corpus and split. It runs the instrumented pass, the exact sweep of "
             f"all {3 * ctx.model.n_layers} single removals and the exact iterative greedy order of every kind on the "
             "calibration windows, then several hundred removal sets on the evaluation windows: minutes on a GPU, "
-            "up to an hour or more on a small CPU. `python -m analysis curves` computes the same (and this page "
-            "then reads it).")
-    if st.button("Compute pruning curves", key="curves_run",
-                 help="Runs in the background: you may change page or reload meanwhile."):
-        jobs_ui.start(lambda: context.start_curves(ctx))
+            "up to an hour or more on a small CPU. It runs in the background: change page or reload meanwhile. "
+            "`python -m analysis curves` computes the same (and this page then reads it).")
+    if st.button("Compute pruning curves", key="curves_run"):
+        jobs_ui.start(lambda: context.start_curves(ctx, split))
     st.stop()
+result = job.result
+
 
 def open_in_playground(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
     """Switch to the playground with exactly this point's removals, on the evaluation windows."""

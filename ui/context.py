@@ -335,36 +335,48 @@ def plan_evaluation(ctx: Context, removal, show_on: str, full, pruned) -> dict:
         calibration=calibration, corpus=corpus.corpus_id, max_windows=ctx.max_windows)
 
 
+def split_for(ctx: Context):
+    """The context's calibration / evaluation split (the sidebar's "Evaluate on"; without
+    one, every 5th window held out; evaluation.resolve says why when there are too few)."""
+    if ctx.split is not None:
+        return ctx.split
+    from analysis.evaluation import EvalSpec, resolve
+    return resolve(EvalSpec(), ctx.corpus, corpus_windows(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows).shape[0])
+
+
 def _curves_persist() -> jobs.Persist:
     from analysis.pruning import curves as cv
     return jobs.Persist("curves", cv.SCHEMA_VERSION, cv.PruningCurves.to_dict, cv.PruningCurves.from_dict)
 
 
-def curves_job(ctx: Context) -> jobs.Job | None:
-    """The pruning curves' job for the context (default seeds, tolerance 0, every kind):
-    running, queued, or finished (memory, or the disk cache the CLI shares)."""
+def curves_job(ctx: Context, split) -> jobs.Job | None:
+    """The pruning curves' job for the context and split (default seeds, tolerance 0, every
+    kind): running, queued or finished (memory, or the disk cache the CLI shares), else None."""
     from analysis.pruning.curves_run import curves_key
     from analysis.pruning import curves as cv
-    key = curves_key(ctx.model, ctx.split, ctx.seq_len, ctx.max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
+    key = curves_key(ctx.model, split, ctx.seq_len, ctx.max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
     return jobs.lookup(key, _curves_persist())
 
 
-def start_curves(ctx: Context) -> jobs.Job:
-    """Start (or join) the pruning curves as a background job (survives page changes and reloads)."""
-    from analysis.pruning.curves_run import curves_key, pruning_curves
+def start_curves(ctx: Context, split) -> jobs.Job:
+    """Start (or join) the pruning curves as a background job (lane "sweep": one at a time)."""
     from analysis.pruning import curves as cv
-    model, split, seq_len, max_windows = ctx.model, ctx.split, ctx.seq_len, ctx.max_windows
-    return jobs.submit(curves_key(model, split, seq_len, max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS),
-                       lambda job: pruning_curves(model, split, seq_len, max_windows, use_cache=False,
-                                                  progress=job.progress, eta=False),
-                       label="Pruning curves and the dynamic-depth oracle", lane="curves", persist=_curves_persist())
+    from analysis.pruning.curves_run import curves_key, pruning_curves
+    model, seq_len, max_windows = ctx.model, ctx.seq_len, ctx.max_windows
+    key = curves_key(model, split, seq_len, max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
+    return jobs.submit(key, lambda job: pruning_curves(model, split, seq_len, max_windows, progress=job.progress,
+                                                       use_cache=False, eta=False),
+                       label="Pruning curves", lane="sweep", persist=_curves_persist())
 
 
 def curves_if_ready(ctx: Context):
     """The finished pruning curves (this server or the disk cache), else None; never runs them."""
-    if ctx.report is not None or ctx.split is None or not ctx.split.available:
+    if ctx.report is not None:
         return None
-    job = curves_job(ctx)
+    split = split_for(ctx)
+    if not split.available:
+        return None
+    job = curves_job(ctx, split)
     return job.result if job is not None and job.state == jobs.DONE else None
 
 

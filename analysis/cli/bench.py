@@ -69,8 +69,8 @@ def instrumented(model, windows, with_lens: bool) -> None:
     run_pass(model, windows, reducers)
 
 
-PARTS = ("pass", "sweep", "toggle", "memory", "curves")
-EXTRA_PARTS = ("scale", "dtype")  # only when asked for: minutes each, in fresh processes
+PARTS = ("pass", "sweep", "toggle", "memory")
+EXTRA_PARTS = ("scale", "dtype", "curves")  # only when asked for: minutes each
 
 
 def add_command(sub) -> None:

@@ -73,7 +73,8 @@ def selections(kind: str, n_layers: int, k_max: int, *, similarity=None, sublaye
 def window_nll(model, windows: torch.Tensor, removals: list, progress=None,
                batch_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(full [W], per removal [W, n]): each window's mean next-token NLL, from one clean
-    pass per batch with every removal restarting from its first changed layer."""
+    pass per batch with every removal restarting from its first changed layer (batches
+    from the memory budget unless `batch_tokens` is given)."""
     W = windows.shape[0]
     values = np.zeros((W, len(removals)))
     full = np.zeros(W)

@@ -7,8 +7,6 @@ import math
 from dataclasses import dataclass
 
 from analysis.pruning.ablation import KINDS
-from analysis.corpus import CorpusError
-from analysis.evaluation import PARTS, EvalSpec
 from analysis.pruning.plan import (DEFAULTS, EVALUATION_FIELDS, HEALING_FIELDS, MODEL_DEFAULTS, PLAN_SCHEMA,
                                    PLAN_VERSION, TOP_FIELDS, PruningPlan)
 
@@ -188,6 +186,8 @@ def _check_numbers(ev: dict, where: str, errors: list) -> None:
 
 
 def _is_eval_spec(value) -> bool:
+    from analysis.corpus import CorpusError
+    from analysis.evaluation import EvalSpec
     try:
         return isinstance(value, str) and bool(value.strip()) and EvalSpec.parse(value) is not None
     except CorpusError:
@@ -207,6 +207,7 @@ def _check_evaluation(ev, errors: list) -> None:
     """The required fields, and the optional split fields a plan may carry:
     `eval` (EvalSpec string), `windows` (which windows the perplexities are on) and
     `calibration` (the same removal on the calibration windows)."""
+    from analysis.evaluation import PARTS
     if not _object_with(ev, "evaluation", EVALUATION_FIELDS, errors):
         return
     _check_numbers(ev, "evaluation", errors)

@@ -164,8 +164,10 @@ EVALUATIONS = store.LRU(512)  # (playground key, Removal) -> Evaluation, for eve
 
 
 def playground_key(model, corpus, seq_len: int, max_windows: int | None, part: str = "all") -> tuple:
-    return (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows) + \
-        (() if part == "all" else (part,))
+    """Key of the shared evaluation memo; `part` ("all", "calibration", "evaluation") names
+    which of the corpus's windows (evaluation.part_windows)."""
+    key = (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)
+    return key if part == "all" else key + (part,)
 
 
 def seed_evaluations(key: tuple, per_token: dict) -> None:
