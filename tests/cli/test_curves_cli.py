@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from plotly_json import figures
 from tiny import TEXT
 from analysis import cli
 from analysis.corpus import Corpus, make_windows
@@ -34,8 +35,11 @@ def test_curves_cli_writes_curves_and_the_oracle(tiny, tiny_dir, corpus, tmp_pat
 def test_report_with_curves_has_both_sections(tiny_dir, corpus, tmp_path, isolated_cache):
     out = tmp_path / "report.json"
     code = cli.main(["report", "--model", str(tiny_dir), "--device", "cpu", "--corpus", str(corpus), "--seq-len", "32",
-                     "--max-windows", "10", "--skip-removal", "--skip-lens", "--curves", "--out", str(out)])
+                     "--max-windows", "10", "--skip-removal", "--skip-lens", "--curves", "--out", str(out),
+                     "--html", str(tmp_path / "report.html")])
     report = json.loads(out.read_text())
+    page = (tmp_path / "report.html").read_text()
+    assert "Pruning curves" in page and len(figures(page)) > 3
     assert code == 0 and report["evaluation"]["eval"] == "holdout"
     assert report["evaluation"]["n_calibration_windows"] == 8 and report["evaluation"]["n_evaluation_windows"] == 2
     assert set(report["curves"]["methods"]) == {"blocks", "attn", "mlp"}
