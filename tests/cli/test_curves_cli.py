@@ -6,6 +6,7 @@ import json
 import pytest
 
 import reference
+from plotly_json import figures
 from tiny import TEXT
 from analysis import cli
 from analysis.corpus import make_windows, split_windows
@@ -114,4 +115,7 @@ def test_report_with_curves_has_the_evaluation_curves_and_dynamic_depth(tiny_dir
         kind, method = key.split("/")
         assert report["curves"]["methods"][kind][method]["eval_ppl"] == curve["eval_ppl"]
     assert report["dynamic_depth"] == curves["dynamic_depth"]
-    assert "Per-sequence dynamic-depth oracle" in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert "Per-sequence dynamic-depth oracle" in page and len(figures(page)) > 3
+    drawn = [f for f in figures(page) if "evaluation perplexity" in json.dumps(f.get("layout", {}))]
+    assert len(drawn) == 3  # the page's curves figure, one per kind
