@@ -99,7 +99,7 @@ def run_bench(args) -> int:
     if "dtype" in parts:
         from analysis.cli.scale import bench_dtypes
         bench_dtypes(args)
-    if not parts & set(PARTS):
+    if not parts & set(PARTS + ("curves",)):  # scale and dtype run in fresh processes of their own
         return 0
     model = load_model(args)
     torch.manual_seed(0)

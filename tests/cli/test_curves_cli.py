@@ -119,3 +119,14 @@ def test_report_with_curves_has_the_evaluation_curves_and_dynamic_depth(tiny_dir
     assert "Per-sequence dynamic-depth oracle" in page and len(figures(page)) > 3
     drawn = [f for f in figures(page) if "evaluation perplexity" in json.dumps(f.get("layout", {}))]
     assert len(drawn) == 3  # the page's curves figure, one per kind
+
+
+def test_bench_curves_prints_its_ratio_lines(tiny_dir, isolated_cache, capsys):
+    """`bench --parts curves` (only when asked for) runs and prints `ratio X (target <= Y)`
+    lines; the figures themselves are never asserted (timing does not decide a test)."""
+    code = cli.main(["bench", "--model", str(tiny_dir), "--device", "cpu", "--parts", "curves", "--seq-len", "16",
+                     "--max-windows", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    ratios = [line for line in out.splitlines() if "ratio" in line and "(target <=" in line]
+    assert len(ratios) == 2 and "naive full forwards" in ratios[0] and "knapsack 100 windows" in ratios[1]
