@@ -27,7 +27,7 @@ import torch
 
 from analysis import hooks as hook_names
 from analysis import store
-from analysis.collect import batches, token_nll
+from analysis.collect import batch_tokens_for, batches, token_nll
 from analysis.pruning.ablation import CleanStates, Removal, RemovalHooks, clean_states, restart_point, run_blocks, \
     suffix_logits
 
@@ -152,7 +152,7 @@ def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict
 
 
 def iterative_greedy(model, windows: torch.Tensor, kind: str = "blocks", steps: int | None = None, *,
-                     initial: list | None = None, batch_windows: int = 2, progress=None) -> GreedyResult:
+                     initial: list | None = None, batch_windows: int | None = None, progress=None) -> GreedyResult:
     """The greedy order of `kind` ("blocks", "attn" or "mlp") removals over `windows`.
 
     `steps` defaults to as many as may go (L-1 blocks, L sublayers). `initial`, the NLL
@@ -162,6 +162,8 @@ def iterative_greedy(model, windows: torch.Tensor, kind: str = "blocks", steps: 
     """
     L = model.n_layers
     steps = max_removals(kind, L) if steps is None else min(steps, max_removals(kind, L))
+    if batch_windows is None:  # as many windows per batch as the memory budget allows: few, large suffix runs
+        batch_windows = max(1, batch_tokens_for(model) // windows.shape[1])
     streams = _streams(model, windows, batch_windows)
     n_tokens = sum(s.tokens for s in streams)
     result = GreedyResult(kind, [], [], n_tokens)
