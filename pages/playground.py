@@ -67,6 +67,7 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
               for kind in KINDS}
     removal = Removal.of(**chosen)
     toggles.remember(fp, removal)
+    job = pg.request(removal)  # the worker starts now, while the rest of the fragment is drawn
 
     with st.expander("Presets from the analyses"):
         methods = [m for m in presets.METHODS if (m != "cheapest_measured" or removal_cost is not None)
@@ -87,7 +88,6 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
 
     st.plotly_chart(figs.removal_map(removal.blocks, removal.attn, removal.mlp, L), key="pg_map")
     st.info(playground.describe(removal, L))
-    job = pg.request(removal)
     with st.spinner("Evaluating the first windows..."):
         job.wait(timeout=30)
     param_frac, flop_frac = costs.removed_fractions(costs.component_costs(model, ctx.seq_len), removal)

@@ -11,7 +11,7 @@ from test_browser_playground import LOAD_MS, STEP_MS, metric
 
 VIEW = "seq_len=32&max_windows=1"
 MAIN_H1 = "[data-testid=\"stMain\"] h1"
-QUERY = re.compile(r"\?model=default&corpus=builtin%3Aall&seq_len=32&max_windows=1$")
+QUERY = re.compile(r"\?model=default&corpus=builtin%3Aall&seq_len=32&max_windows=1&eval=holdout$")
 
 
 def settle(page) -> None:
