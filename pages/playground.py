@@ -13,7 +13,7 @@ from analysis.corpus import CorpusError
 from analysis.figures import playground as figs
 from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
 from analysis.pruning.ablation import KINDS, Removal
-from ui import context, toggles, urlstate
+from ui import context, reruns, toggles, urlstate
 from ui.sidebar import plain
 
 LABELS = {"blocks": "Remove blocks", "attn": "Remove attention sublayers", "mlp": "Remove MLP sublayers"}
@@ -112,7 +112,7 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
     while not job.complete:  # refine the estimate; the worker goes on when this run ends
         job.wait(batches=len(job.parts) + 1, timeout=0.25)
         show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
-        if context.rerun_pending():  # a new click waits for this run: end it now
+        if reruns.rerun_pending():  # a new click waits for this run: end it now
             return
     pruned = pg.evaluate(removal)  # from the memo the worker just filled
     with strip:
@@ -202,7 +202,7 @@ def stream_side_by_side(model, prompt: str, removal: Removal, new: int) -> list 
     generated, live = [[], []], [True, True]
     slots = [column.empty() for column in st.columns(2)]
     while any(live):
-        if context.rerun_pending():  # a new click waits for this run: stop streaming (nothing is memoised)
+        if reruns.rerun_pending():  # a new click waits for this run: stop streaming (nothing is memoised)
             return None
         for i, stream in enumerate(streams):
             if live[i]:

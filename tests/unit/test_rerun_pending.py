@@ -1,4 +1,4 @@
-"""ui.context.rerun_pending: the playground's refinement loop and its streamed generation
+"""ui.reruns.rerun_pending: the playground's refinement loop and its streamed generation
 end early only for a rerun that will run them again. The sidebar's jobs area refreshes
 itself (a fragment with run_every); ending for its rerun left an estimate on screen that
 nothing refined (a browser test saw "estimate (34 of 36 windows)" for two minutes)."""
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests
 
-from ui import context
+from ui import reruns
 
 PLAYGROUND, JOBS_AREA = "fragment-playground", "fragment-jobs-area"
 
@@ -17,7 +17,7 @@ def requests(monkeypatch):
     requests = ScriptRequests()
     run = SimpleNamespace(script_requests=requests, current_fragment_id=PLAYGROUND)
     monkeypatch.setattr("streamlit.runtime.scriptrunner.get_script_run_ctx", lambda *a, **k: run)
-    monkeypatch.setattr(context, "current_fragment_id", lambda: run.current_fragment_id)
+    monkeypatch.setattr(reruns, "current_fragment_id", lambda: run.current_fragment_id)
     return requests, run
 
 
@@ -26,43 +26,43 @@ def test_the_current_fragment_is_read_from_streamlit():
 
     def script():
         import streamlit as st
-        from ui import context
-        st.write(f"outside {context.current_fragment_id()}")
-        st.fragment(lambda: st.write(f"inside {context.current_fragment_id()}"))()
+        from ui import reruns
+        st.write(f"outside {reruns.current_fragment_id()}")
+        st.fragment(lambda: st.write(f"inside {reruns.current_fragment_id()}"))()
 
     at = AppTest.from_function(script).run()
     texts = [m.value for m in at.markdown]
     assert texts[0] == "outside None"
     assert texts[1].startswith("inside ") and texts[1] != "inside None"
-    assert context.current_fragment_id() is None  # no script run on this thread
+    assert reruns.current_fragment_id() is None  # no script run on this thread
 
 
 def test_nothing_requested(requests):
-    assert context.rerun_pending() is False
+    assert reruns.rerun_pending() is False
 
 
 def test_a_click_in_this_fragment_ends_the_run(requests):
     reqs, _ = requests
     reqs.request_rerun(RerunData(fragment_id=PLAYGROUND))
-    assert context.rerun_pending() is True
+    assert reruns.rerun_pending() is True
 
 
 def test_a_whole_page_rerun_ends_the_run(requests):
     reqs, _ = requests
     reqs.request_rerun(RerunData(query_string="rm_blocks=3"))
-    assert context.rerun_pending() is True
+    assert reruns.rerun_pending() is True
 
 
 def test_another_fragments_refresh_does_not(requests):
     reqs, _ = requests
     reqs.request_rerun(RerunData(fragment_id=JOBS_AREA, is_auto_rerun=True))
-    assert context.rerun_pending() is False
+    assert reruns.rerun_pending() is False
     reqs.request_rerun(RerunData(fragment_id=PLAYGROUND))  # then a click: both queued
-    assert context.rerun_pending() is True
+    assert reruns.rerun_pending() is True
 
 
 def test_outside_a_fragment_only_a_whole_page_rerun_counts(requests):
     reqs, run = requests
     run.current_fragment_id = None
     reqs.request_rerun(RerunData(fragment_id=JOBS_AREA, is_auto_rerun=True))
-    assert context.rerun_pending() is False
+    assert reruns.rerun_pending() is False
