@@ -10,7 +10,10 @@
   length), each in a fresh process with an empty result cache;
 - curves: exact iterative greedy to k = L/2 / the full forwards a naive re-measurement
   of every candidate at every step would run, and the dynamic-depth knapsack for 100
-  windows x 100 configurations / one second.
+  windows x 100 configurations / one second;
+- generate: seconds per token of the playground's streamed greedy generation (full model,
+  and with one block removed) / a bare `transformers` `generate` of the same length from
+  the same prompt on an unwrapped copy of the model.
 Every line ends `ratio X (target <= Y)`. Timing never decides a test; this prints figures
 for the closing notes and README.
 """
@@ -69,7 +72,7 @@ def instrumented(model, windows, with_lens: bool) -> None:
     run_pass(model, windows, reducers)
 
 
-PARTS = ("pass", "sweep", "toggle", "memory")
+PARTS = ("pass", "sweep", "toggle", "memory", "generate")
 EXTRA_PARTS = ("scale", "dtype", "curves")  # only when asked for: minutes each
 
 
@@ -99,7 +102,7 @@ def run_bench(args) -> int:
     if "dtype" in parts:
         from analysis.cli.scale import bench_dtypes
         bench_dtypes(args)
-    if not parts & set(PARTS + ("curves",)):  # scale and dtype run in fresh processes of their own
+    if not parts - {"scale", "dtype"}:  # scale and dtype run in fresh processes of their own
         return 0
     model = load_model(args)
     torch.manual_seed(0)
@@ -126,7 +129,55 @@ def run_bench(args) -> int:
         bench_memory(args)
     if "curves" in parts:
         bench_curves(model, windows, args.repeats)
+    if "generate" in parts:
+        if model.source_dir is None:
+            print("bare-generate baseline needs a local model directory; skipped")
+            return 1
+        bench_generate(model, args.repeats)
     return 0
+
+
+GENERATE_PROMPT = "The history of the printing press begins"
+GENERATE_TOKENS = 60
+
+
+def bench_generate(model, repeats: int) -> None:
+    """Seconds per generated token: `stream_prompt` (the playground's token-by-token
+    stream, full and with the middle block removed) against a bare `generate` (greedy, KV
+    cache) on an unwrapped copy, same prompt; the three run in turn `repeats` times."""
+    from transformers import AutoModelForCausalLM
+
+    from analysis.pruning.ablation import Removal
+    from analysis.pruning.prompts import prompt_tokens, stream_prompt
+
+    hf = AutoModelForCausalLM.from_pretrained(model.source_dir, dtype=model.hf_model.dtype).to(model.device).eval()
+    tokens = prompt_tokens(model, GENERATE_PROMPT, GENERATE_TOKENS)
+    counts = {}
+
+    def bare() -> None:
+        with torch.inference_mode():
+            out = hf.generate(tokens.to(model.device), attention_mask=torch.ones_like(tokens).to(model.device),
+                              max_new_tokens=GENERATE_TOKENS, min_new_tokens=GENERATE_TOKENS, do_sample=False,
+                              pad_token_id=model.tokenizer.eos_token_id)
+        counts["bare"] = out.shape[1] - tokens.shape[1]
+
+    def streamed(name: str, removal: Removal):
+        def run() -> None:
+            stream = stream_prompt(model, tokens, removal, GENERATE_TOKENS)
+            next(stream)  # the top-k list
+            counts[name] = sum(1 for _ in stream)
+        return run
+
+    runs = [bare, streamed("full", Removal()), streamed("pruned", Removal.of(blocks=[model.n_layers // 2]))]
+    for run in runs:
+        run()  # warm-up
+    bare_s, full_s, pruned_s = (s / max(1, counts[n]) for s, n in
+                                zip(paired(runs, repeats), ("bare", "full", "pruned")))
+    print(f"bare generate ({counts['bare']} tokens)          {1000 * bare_s:8.1f} ms/token")
+    print(f"streamed, full model ({counts['full']} tokens)   {1000 * full_s:8.1f} ms/token   "
+          f"ratio {full_s / bare_s:.2f}  (target <= 1.25)")
+    print(f"streamed, block {model.n_layers // 2} removed ({counts['pruned']} tokens) {1000 * pruned_s:8.1f} ms/token   "
+          f"ratio {pruned_s / bare_s:.2f}  (target <= 1.25)")
 
 
 def bench_curves(model, windows, repeats: int) -> None:

@@ -130,3 +130,15 @@ def test_bench_curves_prints_its_ratio_lines(tiny_dir, isolated_cache, capsys):
     assert code == 0
     ratios = [line for line in out.splitlines() if "ratio" in line and "(target <=" in line]
     assert len(ratios) == 2 and "naive full forwards" in ratios[0] and "knapsack 100 windows" in ratios[1]
+
+
+def test_bench_generate_prints_streamed_against_bare(tiny_dir, isolated_cache, capsys):
+    """`bench --parts generate` times the playground's streamed generation (full and with a
+    block removed) against a bare `generate` and prints a ratio line for each; the figures
+    are never asserted."""
+    code = cli.main(["bench", "--model", str(tiny_dir), "--device", "cpu", "--parts", "generate", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    ratios = [line for line in out.splitlines() if "ratio" in line and "(target <=" in line]
+    assert len(ratios) == 2 and ratios[0].startswith("streamed, full model") and "removed" in ratios[1]
+    assert "bare generate (60 tokens)" in out  # min_new_tokens: the baseline always runs the full length
