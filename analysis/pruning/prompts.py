@@ -1,7 +1,8 @@
 """Top-k next tokens and greedy continuation of a prompt with removals applied.
 
-Decoding runs through the Hugging Face model the bridge wraps, so the bridge's zeroing
-hooks apply, with the model's own KV cache (and therefore its own masks and positions).
+Decoding runs through the Hugging Face model the bridge wraps, unwrapped (`unwrapped.py`:
+the same parameters, the removed sublayers' outputs zeroed), with the model's own KV cache
+(and therefore its own masks and positions).
 Results are memoised per (model, prompt, removal, length) and shared by all sessions.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 
 from analysis import store
 from analysis.pruning.ablation import Removal, RemovalHooks
+from analysis.pruning.unwrapped import unwrapped
 
 MAX_NEW_TOKENS = 200
 MEMO_SIZE = 64
@@ -46,22 +48,21 @@ def stream_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k
     continuation of `tokens` with `removal` applied, one token id at a time (stops after
     an end-of-sequence token).
 
-    Decodes through the HF model the bridge wraps, so the bridge's zeroing hooks apply,
-    with the model's own KV cache (and so its own masks and positions); the lock is held
-    per step, so other sessions can use the model in between.
+    Decodes through the HF model the bridge wraps (`decode_step`), with the model's own
+    KV cache (and so its own masks and positions); the lock is held per step, so other
+    sessions can use the model in between.
     """
     from transformers import DynamicCache
 
     if not 0 <= max_new <= MAX_NEW_TOKENS:
         raise ValueError(f"generation length must be 0..{MAX_NEW_TOKENS}")
-    hf, bridge = model.hf_model, model.bridge
-    hooks = RemovalHooks(model.n_layers)
-    hooks.set(removal)
+    hf = model.hf_model
     cache = DynamicCache(config=hf.config)
     step_input, eos = tokens.to(model.device), eos_ids(model)
+    forward = decode_step(model, removal)
     for step in range(max(1, max_new)):
-        with model.lock, torch.inference_mode(), bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
-            logits = hf(step_input, past_key_values=cache, use_cache=True).logits[0, -1].float()
+        with model.lock, torch.inference_mode():
+            logits = forward(step_input, past_key_values=cache, use_cache=True).logits[0, -1].float()
         if step == 0:
             probs = torch.softmax(logits, -1)
             values, ids = probs.topk(min(k, probs.numel()))
@@ -73,6 +74,23 @@ def stream_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k
         if next_id in eos:
             return
         step_input = torch.tensor([[next_id]], device=model.device)
+
+
+def decode_step(model, removal: Removal):
+    """forward(input_ids, **kwargs) of the model with `removal` applied: the unwrapped HF
+    model (`unwrapped.py`: the bridge's per-call overhead is 1.6x a bare `generate` when
+    decoding token by token), or the bridge with its zeroing hooks when the model is
+    offloaded by Accelerate. Callers hold the model's lock."""
+    decoder = unwrapped(model)
+    if decoder is not None:
+        return lambda *args, **kwargs: decoder(removal, *args, **kwargs)
+    hooks = RemovalHooks(model.n_layers)
+    hooks.set(removal)
+
+    def forward(*args, **kwargs):
+        with model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
+            return model.hf_model(*args, **kwargs)
+    return forward
 
 
 def run_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: int = 5) -> PromptResult:

@@ -156,6 +156,33 @@ def mergekit_passthrough(source: dict, config: dict) -> dict:
     return out
 
 
+def test_unwrapped_decoder_gives_the_bridge_logits_and_shares_its_weights(fam):
+    """Decoding runs on the bridge's HF model unwrapped (analysis/pruning/unwrapped.py):
+    with no removal its logits are plain transformers', with removals they are the
+    bridge's with the sublayer outputs zeroed (naive_logits), and a KV-cached step gives
+    what the full forward gives at that position. No parameter is copied."""
+    from transformers import DynamicCache
+    from analysis.pruning.ablation import Removal, naive_logits
+    from analysis.pruning.unwrapped import unwrapped
+    model, hf, windows = fam["model"], fam["hf"], fam["windows"][:2]
+    decoder = unwrapped(model)
+    assert decoder is not None and unwrapped(model) is decoder
+    shared = {p.data_ptr() for p in model.hf_model.parameters()}
+    assert all(p.data_ptr() in shared for p in decoder.model.parameters())
+    with torch.inference_mode():
+        none = decoder(Removal(), windows).logits
+        assert (none - hf(windows).logits).abs().max() < TOL * none.abs().max()
+        removal = Removal.of(**PLAN)
+        ours = decoder(removal, windows).logits
+        bridge = naive_logits(model, windows, removal)
+        assert (ours - bridge).abs().max() < TOL * bridge.abs().max()
+        cache = DynamicCache(config=decoder.model.config)
+        decoder(removal, windows[:1, :-1], past_key_values=cache, use_cache=True)
+        step = decoder(removal, windows[:1, -1:], past_key_values=cache, use_cache=True).logits[0, -1]
+        assert (step - ours[0, -1]).abs().max() < TOL * ours.abs().max()
+        assert (decoder(Removal(), windows).logits - none).abs().max() == 0  # the switch resets
+
+
 def test_mergekit_yaml_builds_the_same_checkpoint(fam, pruned):
     from analysis.pruning.mergekit import mergekit_yaml
     plan, out = pruned
