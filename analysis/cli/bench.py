@@ -2,7 +2,7 @@
 
 - exact removal sweep with prefix re-use / naive sweep (one full forward per removal);
 - instrumented pass / a bare `transformers` forward over the same windows (a separate,
-  unwrapped copy of the model), without and with the logit lens;
+  plain copy of the model, not the bridge), without and with the logit lens;
 - median single-toggle update in the playground / one full forward over the same corpus;
 - the logit lens against its own FLOP floor (a bare forward plus L unembeddings per
   predicted token, at the bare forward's FLOP rate);
@@ -13,7 +13,7 @@
   windows x 100 configurations / one second;
 - generate: seconds per token of the playground's streamed greedy generation (full model,
   and with one block removed) / a bare `transformers` `generate` of the same length from
-  the same prompt on an unwrapped copy of the model.
+  the same prompt on a separately loaded plain copy of the model.
 Every line ends `ratio X (target <= Y)`. Timing never decides a test; this prints figures
 for the closing notes and README.
 """
@@ -144,7 +144,7 @@ GENERATE_TOKENS = 60
 def bench_generate(model, repeats: int) -> None:
     """Seconds per generated token: `stream_prompt` (the playground's token-by-token
     stream, full and with the middle block removed) against a bare `generate` (greedy, KV
-    cache) on an unwrapped copy, same prompt; the three run in turn `repeats` times."""
+    cache) on a separately loaded plain copy, same prompt; the three run in turn `repeats` times."""
     from transformers import AutoModelForCausalLM
 
     from analysis.pruning.ablation import Removal

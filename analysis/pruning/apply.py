@@ -105,6 +105,15 @@ def plain_parameters(module: torch.nn.Module, prefix: str = ""):
             yield from plain_parameters(child, f"{prefix}{name}.")
 
 
+def sublayer_name(layer: torch.nn.Module, kind: str) -> str:
+    """The attribute of a decoder layer holding its attention (`kind` "attn") or MLP sublayer."""
+    names = ATTN_NAMES if kind == "attn" else MLP_NAMES
+    name = next((n for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
+    if name is None:
+        raise ValueError(f"could not find the {kind} sublayer in {type(layer).__name__}")
+    return name
+
+
 def output_params(layer: torch.nn.Module, kind: str, hidden: int) -> list[tuple[str, torch.nn.Parameter]]:
     """(name relative to the layer, parameter) of everything that writes the attention
     or MLP output into the residual stream: the output projection's weight and bias
@@ -112,10 +121,8 @@ def output_params(layer: torch.nn.Module, kind: str, hidden: int) -> list[tuple[
     experts every expert's down projection (a stacked 3-D parameter or one per expert)
     and any shared expert's. Zeroing them all makes the sublayer's output exactly zero."""
     layer = plain(layer)
-    names, outs = (ATTN_NAMES, ATTN_OUT) if kind == "attn" else (MLP_NAMES, MLP_OUT)
-    sub_name = next((n for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
-    if sub_name is None:
-        raise ValueError(f"could not find the {kind} sublayer in {type(layer).__name__}")
+    outs = ATTN_OUT if kind == "attn" else MLP_OUT
+    sub_name = sublayer_name(layer, kind)
     params = list(plain_parameters(getattr(layer, sub_name), sub_name + "."))
     found = [(n, p) for n, p in params if set(n.split(".")[1:]) & set(outs)]
     if found:

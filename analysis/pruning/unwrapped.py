@@ -22,7 +22,7 @@ from collections import OrderedDict
 import torch
 
 from analysis.pruning.ablation import Removal
-from analysis.pruning.apply import ATTN_NAMES, MLP_NAMES, decoder_layers
+from analysis.pruning.apply import decoder_layers, sublayer_name
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
                "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
@@ -53,12 +53,8 @@ class UnwrappedDecoder:
         self.removal = Removal()
         _, _, layers = decoder_layers(self.model, n_layers)
         for l, layer in enumerate(layers):
-            for kind, names in (("attn", ATTN_NAMES), ("mlp", MLP_NAMES)):
-                sub = next((getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)),
-                           None)
-                if sub is None:
-                    raise ValueError(f"could not find the {kind} sublayer in {type(layer).__name__}")
-                sub.register_forward_hook(self._zero_if_removed(kind, l))
+            for kind in ("attn", "mlp"):
+                getattr(layer, sublayer_name(layer, kind)).register_forward_hook(self._zero_if_removed(kind, l))
 
     def _zero_if_removed(self, kind: str, layer: int):
         def hook(_module, _args, output):
