@@ -9,6 +9,7 @@ sample for CKA), never with corpus length. Corpus perplexity comes out of the sa
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -85,24 +86,27 @@ class Perplexity:
         }
 
 
-NLL_ROWS = 256  # rows of [rows, V] per step of the log-sum-exp
+NLL_ROWS = {"cpu": 16}  # rows of [rows, V] per step of the log-sum-exp: on a CPU few enough to stay in
+# the core's cache across its four passes (16 rows: 24 ms, 256 rows: 30 ms for [8, 128, 49152]); elsewhere
+# one step per window (each step is a handful of kernel launches)
 
 
 def token_nll(logits: Float[Tensor, "batch pos vocab"],
               tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos_minus_1"]:
     """Next-token cross-entropy [B, T-1] of logits [B, T, V] against tokens [B, T]:
     log-sum-exp minus the gold logit, in float32. Without autograd the log-sum-exp runs
-    over NLL_ROWS rows at a time through one reused buffer, so no [B, T, V] temporary
+    over NLL_ROWS[device type] rows at a time through one reused buffer, so no [B, T, V] temporary
     (or log-probability tensor) is ever built."""
     x = logits[:, :-1]
     gold = x.gather(-1, tokens[:, 1:, None]).squeeze(-1).float()
     if torch.is_grad_enabled() and x.requires_grad:
         return torch.logsumexp(x.float(), dim=-1) - gold
     lse = torch.empty(gold.shape, device=x.device)
-    buf = torch.empty((min(NLL_ROWS, x.shape[1]), x.shape[-1]), device=x.device)
+    step = NLL_ROWS.get(x.device.type, x.shape[1])
+    buf = torch.empty((min(step, x.shape[1]), x.shape[-1]), device=x.device)
     for b in range(x.shape[0]):
-        for s in range(0, x.shape[1], NLL_ROWS):
-            rows = x[b, s:s + NLL_ROWS]
+        for s in range(0, x.shape[1], step):
+            rows = x[b, s:s + step]
             top = rows.amax(-1, keepdim=True).float()
             out = torch.sub(rows, top, out=buf[:rows.shape[0]])
             lse[b, s:s + rows.shape[0]] = out.exp_().sum(-1).log_().add_(top.squeeze(-1))
@@ -131,11 +135,13 @@ def batches(windows: torch.Tensor, batch_tokens: int):
 
 
 def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer], *,
-             batch_tokens: int | None = None, progress: Progress | None = None, label: str = "Instrumented pass") -> None:
+             batch_tokens: int | None = None, progress: Progress | None = None, label: str = "Instrumented pass",
+             bridge: bool = False) -> None:
     """Run the instrumented pass once over `windows`, feeding every reducer.
 
     Holds the model's lock for each batch's forward; hooks are removed on exit even on
     error. A batch's captured tensors are released before the next batch runs.
+    bridge=True runs the forward through the bridge even where the unwrapped model could.
     """
     L = model.n_layers
     batch_tokens = batch_tokens or batch_tokens_for(model)
@@ -152,11 +158,12 @@ def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer],
             names += site_names[site]
     extra = [pair for reducer in reducers for pair in reducer.hooks(model, first_repr)]
     total = windows.shape[0]
-    with hooks.capture(model, names, extra=extra) as got:
+    with instrumented(model, names, extra, bridge) as run:
+        got = run.got
         for offset, chunk in batches(windows, batch_tokens):
             chunk = chunk.to(model.device)
             with model.lock, torch.inference_mode():
-                logits = model.bridge(chunk, return_type="logits")
+                logits = run.forward(chunk)
                 fields = {site: [got.get(n) for n in site_names[site]] for site in SITES}
                 batch = Batch(chunk, first_repr, [got[n] for n in hooks.residual_stream(L)], logits=logits,
                               window_offset=offset, **fields)
@@ -167,3 +174,52 @@ def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer],
             if progress:
                 done = min(total, offset + chunk.shape[0])
                 progress(done / total, f"{label}: {done}/{total} windows")
+
+
+@dataclass
+class Run:
+    """An instrumented forward: `forward(tokens)` returns the logits and fills `got`;
+    `layers` are the decoder-layer modules it calls (for recording their arguments);
+    `decoder` is the unwrapped model it runs on (None: the bridge)."""
+
+    got: dict
+    forward: Callable
+    layers: list
+    decoder: object = None
+
+
+@contextmanager
+def instrumented(model: LoadedModel, names, extra=(), bridge: bool = False):
+    """A `Run` whose forwards fill got with the tensors at the hook `names` and run the
+    `extra` (name, hook(tensor, hook)) pairs on theirs.
+
+    The forward runs on the model unwrapped (analysis/pruning/unwrapped.py: the HF
+    modules the bridge wraps, the same parameters) with module hooks at the places the
+    bridge's hooks fire, when every name maps to a module's input or output; that skips
+    the bridge's own attention (which computes the pattern for its hooks) and its
+    per-call overhead: 1.1-1.2x a bare forward through the bridge. Otherwise (or with
+    bridge=True, or when the modules are offloaded) it runs on the bridge. The
+    architecture matrix checks both give the same tensors. Hold the model's lock
+    around the forwards."""
+    from analysis.pruning.ablation import Removal
+    from analysis.pruning.unwrapped import unwrapped
+
+    extra = list(extra)
+    decoder = None if bridge else unwrapped(model)
+    sites = decoder.sites(model.bridge, list(names) + [name for name, _ in extra]) if decoder else None
+    if sites is None:
+        with hooks.capture(model, names, extra=extra) as got:
+            yield Run(got, lambda tokens: model.bridge(tokens, return_type="logits"), list(model.bridge.blocks))
+        return
+    got: dict = {}
+    store = [(name, lambda t, name=name: got.__setitem__(name, t.detach())) for name in dict.fromkeys(names)]
+    observe = [(name, lambda t, fn=fn: fn(t, None)) for name, fn in extra]
+
+    def forward(tokens):
+        with decoder.hooked(sites, store + observe):
+            return decoder(Removal(), tokens, use_cache=False).logits
+
+    try:
+        yield Run(got, forward, list(decoder.layers), decoder)
+    finally:
+        got.clear()

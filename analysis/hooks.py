@@ -88,7 +88,7 @@ def readout(model, resid: Float[Tensor, "*rows d_model"], *,
     head = getattr(bridge.unembed, "original_component", None) or bridge.unembed
     normed = norm(resid)
     if out is not None and isinstance(head, torch.nn.Linear) and normed.dim() == 2 and out.dtype == normed.dtype:
-        if head.bias is not None:
+        if head.bias is not None and bool(head.bias.any()):  # the bridge's zero bias: skip addmm's copy of it
             logits = torch.addmm(head.bias, normed, head.weight.t(), out=out)
         else:
             logits = torch.mm(normed, head.weight.t(), out=out)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis import early_exit, hooks
+from analysis.fused import fused
 from analysis.hooks import readout
 from analysis.store import Record
 
@@ -44,7 +45,7 @@ SIGNALS = ("ce", "kl", "entropy", "agree", "rank", "maxprob", "gap", "cos_next")
 
 
 class Scratch:
-    """Three reusable [rows, V] float32 buffers for the lens' vocabulary-wide work:
+    """Two reusable [rows, V] float32 buffers for the lens' vocabulary-wide work:
     allocating ~50 MB per layer would page-fault on every call."""
 
     def __init__(self) -> None:
@@ -53,8 +54,37 @@ class Scratch:
     def get(self, rows: int, vocab: int, device) -> list[torch.Tensor]:
         if not self._buffers or self._buffers[0].shape[0] < rows or self._buffers[0].shape[1] != vocab \
                 or self._buffers[0].device != torch.device(device):
-            self._buffers = [torch.empty(rows, vocab, device=device) for _ in range(3)]
+            self._buffers = [torch.empty(rows, vocab, device=device) for _ in range(2)]
         return [b[:rows] for b in self._buffers]
+
+
+@fused
+def readout_signals(logits, top1_f, gold, p_f, neg_h_f):
+    """The signals of one layer's readout logits [n, V] (float32): cross-entropy to `gold`
+    [n], KL(final || layer) from the final distribution p_f [n, V] and its sum p log p
+    `neg_h_f` [n], entropy, agreement with the final top-1 `top1_f` [n] (the final top-1
+    is also this readout's largest logit), the final top-1's rank (count of larger
+    logits), max probability and the top-2 probability gap. With z = logits - max and
+    e = exp(z): lse = log sum e, entropy = lse - sum(e z) / sum(e), KL = sum p_f log p_f -
+    sum p_f z + lse. Compiled (analysis.fused) this is two reads of the logits: the max,
+    then every sum at once; no log-softmax or probability tensor is built."""
+    m = logits.amax(-1, keepdim=True)
+    target = logits.gather(-1, top1_f[:, None])
+    z = logits - m
+    e = z.exp()
+    s = e.sum(-1)
+    lse = s.log()
+    ties = (logits == m).sum(-1)  # the largest logit twice: the top-2 gap is 0, as topk gives
+    second = torch.where(ties > 1, m.squeeze(-1), torch.where(logits < m, logits, float("-inf")).amax(-1))
+    return {
+        "ce": lse - z.gather(-1, gold[:, None]).squeeze(-1),
+        "kl": neg_h_f - (p_f * z).sum(-1) + lse,
+        "entropy": lse - (e * z).sum(-1) / s,
+        "agree": (target.squeeze(-1) >= m.squeeze(-1)).float(),
+        "rank": (logits > target).sum(-1).float(),
+        "maxprob": 1.0 / s,
+        "gap": (1.0 - torch.exp(second - m.squeeze(-1))) / s,
+    }
 
 
 def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: torch.Tensor,
@@ -64,39 +94,24 @@ def layer_signals(model, resid_post: list, final_logits: torch.Tensor, gold: tor
     resid_post: L tensors [n, d] (output of each block); final_logits [n, V]; gold [n];
     resid_pre0 [n, d] (h_0, for the cosine between consecutive residuals).
 
-    One unembedding per layer into a reused buffer, then few passes over its [n, V]
-    logits (float32, never float64): top-2 (agreement, max probability, top-2 gap), the
-    rank of the final top-1 (count of larger logits), exp and its sum (log-sum-exp), and
-    two multiply-sums: entropy = lse - sum(e z) / sum(e), KL(final || layer) =
-    sum p_f log p_f - sum p_f z + lse, with z = logits minus their maximum and e = exp(z).
-    No log-softmax or probability tensor is built per layer.
+    One unembedding per layer into a reused buffer, then `readout_signals` on its [n, V]
+    logits (float32, never float64).
     """
     n, vocab = final_logits.shape
-    z, e, tmp = (scratch or Scratch()).get(n, vocab, final_logits.device)
+    z, p_f = (scratch or Scratch()).get(n, vocab, final_logits.device)
     z.copy_(final_logits)
-    top2_f = z.topk(2, dim=-1)
-    top1_f = top2_f.indices[:, 0]
-    z.sub_(top2_f.values[:, :1])
-    p_f = torch.exp(z)
-    p_f.div_(p_f.sum(-1, keepdim=True))
-    lse_f = torch.exp(z, out=e).sum(-1).log()
-    neg_h_f = torch.mul(p_f, z, out=tmp).sum(-1) - lse_f  # sum p_f log p_f
+    z.sub_(z.amax(-1, keepdim=True))
+    top1_f = z.argmax(-1)
+    torch.exp(z, out=p_f)
+    lse_f = p_f.sum(-1, keepdim=True)
+    p_f.div_(lse_f)
+    neg_h_f = (p_f * z).sum(-1) - lse_f.squeeze(-1).log()  # sum p_f log p_f
     out = {k: [] for k in SIGNALS}
     previous = resid_pre0
     for h in resid_post:
         logits = readout(model, h, out=z).float()
-        target = logits.gather(-1, top1_f[:, None])
-        out["rank"].append(torch.sub(logits, target, out=tmp).clamp_(min=0).sign_().sum(-1))
-        top2 = logits.topk(2, dim=-1)
-        z_ = logits.sub_(top2.values[:, :1])
-        s = torch.exp(z_, out=e).sum(-1)
-        lse = s.log()
-        out["ce"].append(lse - z_.gather(-1, gold[:, None]).squeeze(-1))
-        out["kl"].append(neg_h_f - torch.mul(p_f, z_, out=tmp).sum(-1) + lse)
-        out["entropy"].append(lse - e.mul_(z_).sum(-1) / s)
-        out["agree"].append((top2.indices[:, 0] == top1_f).float())
-        out["maxprob"].append(1.0 / s)
-        out["gap"].append((1.0 - torch.exp(top2.values[:, 1] - top2.values[:, 0])) / s)
+        for k, v in readout_signals(logits, top1_f, gold, p_f, neg_h_f).items():
+            out[k].append(v)
         out["cos_next"].append(F.cosine_similarity(previous.float(), h.float(), dim=-1))
         previous = h
     return {k: torch.stack(v, dim=1) for k, v in out.items()}

@@ -115,34 +115,42 @@ class SimilarityReducer:
     def hooks(self, model, first_repr):
         return []
 
-    def _fold(self, which: str, unit: torch.Tensor, sample) -> None:
+    def _sampled(self, which: str, n: int) -> list[int]:
+        """Which of the next n positions belong to the CKA sample."""
+        start = self.seen[which]
+        return [i for i in range(n) if start + i in self.sample_idx[which]]
+
+    def _fold(self, which: str, unit: torch.Tensor, sample: torch.Tensor | None) -> None:
         """unit [L+1, N, d] (unit-length rows): one set of positions into the running sums;
-        sample(indices) gives the raw residuals [L+1, n, d] of those of the N positions."""
+        sample: the raw residuals [L+1, n, d] of those positions in the CKA sample."""
         cos = torch.einsum("ind,jnd->ijn", unit, unit).clamp(-1.0, 1.0)
         self.cos_sum[which] += cos.sum(-1, dtype=torch.float64).cpu()
         self.ang_sum[which] += (torch.arccos(cos).sum(-1, dtype=torch.float64) / math.pi).cpu()
-        n = unit.shape[1]
-        start = self.seen[which]
-        keep = [i for i in range(n) if start + i in self.sample_idx[which]]
-        if keep:
-            self.samples[which].append(sample(torch.tensor(keep, device=unit.device)).float().cpu())
-        self.seen[which] += n
-        self.count[which] += n
+        if sample is not None:
+            self.samples[which].append(sample.float().cpu())
+        self.seen[which] += unit.shape[1]
+        self.count[which] += unit.shape[1]
 
     def update(self, model, batch) -> None:
         """Normalises each layer's residual straight into one [L+1, N, d] buffer (no
-        stacked copy of the raw residuals); the mean representation is summed per layer."""
+        stacked copy of the raw residuals); the mean representation is summed and the
+        CKA sample's rows picked per layer."""
         s, resid = batch.first_repr, batch.resid
         B, T, d = resid[0].shape
         unit = torch.empty(len(resid), B * (T - s), d, device=resid[0].device)
+        keep = self._sampled("all", B * (T - s))
+        keep = torch.tensor(keep, device=unit.device) if keep else None
+        picked = []
         for i, x in enumerate(resid):
-            rep = x[:, s:].float()
-            self.mean_sum[i] += rep.sum((0, 1)).double().cpu()
-            F.normalize(rep.reshape(-1, d), dim=-1, out=unit[i])
-        per = T - s
-        self._fold("all", unit, lambda idx: torch.stack([x[idx // per, s + idx % per] for x in resid]))
+            rep = x[:, s:].float().reshape(-1, d)  # one contiguous copy, summed and normalised from there
+            self.mean_sum[i] += rep.sum(0).double().cpu()
+            F.normalize(rep, dim=-1, out=unit[i])
+            if keep is not None:
+                picked.append(rep.index_select(0, keep))
+        self._fold("all", unit, torch.stack(picked) if picked else None)
         last = torch.stack([x[:, -1] for x in resid]).float()  # [L+1, B, d]
-        self._fold("last", F.normalize(last, dim=-1), lambda idx: last[:, idx])
+        keep = self._sampled("last", B)
+        self._fold("last", F.normalize(last, dim=-1), last[:, keep] if keep else None)
 
     def result(self) -> SimilarityResult:
         out = {"mean_repr": (self.mean_sum / max(1, self.count["all"])).numpy(),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from analysis import hooks
+from analysis.fused import fused
 from analysis.store import Record
 
 EPS_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
@@ -57,6 +58,21 @@ class SparsityResult(Record):
         return self.frac_relative_grid[int(np.argmin(np.abs(self.p_grid - p)))]
 
 
+@fused
+def threshold_counts(x: torch.Tensor, eps: tuple, p: tuple):
+    """Counts over activations x [..., d_mlp] (any float dtype, counted in float32): per
+    eps, how many |x| <= eps in each column [eps, d_mlp]; how many x == 0; per p, how
+    many |x| <= p * (the position's max |x|) [p]. Compiled, this is one read of x
+    (analysis.fused); int32 counts are exact."""
+    a = x.float().abs()
+    rows = tuple(range(a.dim() - 1))
+    below = torch.stack([(a <= e).sum(rows, dtype=torch.int32) for e in eps])
+    exact = (a == 0).sum(dtype=torch.int32)
+    ratio = a / a.amax(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    rel = torch.stack([(ratio <= q).sum(dtype=torch.int32) for q in p])
+    return below, exact, rel
+
+
 class SparsityReducer:
     sites = ()
 
@@ -69,7 +85,6 @@ class SparsityReducer:
         self.exact = torch.zeros(n_layers, dtype=torch.float64)
         self.fire = torch.zeros(len(self.eps), n_layers, d_mlp, dtype=torch.float64)
         self.positions = 0
-        self._buffers: dict = {}
 
     def hooks(self, model, first_repr):
         """In-hook counting (the documented exception to the reducer protocol): the MLP
@@ -78,38 +93,19 @@ class SparsityReducer:
 
     def _hook(self, layer: int, first_repr: int):
         def hook(tensor, hook):
-            x = tensor.detach()[:, first_repr:]
-            a = self._buffer("abs", x.shape, x.device)
-            torch.abs(x, out=a) if x.dtype == torch.float32 else a.copy_(x.abs())
-            self._fold(layer, a.view(-1, a.shape[-1]))
+            self._fold(layer, tensor.detach()[:, first_repr:])
             return tensor
         return hook
 
-    def _buffer(self, name: str, shape, device) -> torch.Tensor:
-        """A float32 scratch tensor reused across layers and batches (no per-threshold
-        temporaries: allocating them cost more than the comparisons)."""
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != tuple(shape) or buf.device != device:
-            buf = self._buffers[name] = torch.empty(tuple(shape), device=device)
-        return buf
-
     def _fold(self, layer: int, a: torch.Tensor) -> None:
-        """Count |a| [N, d_mlp] against every threshold: one comparison and one column
-        sum per eps gives the per-neuron counts (their total is the layer's count), one
-        comparison per p against p * (the token's max |a|) the relative rule. (Measured
-        faster on a CPU than one bucketize + bincount over all thresholds.)"""
-        n = a.shape[0]
-        mask = self._buffer("mask", a.shape, a.device)
-        ones = self._buffer("ones", (1, n), a.device).fill_(1.0)
-        for i, eps in enumerate(self.eps):  # 0/1 floats summed by a matmul: exact below 2^24 rows
-            below = (ones @ torch.le(a, eps, out=mask)).view(-1).double().cpu()  # [d_mlp]
-            self.near[i, layer] += float(below.sum())
-            self.fire[i, layer] += n - below
-        self.exact[layer] += float((ones @ torch.eq(a, 0, out=mask)).sum())
-        ratio = torch.div(a, a.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny),
-                          out=self._buffer("ratio", a.shape, a.device))
-        for i, p in enumerate(self.p):
-            self.rel[i, layer] += float((ones @ torch.le(ratio, p, out=mask)).sum())
+        """Add one batch's counts of activations a [..., d_mlp] to layer `layer`."""
+        below, exact, rel = threshold_counts(a, self.eps, self.p)
+        n = a.numel() // a.shape[-1]
+        below = below.double().cpu()  # [eps, d_mlp]
+        self.near[:, layer] += below.sum(1)
+        self.fire[:, layer] += n - below
+        self.exact[layer] += float(exact)
+        self.rel[:, layer] += rel.double().cpu()
         if layer == 0:
             self.positions += n
 

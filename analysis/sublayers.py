@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.fused import fused
 from analysis.store import Record
 
 
@@ -31,13 +32,36 @@ class SublayerResult(Record):
     ARRAYS = ("attn_score", "mlp_score", "attn_norm_ratio", "mlp_norm_ratio")
 
 
+SUMS = ("attn_cos", "mlp_cos", "attn_ratio", "mlp_ratio")
+
+
+@fused
+def layer_sums(pre, mid, post, attn, mlp):
+    """One layer's sums over positions [4] (float64): cos(sublayer input stream, output
+    stream) for attention and MLP, and ||out|| / ||input stream|| for both. Inputs are
+    [B, T, d] residual-stream tensors; `mid` is None for parallel attention/MLP, whose
+    sublayers both read `pre` (their output streams are pre + out). Compiled
+    (analysis.fused), one read of each input."""
+    pre, post, attn, mlp = pre.float(), post.float(), attn.float(), mlp.float()
+    if mid is None:
+        mlp_in = pre
+        attn_cos = F.cosine_similarity(pre, pre + attn, dim=-1)
+        mlp_cos = F.cosine_similarity(pre, pre + mlp, dim=-1)
+    else:
+        mlp_in = mid = mid.float()
+        attn_cos = F.cosine_similarity(pre, mid, dim=-1)
+        mlp_cos = F.cosine_similarity(mid, post, dim=-1)
+    attn_ratio = attn.norm(dim=-1) / pre.norm(dim=-1).clamp_min(1e-12)
+    mlp_ratio = mlp.norm(dim=-1) / mlp_in.norm(dim=-1).clamp_min(1e-12)
+    return torch.stack([v.sum(dtype=torch.float64) for v in (attn_cos, mlp_cos, attn_ratio, mlp_ratio)])
+
+
 class SublayerReducer:
     sites = ("resid_mid", "attn_out", "mlp_out")
 
     def __init__(self, n_layers: int, parallel: bool) -> None:
         self.parallel = parallel
-        self.sums = {k: torch.zeros(n_layers, dtype=torch.float64)
-                     for k in ("attn_cos", "mlp_cos", "attn_ratio", "mlp_ratio")}
+        self.sums = {k: torch.zeros(n_layers, dtype=torch.float64) for k in SUMS}
         self.count = 0
         self.n_layers = n_layers
 
@@ -47,23 +71,11 @@ class SublayerReducer:
     def update(self, model, batch) -> None:
         s = batch.first_repr
         for l in range(self.n_layers):
-            pre = batch.resid[l][:, s:].float()
-            attn = batch.attn_out[l][:, s:].float()
-            mlp = batch.mlp_out[l][:, s:].float()
-            if self.parallel:
-                mlp_in = pre
-                attn_cos = F.cosine_similarity(pre, pre + attn, dim=-1)
-                mlp_cos = F.cosine_similarity(pre, pre + mlp, dim=-1)
-            else:
-                mid = batch.resid_mid[l][:, s:].float()
-                post = batch.resid[l + 1][:, s:].float()
-                mlp_in = mid
-                attn_cos = F.cosine_similarity(pre, mid, dim=-1)
-                mlp_cos = F.cosine_similarity(mid, post, dim=-1)
-            self.sums["attn_cos"][l] += float(attn_cos.double().sum())
-            self.sums["mlp_cos"][l] += float(mlp_cos.double().sum())
-            self.sums["attn_ratio"][l] += float((attn.norm(dim=-1) / pre.norm(dim=-1).clamp_min(1e-12)).double().sum())
-            self.sums["mlp_ratio"][l] += float((mlp.norm(dim=-1) / mlp_in.norm(dim=-1).clamp_min(1e-12)).double().sum())
+            mid = None if self.parallel else batch.resid_mid[l][:, s:]
+            sums = layer_sums(batch.resid[l][:, s:], mid, batch.resid[l + 1][:, s:], batch.attn_out[l][:, s:],
+                              batch.mlp_out[l][:, s:]).cpu()
+            for i, key in enumerate(SUMS):
+                self.sums[key][l] += float(sums[i])
         self.count += batch.resid[0][:, s:].shape[0] * batch.resid[0][:, s:].shape[1]
 
     def result(self) -> SublayerResult:

@@ -9,13 +9,14 @@ same hooks, kept as the reference the fast path must equal.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from analysis.collect import batch_tokens_for, batches, token_nll
+from analysis.collect import batch_tokens_for, batches, instrumented, token_nll
 from analysis import hooks
 from analysis.hooks import readout
 
@@ -86,9 +87,13 @@ class BlockInputs:
 
     args: tuple  # per layer: positional arguments after hidden_states
     kwargs: tuple  # per layer: keyword arguments
+    decoder: object = None  # the unwrapped model whose layers were called (None: the bridge's blocks)
 
     def for_layer(self, layer: int) -> tuple[tuple, dict]:
         return self.args[layer], self.kwargs[layer]
+
+    def layers(self, model) -> list:
+        return list(self.decoder.layers) if self.decoder is not None else list(model.bridge.blocks)
 
 
 def _replayable(value):
@@ -97,10 +102,12 @@ def _replayable(value):
 
 
 class _BlockInputRecorder:
-    """Forward pre-hooks on every bridge block that record its call arguments."""
+    """Forward pre-hooks on every decoder layer a forward calls (`run.layers`: the
+    unwrapped model's or the bridge's blocks) that record its call arguments."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, run) -> None:
         self.model = model
+        self.run = run
         self.args: list = [None] * model.n_layers
         self.kwargs: list = [None] * model.n_layers
         self._handles: list = []
@@ -116,7 +123,7 @@ class _BlockInputRecorder:
 
     def __enter__(self) -> "_BlockInputRecorder":
         self._handles = [block.register_forward_pre_hook(self._hook(l), with_kwargs=True)
-                         for l, block in enumerate(self.model.bridge.blocks)]
+                         for l, block in enumerate(self.run.layers)]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -127,21 +134,50 @@ class _BlockInputRecorder:
     def inputs(self) -> BlockInputs:
         if any(kw is None for kw in self.kwargs):
             raise RuntimeError("the forward did not call every block; cannot replay blocks on their own")
-        return BlockInputs(tuple(self.args), tuple(self.kwargs))
+        return BlockInputs(tuple(self.args), tuple(self.kwargs), self.run.decoder)
 
 
 def run_blocks(model, resid: Float[Tensor, "batch pos d_model"], start: int, inputs: BlockInputs,
-               skip=frozenset()) -> Float[Tensor, "batch pos d_model"]:
+               removal: Removal | None = None) -> Float[Tensor, "batch pos d_model"]:
     """Run blocks start..L-1 on `resid` (the residual entering block `start`), each with
-    the arguments the model's own forward gave it. Blocks in `skip` are removed ones:
-    their output is their input, so they are not computed."""
-    for layer, block in enumerate(model.bridge.blocks[start:], start=start):
-        if layer in skip:
-            continue
-        args, kwargs = inputs.for_layer(layer)
-        out = block(resid, *args, **kwargs)
-        resid = out[0] if isinstance(out, tuple) else out
+    the arguments the model's own forward gave it, on the modules that forward called.
+    Removed blocks are not computed (their output is their input). Removed attention and
+    MLP sublayers: on the unwrapped model the decoder's switch zeroes them here; on the
+    bridge the caller runs this inside a RemovalHooks context set to `removal`."""
+    removal = removal or Removal()
+    decoder = inputs.decoder
+    if decoder is not None:
+        decoder.removal = removal
+    try:
+        for layer, block in enumerate(inputs.layers(model)[start:], start=start):
+            if layer in removal.blocks:
+                continue
+            args, kwargs = inputs.for_layer(layer)
+            out = block(resid, *args, **kwargs)
+            resid = out[0] if isinstance(out, tuple) else out
+    finally:
+        if decoder is not None:
+            decoder.removal = Removal()
     return resid
+
+
+@contextmanager
+def capture_blocks(model, inputs: BlockInputs, names: list, removal_hooks: "RemovalHooks"):
+    """A dict filled with the tensors at the hook `names` while `run_blocks` runs on the
+    modules `inputs` recorded (the bridge's hooks, with `removal_hooks` active, or the
+    same places on the unwrapped model)."""
+    if inputs.decoder is None:
+        with hooks.capture(model, names, extra=removal_hooks.fwd_hooks()) as got:
+            yield got
+        return
+    sites = inputs.decoder.sites(model.bridge, names)
+    got: dict = {}
+    store = [(name, lambda t, name=name: got.__setitem__(name, t.detach())) for name in names]
+    with inputs.decoder.hooked(sites, store):
+        try:
+            yield got
+        finally:
+            got.clear()
 
 
 @dataclass
@@ -160,10 +196,10 @@ def clean_states(model, tokens: Int[Tensor, "batch pos"]) -> CleanStates:
     """One unmodified forward keeping every residual (call with the model lock held)."""
     L = model.n_layers
     names = hooks.residual_stream(L) + ([] if model.parallel_attn_mlp else [hooks.resid_mid(l) for l in range(L)])
-    with torch.inference_mode(), hooks.capture(model, names) as got, _BlockInputRecorder(model) as recorder:
-        logits = model.bridge(tokens, return_type="logits")
-        resid = [got[n] for n in hooks.residual_stream(L)]
-        mid = [got.get(hooks.resid_mid(l)) for l in range(L)]
+    with torch.inference_mode(), instrumented(model, names) as run, _BlockInputRecorder(model, run) as recorder:
+        logits = run.forward(tokens)
+        resid = [run.got[n] for n in hooks.residual_stream(L)]
+        mid = [run.got.get(hooks.resid_mid(l)) for l in range(L)]
     return CleanStates(tokens, resid, mid, logits, recorder.inputs())
 
 
@@ -197,12 +233,19 @@ def suffix_logits(model, clean: CleanStates, removal: Removal, hooks: RemovalHoo
     start, resid = restart_point(model, clean, removal, k)
     with torch.inference_mode():
         if start < model.n_layers:
-            resid = run_blocks(model, resid, start, clean.inputs, skip=removal.blocks)
+            resid = run_blocks(model, resid, start, clean.inputs, removal)
         return readout(model, resid)
 
 
 def naive_logits(model, tokens: torch.Tensor, removal: Removal) -> torch.Tensor:
-    """Reference: a full forward with zeroing hooks (call with the lock held)."""
+    """Reference: a full forward with `removal` applied (call with the lock held), on the
+    modules the fast path replays: the unwrapped model with its zeroing switch, or the
+    bridge with zeroing hooks."""
+    from analysis.pruning.unwrapped import unwrapped
+    decoder = unwrapped(model)
+    if decoder is not None:
+        with torch.inference_mode():
+            return decoder(removal, tokens, use_cache=False).logits
     hooks = RemovalHooks(model.n_layers)
     hooks.set(removal)
     with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):

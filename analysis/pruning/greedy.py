@@ -28,8 +28,8 @@ import torch
 from analysis import hooks as hook_names
 from analysis import store
 from analysis.collect import batch_tokens_for, batches, token_nll
-from analysis.pruning.ablation import CleanStates, Removal, RemovalHooks, clean_states, restart_point, run_blocks, \
-    suffix_logits
+from analysis.pruning.ablation import CleanStates, Removal, RemovalHooks, capture_blocks, clean_states, restart_point, \
+    run_blocks, suffix_logits
 
 KIND_LIMIT = {"blocks": -1, "attn": 0, "mlp": 0}  # how many of the L may go: all blocks but one, every sublayer
 
@@ -74,8 +74,8 @@ class _Stream:
         if not model.parallel_attn_mlp:
             names += [hook_names.resid_mid(l) for l in range(start, L)]
         hooks.set(removal)
-        with torch.inference_mode(), hook_names.capture(model, names, extra=hooks.fwd_hooks()) as got:
-            out = run_blocks(model, resid, start, state.inputs, skip=removal.blocks) if start < L else resid
+        with torch.inference_mode(), capture_blocks(model, state.inputs, names, hooks) as got:
+            out = run_blocks(model, resid, start, state.inputs, removal) if start < L else resid
             state.resid[L] = out
             for l in range(L - 1, first - 1, -1):
                 if l in removal.blocks:

@@ -152,7 +152,7 @@ class Playground:
                 hooks.set(removal)
                 with torch.inference_mode():
                     h = state.resid[start].to(device)
-                    logits = readout(model, run_blocks(model, h, start, state.inputs, skip=removal.blocks))
+                    logits = readout(model, run_blocks(model, h, start, state.inputs, removal))
             nll = token_nll(logits, tokens)
         return nll.cpu().numpy()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 
@@ -30,17 +31,20 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_a
                "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+def _unwrap(module: torch.nn.Module, clones: dict) -> torch.nn.Module:
     """A shallow copy of the HF module behind `module` whose children are unwrapped too;
-    parameters and buffers are the originals (shared, not copied), hooks are not carried."""
+    parameters and buffers are the originals (shared, not copied), hooks are not carried.
+    `clones` maps id(HF module) -> its copy (a module reached twice is copied once)."""
     while isinstance(module._modules.get("_original_component"), torch.nn.Module):
         module = module._modules["_original_component"]
-    clone = copy.copy(module)
+    if id(module) in clones:
+        return clones[id(module)]
+    clone = clones[id(module)] = copy.copy(module)
     clone.__dict__ = dict(module.__dict__)
     for name in _HOOK_DICTS:
         if name in clone.__dict__:
             clone.__dict__[name] = OrderedDict()
-    clone._modules = OrderedDict((name, None if child is None else _unwrap(child))
+    clone._modules = OrderedDict((name, None if child is None else _unwrap(child, clones))
                                  for name, child in module._modules.items())
     return clone
 
@@ -49,12 +53,26 @@ class UnwrappedDecoder:
     """The unwrapped model and a removal switch read by hooks on its sublayers."""
 
     def __init__(self, hf: torch.nn.Module, n_layers: int) -> None:
-        self.model = _unwrap(hf).eval()
+        self._clones: dict = {}
+        self._sites: dict = {}  # names -> sites (the bridge's hook layout does not change)
+        self.model = _unwrap(hf, self._clones).eval()
         self.removal = Removal()
         _, _, layers = decoder_layers(self.model, n_layers)
+        self.layers = layers
         for l, layer in enumerate(layers):
             for kind in ("attn", "mlp"):
                 getattr(layer, sublayer_name(layer, kind)).register_forward_hook(self._zero_if_removed(kind, l))
+        # The bridge gives the unembedding a bias of zeros; added by addmm it costs a write
+        # of the whole [tokens, vocab] output (4% of a forward here). The copy's head runs
+        # without it while it is zero (checked before every forward).
+        self._zero_bias = None
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if isinstance(head, torch.nn.Linear) and head.bias is not None and not bool(head.bias.any()):
+            where = "_parameters" if "bias" in head._parameters else "_buffers"
+            own = OrderedDict(getattr(head, where))  # the copy's own dict: the original keeps its bias
+            setattr(head, where, own)
+            self._zero_bias = (own, own["bias"])
+            own["bias"] = None
 
     def _zero_if_removed(self, kind: str, layer: int):
         def hook(_module, _args, output):
@@ -70,10 +88,77 @@ class UnwrappedDecoder:
         """One forward of the unwrapped model with `removal` applied (callers hold the
         model's lock, which also guards the switch)."""
         self.removal = removal
+        if self._zero_bias is not None and bool(self._zero_bias[1].any()):  # someone set it: use it again
+            own, bias = self._zero_bias
+            own["bias"], self._zero_bias = bias, None
         try:
             return self.model(*args, **kwargs)
         finally:
             self.removal = Removal()
+
+    def sites(self, bridge, names) -> dict | None:
+        """Where each bridge hook in `names` fires on this tree: name -> (module, "in" or
+        "out"), or None when one of them is not the input or output of a module the
+        bridge wraps (then the bridge has to run the forward)."""
+        key = tuple(names)
+        if key in self._sites:
+            return self._sites[key]
+        self._sites[key] = found = self._find_sites(bridge, names)
+        return found
+
+    def _find_sites(self, bridge, names) -> dict | None:
+        found, points = {}, bridge.hook_dict  # a property that builds the dict: read it once
+        for name in names:
+            point = points.get(name)
+            path, _, kind = (getattr(point, "name", None) or "").rpartition(".")
+            if kind not in ("hook_in", "hook_out"):
+                return None
+            try:
+                component = bridge.get_submodule(path)
+            except AttributeError:
+                return None
+            clone = self._clones.get(id(getattr(component, "original_component", None)))
+            if clone is None:
+                return None
+            found[name] = (clone, kind[5:])
+        return found
+
+    @contextmanager
+    def hooked(self, sites: dict, hooks: list):
+        """Run `hooks`, (name, fn(tensor)) pairs, on the tensors at their `sites` during
+        the forwards inside the block (the first tensor a module receives, or the first
+        it returns); removed on exit, also on error. Callers hold the model's lock."""
+        handles = []
+
+        def first(value):
+            return value[0] if isinstance(value, (tuple, list)) else value
+
+        def on_input(fn):
+            return lambda _m, args, kwargs: fn(args[0] if args else first(kwargs.get("hidden_states")
+                                                                          or next(iter(kwargs.values()))))
+
+        def on_output(fn):
+            return lambda _m, _args, output: fn(first(output))
+
+        try:
+            for name, fn in hooks:
+                module, kind = sites[name]
+                if kind == "in":
+                    handles.append(module.register_forward_pre_hook(_discard(on_input(fn)), with_kwargs=True))
+                else:
+                    handles.append(module.register_forward_hook(_discard(on_output(fn))))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _discard(fn):
+    """A module hook that observes: whatever `fn` returns, the module's tensors are unchanged."""
+    def hook(*args):
+        fn(*args)
+        return None
+    return hook
 
 
 _DECODERS: dict = {}

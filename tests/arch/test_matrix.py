@@ -183,6 +183,42 @@ def test_unwrapped_decoder_gives_the_bridge_logits_and_shares_its_weights(fam):
         assert (decoder(Removal(), windows).logits - none).abs().max() == 0  # the switch resets
 
 
+def test_instrumented_forward_on_the_unwrapped_model_captures_what_the_bridge_hooks_capture(fam):
+    """The instrumented pass and the clean states of every removal run on the unwrapped
+    model with module hooks where the bridge's hooks fire (collect.instrumented): every
+    family maps all its sites, and each captured tensor (residual stream, resid_mid,
+    sublayer outputs, the MLP activation), the logits and the recorded block arguments
+    replayed on their own (ablation.run_blocks) give what the bridge gives."""
+    from analysis import hooks
+    from analysis.collect import instrumented
+    from analysis.pruning.ablation import Removal, clean_states, run_blocks
+    model, windows = fam["model"], fam["windows"][:2]
+    L = model.n_layers
+    names = hooks.residual_stream(L) + [hooks.sublayer_out(k, l) for k in ("attn", "mlp") for l in range(L)]
+    names += [] if model.moe else [hooks.mlp_post(l) for l in range(L)]
+    if not model.parallel_attn_mlp:
+        names += [hooks.resid_mid(l) for l in range(L)]
+    got = {}
+    for bridge in (False, True):
+        with model.lock, torch.inference_mode(), instrumented(model, names, bridge=bridge) as run:
+            assert (run.decoder is None) == bridge, "the unwrapped model could not map every site"
+            logits = run.forward(windows)
+            got[bridge] = {**{n: run.got[n].clone() for n in names}, "logits": logits}
+    for name, value in got[True].items():
+        ours = got[False][name]
+        assert ours.shape == value.shape and (ours - value).abs().max() <= TOL * value.abs().max(), name
+    with model.lock:
+        clean = clean_states(model, windows)
+    assert clean.inputs.decoder is not None
+    removal = Removal.of(**PLAN)
+    with model.lock, torch.inference_mode():
+        replayed = run_blocks(model, clean.resid[0], 0, clean.inputs)
+        assert (replayed - clean.resid[L]).abs().max() <= TOL * clean.resid[L].abs().max()
+        pruned = run_blocks(model, clean.resid[0], 0, clean.inputs, removal)
+        assert (pruned - replayed).abs().max() > 0  # the removal applied, and then switched off again
+        assert (run_blocks(model, clean.resid[0], 0, clean.inputs) - replayed).abs().max() == 0
+
+
 def test_mergekit_yaml_builds_the_same_checkpoint(fam, pruned):
     from analysis.pruning.mergekit import mergekit_yaml
     plan, out = pruned
