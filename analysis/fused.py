@@ -11,8 +11,10 @@ two loops that read the tensor once (bench, default model: sparsity counting 0.2
 every batch size and width) on its first call and falls back to calling `fn` eagerly,
 for good, when compiling fails (no C++ compiler, an unsupported backend) or when
 LAYERLAB_COMPILE=0. Both paths compute the same numbers (tests compare them). Compiled
-code is cached on disk in `cache/inductor` (set TORCHINDUCTOR_CACHE_DIR to move it): the
-first compile on a machine takes about 10-20 s, later processes load it in a few seconds.
+code is cached on disk by Inductor for every process on the machine
+(/tmp/torchinductor_<user>; TORCHINDUCTOR_CACHE_DIR moves it): the first compile on a
+machine takes 15-30 s (`python -m analysis prepare` does it), later processes load it in
+a few seconds.
 """
 from __future__ import annotations
 
@@ -22,8 +24,6 @@ import threading
 from typing import Callable
 
 import torch
-
-from analysis import settings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class Fused:
     def _compiled(self) -> Callable:
         with self._lock:
             if self.compiled is None:
-                os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings.cache_dir() / "inductor"))
                 self.compiled = torch.compile(self.fn, dynamic=True)
             return self.compiled
 
@@ -61,5 +60,36 @@ class Fused:
             return self.fn(*args)
 
 
+KERNELS: list = []  # every fused function, for warm_up and failures
+
+
 def fused(fn: Callable) -> Fused:
-    return Fused(fn)
+    KERNELS.append(Fused(fn))
+    return KERNELS[-1]
+
+
+def failures() -> str:
+    """Why compiling failed, for each fused function that runs eagerly ('' when none)."""
+    return "; ".join(f"{k.__name__}: {k.failed}" for k in KERNELS if k.failed)
+
+
+def warm_up() -> float:
+    """Compile every fused reduction once on small inputs (the compiled code lands in the
+    on-disk cache, so the first instrumented pass of a later process does not compile);
+    returns the seconds spent. `python -m analysis prepare` calls this."""
+    import time
+
+    from analysis.lens import readout_signals
+    from analysis.sparsity import EPS_GRID, P_GRID, threshold_counts
+    from analysis.sublayers import layer_sums
+
+    start = time.perf_counter()
+    x = torch.randn(2, 5, 7)
+    with torch.inference_mode():
+        threshold_counts(x, EPS_GRID, P_GRID)
+        layer_sums(x, x + 1, x + 2, x, x)
+        layer_sums(x, None, x + 2, x, x)
+        logits, index = torch.randn(5, 11), torch.arange(5)
+        probs = logits.softmax(-1)
+        readout_signals(logits, index, index, probs, probs.sum(-1))
+    return time.perf_counter() - start

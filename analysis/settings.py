@@ -9,6 +9,7 @@ LAYERLAB_TRUST_REMOTE_CODE    "1" to let transformers run model code from the hu
 LAYERLAB_DEVICE_MAP           e.g. "auto" to shard a big model over devices with accelerate
 LAYERLAB_MAX_UPLOAD_MB        largest pasted or uploaded corpus (default 5)
 LAYERLAB_MAX_REPORT_MB        largest uploaded report.json (default 50)
+LAYERLAB_COMPILE              "0" to run the fused reductions eagerly instead of compiling them (analysis/fused.py)
 LAYERLAB_BATCH_TOKENS         tokens per batch of every forward over the corpus (default: what fits
                               a quarter of the free memory, at most 1 GiB of activations)
 """

@@ -86,14 +86,15 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
     with st.expander("Import a pruning plan"):
         import_plan(model)
 
-    st.plotly_chart(figs.removal_map(removal.blocks, removal.attn, removal.mlp, L), key="pg_map")
-    st.info(playground.describe(removal, L))
+    picture, summary, numbers = st.empty(), st.empty(), st.empty()  # in page order; the numbers are sent first
+    param_frac, flop_frac = costs.removed_fractions(costs.component_costs(model, ctx.seq_len), removal)
+    label = windows_label(ctx, show_on)
     with st.spinner("Evaluating the first windows..."):
         job.wait(timeout=30)
-    param_frac, flop_frac = costs.removed_fractions(costs.component_costs(model, ctx.seq_len), removal)
-    numbers = st.empty()
-    label = windows_label(ctx, show_on)
+    shown_complete = job.complete  # read before the snapshot, so a completion in between is shown later
     show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
+    picture.plotly_chart(figs.removal_map(removal.blocks, removal.attn, removal.mlp, L), key="pg_map")
+    summary.info(playground.describe(removal, L))
     strip = st.container()
 
     st.subheader("Prompt")
@@ -109,10 +110,11 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
     export = st.container()
     generation = st.container()
 
-    while not job.complete:  # refine the estimate; the worker goes on when this run ends
+    while not shown_complete:  # refine the estimate; the worker goes on when this run ends
         job.wait(batches=len(job.parts) + 1, timeout=0.25)
+        shown_complete = job.complete
         show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
-        if reruns.rerun_pending():  # a new click waits for this run: end it now
+        if not shown_complete and reruns.rerun_pending():  # a new click waits for this run: end it now
             return
     pruned = pg.evaluate(removal)  # from the memo the worker just filled
     with strip:

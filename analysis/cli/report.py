@@ -69,6 +69,11 @@ def cmd_report(args) -> int:
 
 def cmd_prepare(args) -> int:
     from analysis.loading import resolve_source
+    from analysis import fused
     path, _ = resolve_source(args.model, progress)
     print(f"model ready at {path}")
+    if fused.enabled():
+        seconds = fused.warm_up()
+        state = f"eager (compiling failed: {fused.failures()})" if fused.failures() else "compiled"
+        print(f"fused reductions {state} in {seconds:.1f} s")
     return 0

@@ -96,7 +96,7 @@ def test_a_failed_compile_falls_back_to_eager_for_good(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    f = fused_mod.fused(lambda x: x * 2)
+    f = fused_mod.Fused(lambda x: x * 2)  # not registered: the real kernels stay compiled
     assert torch.equal(f(torch.ones(3)), torch.full((3,), 2.0))
     assert f.failed.startswith("RuntimeError: no C++ compiler found")
     assert torch.equal(f(torch.ones(2)), torch.full((2,), 2.0)) and calls == ["compiled"]  # not tried again
@@ -105,5 +105,11 @@ def test_a_failed_compile_falls_back_to_eager_for_good(monkeypatch):
 def test_layerlab_compile_0_never_compiles(monkeypatch):
     monkeypatch.setenv("LAYERLAB_COMPILE", "0")
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: pytest.fail("compiled although LAYERLAB_COMPILE=0"))
-    f = fused_mod.fused(lambda x: x + 1)
+    f = fused_mod.Fused(lambda x: x + 1)
     assert torch.equal(f(torch.zeros(2)), torch.ones(2)) and f.compiled is None
+
+
+def test_warm_up_compiles_every_fused_reduction():
+    seconds = fused_mod.warm_up()
+    assert seconds >= 0 and len(fused_mod.KERNELS) >= 3
+    assert all(k.compiled is not None for k in fused_mod.KERNELS) and fused_mod.failures() == ""
