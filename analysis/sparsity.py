@@ -68,8 +68,8 @@ def threshold_counts(x: torch.Tensor, eps: tuple, p: tuple):
     rows = tuple(range(a.dim() - 1))
     below = torch.stack([(a <= e).sum(rows, dtype=torch.int32) for e in eps])
     exact = (a == 0).sum(dtype=torch.int32)
-    ratio = a / a.amax(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
-    rel = torch.stack([(ratio <= q).sum(dtype=torch.int32) for q in p])
+    top = a.amax(-1, keepdim=True)  # the rule as defined: |a| <= p * max|a| (no division per element)
+    rel = torch.stack([(a <= q * top).sum(dtype=torch.int32) for q in p])
     return below, exact, rel
 
 

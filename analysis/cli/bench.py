@@ -225,7 +225,7 @@ def bench_pass(model, windows, repeats: int) -> None:
     bare_forward(hf, windows, tokens)  # warm-up
     instrumented(model, windows, False)
     bare, inst = paired([lambda: bare_forward(hf, windows, tokens), lambda: instrumented(model, windows, False)],
-                        repeats)
+                        max(5, repeats))  # a ~1 s pair: the median of 5 steadies a ratio that drifts by +-0.03 over 3
     bare2, lens = paired([lambda: bare_forward(hf, windows, tokens), lambda: instrumented(model, windows, True)], 1)
     floor = lens_floor(model, windows)
     print(f"bare transformers forward        {bare:8.2f} s")
