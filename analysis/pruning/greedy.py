@@ -21,6 +21,7 @@ full forward per candidate while choosing exactly the same candidate:
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +29,8 @@ import torch
 from analysis import hooks as hook_names
 from analysis import store
 from analysis.collect import batch_tokens_for, batches, token_nll
-from analysis.pruning.ablation import CleanStates, Removal, RemovalHooks, capture_blocks, clean_states, restart_point, \
-    run_blocks, suffix_logits
+from analysis.pruning.ablation import CleanStates, Removal, RemovalHooks, capture_blocks, clean_states, \
+    removal_context, restart_point, run_blocks, suffix_logits
 
 KIND_LIMIT = {"blocks": -1, "attn": 0, "mlp": 0}  # how many of the L may go: all blocks but one, every sublayer
 
@@ -91,19 +92,10 @@ class _Stream:
 
 def _measure(model, stream: _Stream, removal: Removal, first: int, hooks: RemovalHooks) -> float:
     with model.lock:
-        ctx = model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()) if removal.attn or removal.mlp else _null()
-        with ctx:
+        with removal_context(model, stream.state.inputs, hooks) if removal.attn or removal.mlp else nullcontext():
             logits = suffix_logits(model, stream.state, removal, hooks, first=first)
             hooks.set(Removal())
     return float(token_nll(logits, stream.state.tokens).double().sum())
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _streams(model, windows: torch.Tensor, batch_windows: int) -> list[_Stream]:

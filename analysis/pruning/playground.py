@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from analysis import store
-from analysis.pruning.ablation import (KINDS, CleanStates, Removal, RemovalHooks, clean_states, run_blocks, suffix_logits)
+from analysis.pruning.ablation import (KINDS, CleanStates, Removal, RemovalHooks, clean_states, removal_context, run_blocks,
+                                       suffix_logits)
 from analysis.hooks import readout
 from analysis.collect import batch_tokens_for, batches, token_nll
 from analysis.evaluation import windows_for
@@ -144,7 +145,7 @@ class Playground:
             mid[k] = state.mid[k].to(device)
         tokens = state.tokens.to(device)
         hooks = RemovalHooks(model.n_layers)
-        with model.lock, model.bridge.hooks(fwd_hooks=hooks.fwd_hooks()):
+        with model.lock, removal_context(model, state.inputs, hooks):
             if resid[k] is not None and (not mid_path or mid[k] is not None):
                 logits = suffix_logits(model, CleanStates(tokens, resid, mid, None, state.inputs), removal, hooks)
             else:  # restart from the nearest kept residual at or before layer k
