@@ -134,8 +134,12 @@ class UnwrappedDecoder:
             return value[0] if isinstance(value, (tuple, list)) else value
 
         def on_input(fn):
-            return lambda _m, args, kwargs: fn(args[0] if args else first(kwargs.get("hidden_states")
-                                                                          or next(iter(kwargs.values()))))
+            def observe(_m, args, kwargs):
+                if args:
+                    return fn(args[0])
+                given = kwargs.get("hidden_states")  # a module called with keywords only
+                return fn(first(given if given is not None else next(iter(kwargs.values()))))
+            return observe
 
         def on_output(fn):
             return lambda _m, _args, output: fn(first(output))

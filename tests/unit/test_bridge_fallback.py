@@ -44,3 +44,28 @@ def test_the_bridge_path_gives_the_unwrapped_paths_numbers(tiny, monkeypatch):
     np.testing.assert_allclose(toggled_a, toggled_b, rtol=1e-5, atol=1e-6)
     assert greedy_a.order == greedy_b.order
     np.testing.assert_allclose(greedy_a.nll_sum, greedy_b.nll_sum, rtol=1e-5)
+
+
+def test_hooked_sees_the_hidden_states_passed_by_keyword():
+    """A module called with hidden_states as a keyword (some HF layers are) is observed
+    through that keyword; one called positionally through its first argument."""
+    import torch
+    from analysis.pruning.unwrapped import UnwrappedDecoder
+
+    class Layer(torch.nn.Linear):
+        def forward(self, mask=None, hidden_states=None):
+            return super().forward(hidden_states)
+
+    seen = []
+    layer = Layer(3, 3)
+    hooked = UnwrappedDecoder.hooked.__wrapped__(None, {"x": (layer, "in"), "y": (layer, "out")},
+                                                 [("x", seen.append), ("y", seen.append)])
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        next(hooked)
+        out = layer(mask=1, hidden_states=x)  # hidden_states, not the first keyword
+        layer(None, x)
+        hooked.close()
+    assert torch.equal(seen[0], x) and torch.equal(seen[1], out) and seen[2] is None and len(seen) == 4
+    layer(hidden_states=x)
+    assert len(seen) == 4  # removed on exit
