@@ -124,6 +124,10 @@ def test_share_link_equals_the_state_after_a_preset(app_url, browser):
     page = second.new_page()
     page.goto(link)
     expect(metric(page, "Pruned perplexity")).to_have_text(pruned, timeout=LOAD_MS)
+    # the pills draw their pressed state a render after their value arrives: wait for it (a
+    # loaded machine once read it in between), then compare exactly
+    expect(page.get_by_role("toolbar", name="Remove blocks").locator('button[aria-pressed="true"]')).to_have_text(
+        blocks, timeout=STEP_MS)
     assert pressed(page, "Remove blocks") == blocks and pressed(page, "Remove attention sublayers") == []
     second.close()
 
