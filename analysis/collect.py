@@ -179,12 +179,10 @@ def run_pass(model: LoadedModel, windows: torch.Tensor, reducers: list[Reducer],
 @dataclass
 class Run:
     """An instrumented forward: `forward(tokens)` returns the logits and fills `got`;
-    `layers` are the decoder-layer modules it calls (for recording their arguments);
     `decoder` is the unwrapped model it runs on (None: the bridge)."""
 
     got: dict
     forward: Callable
-    layers: list
     decoder: object = None
 
 
@@ -209,17 +207,15 @@ def instrumented(model: LoadedModel, names, extra=(), bridge: bool = False):
     sites = decoder.sites(model.bridge, list(names) + [name for name, _ in extra]) if decoder else None
     if sites is None:
         with hooks.capture(model, names, extra=extra) as got:
-            yield Run(got, lambda tokens: model.bridge(tokens, return_type="logits"), list(model.bridge.blocks))
+            yield Run(got, lambda tokens: model.bridge(tokens, return_type="logits"))
         return
     got: dict = {}
-    store = [(name, lambda t, name=name: got.__setitem__(name, t.detach())) for name in dict.fromkeys(names)]
-    observe = [(name, lambda t, fn=fn: fn(t, None)) for name, fn in extra]
 
     def forward(tokens):
-        with decoder.hooked(sites, store + observe):
+        with decoder.capture(sites, got, names, extra):
             return decoder(Removal(), tokens, use_cache=False).logits
 
     try:
-        yield Run(got, forward, list(decoder.layers), decoder)
+        yield Run(got, forward, decoder)
     finally:
         got.clear()

@@ -92,8 +92,11 @@ class BlockInputs:
     def for_layer(self, layer: int) -> tuple[tuple, dict]:
         return self.args[layer], self.kwargs[layer]
 
-    def layers(self, model) -> list:
-        return list(self.decoder.layers) if self.decoder is not None else list(model.bridge.blocks)
+
+def replayed_layers(model, decoder) -> list:
+    """The decoder-layer modules a forward on `decoder` (the unwrapped model, or None:
+    the bridge) calls, in order."""
+    return list(decoder.layers) if decoder is not None else list(model.bridge.blocks)
 
 
 def _replayable(value):
@@ -102,8 +105,8 @@ def _replayable(value):
 
 
 class _BlockInputRecorder:
-    """Forward pre-hooks on every decoder layer a forward calls (`run.layers`: the
-    unwrapped model's or the bridge's blocks) that record its call arguments."""
+    """Forward pre-hooks on every decoder layer `run`'s forward calls (the unwrapped
+    model's or the bridge's blocks) that record its call arguments."""
 
     def __init__(self, model, run) -> None:
         self.model = model
@@ -123,7 +126,7 @@ class _BlockInputRecorder:
 
     def __enter__(self) -> "_BlockInputRecorder":
         self._handles = [block.register_forward_pre_hook(self._hook(l), with_kwargs=True)
-                         for l, block in enumerate(self.run.layers)]
+                         for l, block in enumerate(replayed_layers(self.model, self.run.decoder))]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -149,7 +152,7 @@ def run_blocks(model, resid: Float[Tensor, "batch pos d_model"], start: int, inp
     if decoder is not None:
         decoder.removal = removal
     try:
-        for layer, block in enumerate(inputs.layers(model)[start:], start=start):
+        for layer, block in enumerate(replayed_layers(model, decoder)[start:], start=start):
             if layer in removal.blocks:
                 continue
             args, kwargs = inputs.for_layer(layer)
@@ -178,10 +181,8 @@ def capture_blocks(model, inputs: BlockInputs, names: list, removal_hooks: "Remo
         with hooks.capture(model, names, extra=removal_hooks.fwd_hooks()) as got:
             yield got
         return
-    sites = inputs.decoder.sites(model.bridge, names)
     got: dict = {}
-    store = [(name, lambda t, name=name: got.__setitem__(name, t.detach())) for name in names]
-    with inputs.decoder.hooked(sites, store):
+    with inputs.decoder.capture(inputs.decoder.sites(model.bridge, names), got, names):
         try:
             yield got
         finally:

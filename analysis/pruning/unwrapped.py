@@ -1,18 +1,21 @@
-"""The Hugging Face model under a TransformerBridge, without the bridge, for decoding.
+"""The Hugging Face model under a TransformerBridge, without the bridge.
 
 Booting a bridge replaces the HF model's modules in place with bridge components (each
-holding the HF module it wraps as `original_component`). Token-by-token decoding pays
-their per-call overhead (hook points, the bridge's own attention) on every one of about
-a dozen module calls per layer and token: 1.6x a bare `generate` on the default model.
+holding the HF module it wraps as `original_component`). Every call then pays their
+overhead: hook points, and the bridge's own eager attention (it computes the pattern for
+its hooks). Token by token that was 1.6x a bare `generate` on the default model.
 `unwrapped(model)` is a second module tree over the *same* parameters (nothing is
 copied) with every bridge component replaced by the module it wraps, so a forward is the
-model's own. Removals are applied by zeroing the output of the removed attention and MLP
-sublayers (a removed block: both), which is what zeroing `hook_attn_out` / `hook_mlp_out`
-does on the bridge and what `apply` does by zeroing the output projections.
+model's own. It serves decoding (`prompts`), the instrumented pass and the clean states
+(`collect.instrumented`, with plain module hooks where the bridge's hooks fire:
+`sites`, `capture`) and every replayed suffix of blocks (`ablation.run_blocks`).
+Removals are applied by zeroing the output of the removed attention and MLP sublayers (a
+removed block: both), which is what zeroing `hook_attn_out` / `hook_mlp_out` does on the
+bridge and what `apply` does by zeroing the output projections.
 
 A model whose modules carry Accelerate offload hooks (a `device_map` with CPU or disk
 offload) has no unwrapped view: the bridge materialises offloaded weights around each
-call, and decoding keeps using the bridge there.
+call, and everything keeps using the bridge there.
 """
 from __future__ import annotations
 
@@ -122,6 +125,16 @@ class UnwrappedDecoder:
                 return None
             found[name] = (clone, kind[5:])
         return found
+
+    @contextmanager
+    def capture(self, sites: dict, got: dict, names, extra=()):
+        """Fill `got` with the tensors at the hook `names` (detached) and run the `extra`
+        (name, hook(tensor, hook)) pairs, the bridge's hook signature, on theirs during
+        the forwards inside the block: `collect.instrumented` and `ablation.capture_blocks`."""
+        store = [(name, lambda t, name=name: got.__setitem__(name, t.detach())) for name in dict.fromkeys(names)]
+        observe = [(name, lambda t, fn=fn: fn(t, None)) for name, fn in extra]
+        with self.hooked(sites, store + observe):
+            yield got
 
     @contextmanager
     def hooked(self, sites: dict, hooks: list):
