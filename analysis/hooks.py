@@ -74,6 +74,20 @@ def capture(model, names: Iterable[str], *, keep: Callable[[torch.Tensor], torch
             got.clear()
 
 
+def final_modules(model) -> tuple:
+    """(final norm, unembedding, post-unembedding logit transform or None): the HF modules
+    the bridge wraps."""
+    bridge = model.bridge
+    norm = getattr(bridge.ln_final, "original_component", None) or bridge.ln_final
+    head = getattr(bridge.unembed, "original_component", None) or bridge.unembed
+    return norm, head, getattr(getattr(bridge, "adapter", None), "apply_output_logits_transform", None)
+
+
+def final_norm(model, resid: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
+    """The final norm applied afresh to residual vectors (the input of `unembed`)."""
+    return final_modules(model)[0](resid)
+
+
 def readout(model, resid: Float[Tensor, "*rows d_model"], *,
             out: Float[Tensor, "rows vocab"] | None = None) -> Float[Tensor, "*rows vocab"]:
     """Logits [..., V] of residual vectors [..., d]: the final norm applied afresh,
@@ -83,10 +97,13 @@ def readout(model, resid: Float[Tensor, "*rows d_model"], *,
     Runs the HF modules the bridge wraps (no hook points, no copies). With `out` (a
     [rows, V] buffer, resid [rows, d]) a linear unembedding writes into it, so a loop over
     layers reuses one buffer instead of allocating [rows, V] each time."""
-    bridge = model.bridge
-    norm = getattr(bridge.ln_final, "original_component", None) or bridge.ln_final
-    head = getattr(bridge.unembed, "original_component", None) or bridge.unembed
-    normed = norm(resid)
+    return unembed(model, final_norm(model, resid), out=out)
+
+
+def unembed(model, normed: Float[Tensor, "*rows d_model"], *,
+            out: Float[Tensor, "rows vocab"] | None = None) -> Float[Tensor, "*rows vocab"]:
+    """`readout` after its final norm: the unembedding and the logit transform."""
+    _, head, transform = final_modules(model)
     if out is not None and isinstance(head, torch.nn.Linear) and normed.dim() == 2 and out.dtype == normed.dtype:
         if head.bias is not None and bool(head.bias.any()):  # the bridge's zero bias: skip addmm's copy of it
             logits = torch.addmm(head.bias, normed, head.weight.t(), out=out)
@@ -94,7 +111,6 @@ def readout(model, resid: Float[Tensor, "*rows d_model"], *,
             logits = torch.mm(normed, head.weight.t(), out=out)
     else:
         logits = head(normed)
-    transform = getattr(getattr(bridge, "adapter", None), "apply_output_logits_transform", None)
     return transform(logits) if transform is not None else logits
 
 

@@ -62,6 +62,23 @@ def batch_tokens(bytes_per_token: int) -> int:
     return 1 << max(0, (budget // max(1, bytes_per_token)).bit_length() - 1)
 
 
+RESUME_MEMORY_CAP = 2 << 30
+
+
+def resume_bytes() -> int:
+    """Memory iterative greedy may fill with the residuals it keeps to resume candidates
+    (LAYERLAB_RESUME_MB when set, else a quarter of the free memory, at most
+    RESUME_MEMORY_CAP)."""
+    raw = os.environ.get("LAYERLAB_RESUME_MB", "").strip()
+    if raw:
+        try:
+            return max(0, int(float(raw) * (1 << 20)))
+        except ValueError:
+            raise ValueError(f"LAYERLAB_RESUME_MB must be a number of megabytes, not {raw!r}") from None
+    import psutil
+    return min(psutil.virtual_memory().available // 4, RESUME_MEMORY_CAP)
+
+
 def max_upload_bytes() -> int:
     return int(float(os.environ.get("LAYERLAB_MAX_UPLOAD_MB", "5")) * 1024 * 1024)
 

@@ -43,3 +43,10 @@ def open_app(page: str = "overview", *, model: str | None = None, seq_len: int =
 
 def no_traceback(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+def toggles(at: AppTest, fp: str) -> dict:
+    """The playground's toggles for model `fp`, under their current keys."""
+    from ui.toggles import toggle_key
+    generations = at.session_state["_pg_generation"] if "_pg_generation" in at.session_state else {}
+    return {kind: at.session_state[toggle_key(kind, fp, generations)] for kind in ("blocks", "attn", "mlp")}

@@ -142,3 +142,24 @@ def greedy(hf, prompt: torch.Tensor, max_new: int) -> list:
     out = hf.generate(prompt, max_new_tokens=max_new, do_sample=False, min_new_tokens=max_new,
                       eos_token_id=None, pad_token_id=0)
     return out[0, prompt.shape[1]:].tolist()
+
+
+def modified(hf, kind: str, layers):
+    """A copy of `hf` without the blocks `layers` (kind "blocks") or with those attention
+    or MLP sublayers zeroed (kind "attn" / "mlp")."""
+    layers = set(layers)
+    if kind == "blocks":
+        return without_layers(hf, layers)
+    return with_zeroed(hf, **{kind: layers})
+
+
+def naive_greedy(hf, windows, kind: str, steps: int):
+    """Re-measure every remaining candidate with a plain model at every step."""
+    chosen, ppls = [], []
+    L = hf.config.num_hidden_layers
+    for _ in range(steps):
+        ppl, best = min((perplexity(modified(hf, kind, chosen + [c]), windows), c)
+                        for c in range(L) if c not in chosen)
+        chosen.append(best)
+        ppls.append(ppl)
+    return chosen, ppls

@@ -2,6 +2,11 @@
 per model (by fingerprint) and session; seeded once from a link (clamped to the model),
 otherwise from earlier visits; changed by the pills, a preset or an imported plan.
 The widgets' keys are the single source of truth; the saved copy survives page changes.
+
+When the server sets the toggles (a preset, a plan, a curve point), the pills get new keys
+(a generation number per model). A rerun the browser sent before it drew the new pills
+still carries the old pills' values; under the old keys they cannot switch the new
+toggles back (the lost plan import of an earlier CI run).
 """
 from __future__ import annotations
 
@@ -14,11 +19,18 @@ from ui import links
 DEFAULT_PROMPT = "The capital of France is"
 
 
-def toggle_key(kind: str, fp: str) -> str:
-    return f"pg_{kind}_{fp}"
+def toggle_key(kind: str, fp: str, generations: dict | None = None) -> str:
+    """The pills' key for this model's current generation (generation 0 has no suffix);
+    `generations` is the session's map (read from it when not given)."""
+    generation = (st.session_state.get("_pg_generation", {}) if generations is None else generations).get(fp, 0)
+    return f"pg_{kind}_{fp}" + (f"_{generation}" if generation else "")
 
 
 def set_toggles(fp: str, removal: Removal, method: dict | None) -> None:
+    for kind in KINDS:
+        st.session_state.pop(toggle_key(kind, fp), None)
+    generations = st.session_state.setdefault("_pg_generation", {})
+    generations[fp] = generations.get(fp, 0) + 1
     for kind in KINDS:
         st.session_state[toggle_key(kind, fp)] = sorted(getattr(removal, kind))
     st.session_state.setdefault("_pg_method", {})[fp] = dict(method or {}, removal=removal) if method else None

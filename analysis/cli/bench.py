@@ -208,7 +208,9 @@ def bench_curves(model, windows, repeats: int) -> None:
     naive = sum(L - s for s in range(L // 2))
     print(f"full forward + loss (naive_logits)  {full:8.2f} s   (median of {2 * repeats}, before and after)")
     print(f"iterative greedy to k = {L // 2}          {greedy:8.2f} s   {result.batches_measured} of "
-          f"{result.batches_naive} candidate-batches measured")
+          f"{result.batches_naive} candidate-batches measured, {result.batches_bounded} of them dropped by the "
+          f"vocabulary bound; {result.suffix_blocks} suffix blocks run (restarting each candidate at its own layer: "
+          f"{result.suffix_blocks_restart})")
     print(f"greedy / {naive} naive full forwards   ratio {greedy / (naive * full):.2f}  (target <= 0.35)")
     rng = np.random.default_rng(0)
     weights, values = rng.integers(1, L + 1, 100), rng.random((100, 100)) * 3

@@ -130,7 +130,7 @@ class PruningCurves(store.Record):
     full_ppl: dict  # {"calibration": ..., "evaluation": ...}
     seeds: int
     curves: dict  # "kind/method" -> Curve
-    greedy: dict  # kind -> {order, calib_ppl, batches_measured, batches_naive}
+    greedy: dict  # kind -> {order, calib_ppl, batches_measured, batches_naive, batches_bounded, suffix_blocks, ...}
     depth_inputs: dict  # skip_sets, skip_values [W][C], exit_values [W][L], full [W] (evaluation windows)
     dynamic_depth: DynamicDepth
     seconds: float

@@ -106,7 +106,9 @@ def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, toleran
         result = greedy_order(model, corpus, seq_len, max_windows, part, kind, k_max, initial=initial,
                               progress=phases.part(f"greedy {kind}"))
         greedy[kind] = {"order": result.order[:k_max], "calib_ppl": result.perplexities()[:k_max],
-                        "batches_measured": result.batches_measured, "batches_naive": result.batches_naive}
+                        "batches_measured": result.batches_measured, "batches_naive": result.batches_naive,
+                        "batches_bounded": result.batches_bounded, "suffix_blocks": result.suffix_blocks,
+                        "suffix_blocks_restart": result.suffix_blocks_restart}
         chosen[kind] = cv.selections(kind, L, k_max, similarity=analysis.similarity, sublayers=analysis.sublayers,
                                      removal_cost=cost, greedy_order=result.order)
         rand[kind] = cv.random_orders(L, seeds)

@@ -17,6 +17,16 @@ full forward per candidate while choosing exactly the same candidate:
   the first batch), batches in order of decreasing NLL of the current model, so the
   likely winner completes early and the losers exceed it soon. Ties go to the lower
   layer (a candidate is dropped only when strictly worse).
+- A vocabulary bound (`bound.py`). Once a batch has one exact value, a candidate's
+  suffix output is first read out on a subset of the vocabulary, which gives a lower
+  bound of its NLL on that batch; if that already exceeds the best complete NLL, the
+  candidate is dropped without the full unembedding (float32 models).
+- Resumed suffixes. A candidate's run keeps the residual entering each later block. When
+  the step chooses layer r, a candidate c < r computes exactly what it computed before up
+  to block r (nothing before r changed), so at the next step it resumes from the residual
+  it kept at block r instead of restarting at c. The kept tensors fit a memory budget
+  (`settings.resume_bytes`); over it, every second (third, ...) layer is kept and a
+  candidate resumes from the nearest kept layer at or before r.
 """
 from __future__ import annotations
 
@@ -27,10 +37,11 @@ from dataclasses import dataclass
 import torch
 
 from analysis import hooks as hook_names
-from analysis import store
+from analysis import settings, store
 from analysis.collect import batch_tokens_for, batches, token_nll
+from analysis.pruning import bound
 from analysis.pruning.ablation import CleanStates, Removal, RemovalHooks, capture_blocks, clean_states, \
-    removal_context, restart_point, run_blocks, suffix_logits
+    removal_context, restart_point, run_blocks
 
 KIND_LIMIT = {"blocks": -1, "attn": 0, "mlp": 0}  # how many of the L may go: all blocks but one, every sublayer
 
@@ -39,7 +50,7 @@ def max_removals(kind: str, n_layers: int) -> int:
     return n_layers + KIND_LIMIT[kind]
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -53,6 +64,9 @@ class GreedyResult(store.Record):
     batches_measured: int = 0  # candidate-batches run (each: a suffix of blocks + readout)
     batches_naive: int = 0  # candidate-batches a full re-measurement would run
     state_blocks: int = 0  # blocks run to update the kept streams after each choice
+    batches_bounded: int = 0  # candidate-batches dropped by the vocabulary bound (no full unembedding)
+    suffix_blocks: int = 0  # blocks run for candidates
+    suffix_blocks_restart: int = 0  # ... had every candidate restarted at its own layer
 
     def perplexities(self) -> list[float]:
         """Calibration perplexity after each step."""
@@ -60,15 +74,19 @@ class GreedyResult(store.Record):
 
 
 class _Stream:
-    """One batch: tokens, block arguments and the residual stream with the chosen removals."""
+    """One batch: tokens, block arguments, the residual stream with the chosen removals, and
+    per candidate the residuals its last run entered later blocks with."""
 
     def __init__(self, clean: CleanStates, nll: float) -> None:
         self.state = CleanStates(clean.tokens, list(clean.resid), list(clean.mid), None, clean.inputs)
         self.nll = nll  # NLL sum of the current model (removals so far) on this batch
         self.tokens = clean.tokens.shape[0] * (clean.tokens.shape[1] - 1)
+        self.kept: dict = {}  # candidate -> {layer: residual entering that block}
 
     def advance(self, model, removal: Removal, first: int, hooks: RemovalHooks) -> int:
-        """Recompute the stream from layer `first` on with `removal` applied; blocks run."""
+        """Recompute the stream from layer `first` on with `removal` applied; blocks run.
+        Kept residuals stay valid up to block `first` for candidates before it."""
+        self.kept = {c: {l: t for l, t in kept.items() if l <= first} for c, kept in self.kept.items() if c < first}
         L, state = model.n_layers, self.state
         start, resid = restart_point(model, state, removal, first)
         names = [hook_names.resid_pre(l) for l in range(start, L)]
@@ -90,12 +108,35 @@ class _Stream:
         return sum(1 for l in range(start, L) if l not in removal.blocks)
 
 
-def _measure(model, stream: _Stream, removal: Removal, first: int, hooks: RemovalHooks) -> float:
-    with model.lock:
+def _run_suffix(model, stream: _Stream, removal: Removal, c: int, hooks: RemovalHooks, keep_every: int,
+                result: GreedyResult) -> torch.Tensor:
+    """The final-normed residual [B, T, d] of the model with `removal` (candidate `c` added
+    to the chosen ones), from the residual kept by c's last run or from the stream at c."""
+    L = model.n_layers
+    restart, resid = restart_point(model, stream.state, removal, c)
+    kept = stream.kept.get(c) if keep_every else None
+    start = max(kept) if kept else restart
+    if kept:
+        resid = kept[start]
+    result.suffix_blocks += sum(1 for l in range(start, L) if l not in removal.blocks)
+    result.suffix_blocks_restart += sum(1 for l in range(restart, L) if l not in removal.blocks)
+    new = {} if keep_every else None
+    with model.lock, torch.inference_mode():
         with removal_context(model, stream.state.inputs, hooks) if removal.attn or removal.mlp else nullcontext():
-            logits = suffix_logits(model, stream.state, removal, hooks, first=first)
+            hooks.set(removal)
+            if start < L:
+                resid = run_blocks(model, resid, start, stream.state.inputs, removal, keep=new, keep_every=keep_every)
             hooks.set(Removal())
-    return float(token_nll(logits, stream.state.tokens).double().sum())
+        normed = hook_names.final_norm(model, resid)
+    if new is not None:
+        stream.kept[c] = {**{l: t for l, t in (kept or {}).items() if l <= start}, **new}
+    return normed
+
+
+def _exact(model, stream: _Stream, normed: torch.Tensor) -> tuple[float, torch.Tensor]:
+    with model.lock, torch.inference_mode():
+        logits = hook_names.unembed(model, normed)
+    return float(token_nll(logits, stream.state.tokens).double().sum()), logits
 
 
 def _streams(model, windows: torch.Tensor, batch_windows: int) -> list[_Stream]:
@@ -109,12 +150,24 @@ def _streams(model, windows: torch.Tensor, batch_windows: int) -> list[_Stream]:
     return streams
 
 
-def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict, hooks, result: GreedyResult):
+def _keep_every(model, streams: list[_Stream]) -> int:
+    """Keep every n-th layer's residual so that all candidates' kept residuals fit
+    settings.resume_bytes(); 0 (keep none) when even every 4th layer would not fit."""
+    L = model.n_layers
+    per_layer = sum(s.state.resid[0].numel() * s.state.resid[0].element_size() for s in streams)
+    needed = per_layer * L * (L - 1) // 2
+    every = max(1, -(-needed // max(1, settings.resume_bytes())))
+    return every if every <= 4 else 0
+
+
+def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict, hooks, result: GreedyResult,
+          keep_every: int, use_bound: bool):
     """Branch and bound: (winner, its NLL sum, per-batch NLL of the winner, estimates)."""
     order = sorted(range(len(streams)), key=lambda b: -streams[b].nll / streams[b].tokens)
-    partial = {c: 0.0 for c in candidates}
+    partial = {c: 0.0 for c in candidates}  # exact NLL sums, plus the bound of the batch that dropped it
     done = {c: 0 for c in candidates}
     per_batch = {c: {} for c in candidates}
+    subsets: dict = {}
     alive, best, best_total = set(candidates), None, math.inf
     seen = lambda c: sum(streams[order[i]].tokens for i in range(done[c]))
 
@@ -126,12 +179,29 @@ def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict
     while alive:
         c = min(alive, key=estimate)
         b = order[done[c]]
-        removal = Removal.of(**{kind: chosen + [c]})
-        value = _measure(model, streams[b], removal, c, hooks)
+        stream = streams[b]
+        normed = _run_suffix(model, stream, Removal.of(**{kind: chosen + [c]}), c, hooks, keep_every, result)
         result.batches_measured += 1
+        done[c] += 1
+        if b in subsets and best_total < math.inf:
+            low = None
+            for s in subsets[b]:  # smallest subset first
+                with model.lock, torch.inference_mode():
+                    low = bound.lower_bound(model, normed, s)
+                if partial[c] + low > best_total:
+                    break
+            if partial[c] + low > best_total:
+                result.batches_bounded += 1
+                partial[c] += low
+                alive.discard(c)
+                continue
+        value, logits = _exact(model, stream, normed)
+        if use_bound and b not in subsets:
+            with torch.inference_mode():
+                subsets[b] = bound.subsets(model, logits, stream.state.tokens)
+        del logits
         partial[c] += value
         per_batch[c][b] = value
-        done[c] += 1
         if done[c] == len(streams):
             alive.discard(c)
             if partial[c] < best_total or (partial[c] == best_total and c < best):
@@ -144,13 +214,15 @@ def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict
 
 
 def iterative_greedy(model, windows: torch.Tensor, kind: str = "blocks", steps: int | None = None, *,
-                     initial: list | None = None, batch_windows: int | None = None, progress=None) -> GreedyResult:
+                     initial: list | None = None, batch_windows: int | None = None, progress=None,
+                     resume: bool = True, vocabulary_bound: bool = True) -> GreedyResult:
     """The greedy order of `kind` ("blocks", "attn" or "mlp") removals over `windows`.
 
     `steps` defaults to as many as may go (L-1 blocks, L sublayers). `initial`, the NLL
     sums of every single removal of this kind measured over the same windows (one
     sweep), replaces the first step's measurements. progress(fraction, message) is
-    called after each step.
+    called after each step. `resume` and `vocabulary_bound` switch those two savings off
+    (the result is the same either way; the tests compare).
     """
     L = model.n_layers
     steps = max_removals(kind, L) if steps is None else min(steps, max_removals(kind, L))
@@ -160,6 +232,8 @@ def iterative_greedy(model, windows: torch.Tensor, kind: str = "blocks", steps: 
     n_tokens = sum(s.tokens for s in streams)
     result = GreedyResult(kind, [], [], n_tokens)
     hooks = RemovalHooks(L)
+    keep_every = _keep_every(model, streams) if resume else 0
+    use_bound = vocabulary_bound and bound.usable(model)
     prior: dict = {}
     weights = [L - s for s in range(steps)]
     for step in range(steps):
@@ -170,7 +244,8 @@ def iterative_greedy(model, windows: torch.Tensor, kind: str = "blocks", steps: 
             total, per_batch = initial[best], None
             prior = {c: initial[c] / n_tokens for c in candidates}
         else:
-            best, total, per_batch, prior = _step(model, streams, kind, result.order, candidates, prior, hooks, result)
+            best, total, per_batch, prior = _step(model, streams, kind, result.order, candidates, prior, hooks, result,
+                                                  keep_every, use_bound)
         result.order.append(best)
         result.nll_sum.append(total)
         removal = Removal.of(**{kind: result.order})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest import no_traceback, open_app
+from apptest import no_traceback, open_app, toggles
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER = "Other (hub name, local dir or .gguf)..."
@@ -48,10 +48,6 @@ def messages(at: AppTest, kinds=("error", "warning", "info")) -> list[str]:
 def assert_message(at: AppTest, words: str, kinds=("error", "warning", "info")) -> None:
     found = messages(at, kinds)
     assert any(words in m for m in found), found
-
-
-def toggles(at: AppTest, fp: str) -> dict:
-    return {kind: at.session_state[f"pg_{kind}_{fp}"] for kind in ("blocks", "attn", "mlp")}
 
 
 def markdown_texts(at: AppTest) -> list[str]:

@@ -5,7 +5,7 @@ against plain transformers), a point opens the playground with exactly its toggl
 on the evaluation windows, and each point downloads as a valid plan."""
 import pytest
 
-from apptest import no_traceback, open_app
+from apptest import no_traceback, open_app, toggles
 from analysis import jobs
 from analysis.pruning.plan_check import parse_plan
 
@@ -54,7 +54,7 @@ def test_curves_job_then_points_open_the_playground_and_export_plans(tiny, tiny_
     at.button(key="curves_open_blocks").click().run()
     no_traceback(at)
     fp = tiny.fingerprint
-    assert at.session_state[f"pg_blocks_{fp}"] == curve.removed[1]
+    assert toggles(at, fp)["blocks"] == curve.removed[1]
     assert at.session_state["pg_show_on"] == "evaluation"
     shown = {m.label: m.value for m in at.metric}
     assert shown["Pruned perplexity"] == f"{curve.eval_ppl[1]:.3f}"  # the same windows, the same number

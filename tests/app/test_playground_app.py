@@ -1,6 +1,7 @@
 """The playground page in AppTest on the tiny model: a link restores clamped toggles,
 prompt and numbers; a preset sets the toggles."""
 from analysis.pruning.ablation import Removal
+from apptest import toggles
 
 SEQ = 32
 
@@ -20,7 +21,7 @@ def test_link_restores_clamped_toggles_prompt_and_numbers(tiny, tiny_dir, isolat
     at = _playground_app(tiny_dir, {"rm_blocks": "1,99", "rm_mlp": "2", "prompt": "Where are"})
     assert any("out of range 0..3: [99]" in w.value for w in at.warning), [w.value for w in at.warning]
     fp = tiny.fingerprint
-    assert at.session_state[f"pg_blocks_{fp}"] == [1] and at.session_state[f"pg_mlp_{fp}"] == [2]
+    assert toggles(at, fp) == {"blocks": [1], "attn": [], "mlp": [2]}
     assert at.text_input(key="pg_prompt").value == "Where are"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Pruned perplexity"] == _expected_ppl(tiny, Removal.of(blocks=[1], mlp=[2]))
@@ -39,7 +40,24 @@ def test_preset_sets_toggles_and_nothing_removed_says_full_model(tiny, tiny_dir,
     at.number_input(key="pg_k").set_value(2)
     at.button[0].click().run()
     fp = tiny.fingerprint
-    assert at.session_state[f"pg_blocks_{fp}"] == [1, 2]
+    assert toggles(at, fp)["blocks"] == [1, 2]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Pruned perplexity"] == _expected_ppl(tiny, Removal.of(blocks=[1, 2]))
-    assert at.query_params["rm_blocks"] == "1,2"
+    assert at.query_params["rm_blocks"] == "1,2" and toggles(at, tiny.fingerprint)["blocks"] == [1, 2]
+
+
+def test_toggles_set_by_the_server_survive_a_rerun_carrying_the_old_pill_values(tiny, tiny_dir, isolated_cache):
+    """A preset (or an imported plan) sets the toggles from the server. A rerun the browser
+    sent before it drew the new pills (the sidebar's timer, a quick click elsewhere) still
+    carries the old pill values; they must not switch the toggles back."""
+    at = _playground_app(tiny_dir, {})
+    stale = at._tree.get_widget_states()  # what the browser holds before the preset is drawn
+    at.selectbox(key="pg_preset").set_value("reverse_order")
+    at.number_input(key="pg_k").set_value(2)
+    at.button[0].click().run()
+    expected = _expected_ppl(tiny, Removal.of(blocks=[1, 2]))
+    assert {m.label: m.value for m in at.metric}["Pruned perplexity"] == expected
+    at._run(stale)
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Pruned perplexity"] == expected
+    assert at.query_params["rm_blocks"] == "1,2" and toggles(at, tiny.fingerprint)["blocks"] == [1, 2]

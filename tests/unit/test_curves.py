@@ -41,13 +41,6 @@ def curves(tiny, tmp_path_factory):
         yield pruning_curves(tiny, split, SEQ, MAX_WINDOWS, seeds=5)
 
 
-def modified(hf, kind: str, layers):
-    layers = set(layers)
-    if kind == "blocks":
-        return reference.without_layers(hf, layers)
-    return reference.with_zeroed(hf, **{kind: layers})
-
-
 @torch.no_grad()
 def window_nll(hf, windows) -> np.ndarray:
     logits = hf(windows).logits.double()
@@ -55,24 +48,12 @@ def window_nll(hf, windows) -> np.ndarray:
     return nll.mean(1).numpy()
 
 
-def naive_greedy(hf, windows, kind: str, steps: int):
-    """Re-measure every remaining candidate with a plain model at every step."""
-    chosen, ppls = [], []
-    L = hf.config.num_hidden_layers
-    for _ in range(steps):
-        ppl, best = min((reference.perplexity(modified(hf, kind, chosen + [c]), windows), c)
-                        for c in range(L) if c not in chosen)
-        chosen.append(best)
-        ppls.append(ppl)
-    return chosen, ppls
-
-
 @pytest.mark.parametrize("kind", ["blocks", "attn", "mlp"])
 def test_iterative_greedy_equals_naive_re_measurement(tiny, hf, windows, kind):
     calibration = split_windows(windows)[0]
     result = iterative_greedy(tiny, calibration, kind, batch_windows=3)
     steps = tiny.n_layers - 1 if kind == "blocks" else tiny.n_layers
-    order, ppls = naive_greedy(hf, calibration, kind, steps)
+    order, ppls = reference.naive_greedy(hf, calibration, kind, steps)
     assert result.order == order
     assert result.perplexities() == pytest.approx(ppls, rel=1e-4)
     assert result.batches_naive == sum(tiny.n_layers - s for s in range(steps)) * 3  # 8 windows in batches of 3
@@ -94,10 +75,10 @@ def test_curves_choose_on_calibration_and_score_on_evaluation(tiny, hf, windows,
             assert curve.k == [1, 2, 3]
             for k, removed, ev, cal in zip(curve.k, curve.removed, curve.eval_ppl, curve.calib_ppl or [None] * 3):
                 assert len(removed) == k
-                assert ev == pytest.approx(reference.perplexity(modified(hf, kind, removed), evaluation), rel=1e-4)
+                plain = reference.modified(hf, kind, removed)
+                assert ev == pytest.approx(reference.perplexity(plain, evaluation), rel=1e-4)
                 if method != "random":
-                    assert cal == pytest.approx(reference.perplexity(modified(hf, kind, removed), calibration),
-                                                rel=1e-4), (kind, method, k)
+                    assert cal == pytest.approx(reference.perplexity(plain, calibration), rel=1e-4), (kind, method, k)
     # Block Influence from plain residuals of the calibration windows only picks the first block
     h = reference.residuals(hf, calibration)[:, :, 1:].reshape(tiny.n_layers + 1, -1, tiny.d_model)
     bi = [1 - float(F.cosine_similarity(h[l], h[l + 1], dim=-1).mean()) for l in range(tiny.n_layers)]
