@@ -45,9 +45,7 @@ class Subset:
 def _full_precision(model) -> bool:
     if model.hf_model.dtype not in (torch.float32, torch.float64):
         return False
-    if torch.get_float32_matmul_precision() != "highest":
-        return False
-    return not (torch.cuda.is_available() and torch.backends.cuda.matmul.allow_tf32)
+    return torch.get_float32_matmul_precision() == "highest"  # TF32 matmuls (allow_tf32) read "high"
 
 
 def usable(model) -> bool:
