@@ -86,3 +86,12 @@ def lower_bound(model, normed: torch.Tensor, s: Subset) -> float:
     gold = z.gather(-1, s.gold[..., None]).squeeze(-1)
     value = (torch.logsumexp(z, dim=-1) - gold).double().sum()
     return float(value) - MARGIN_PER_TOKEN * gold.numel()
+
+
+def exceeding(model, normed: torch.Tensor, subsets_: list[Subset], limit: float) -> float | None:
+    """The first lower bound (smallest subset first) above `limit`, or None if none is."""
+    for s in subsets_:
+        low = lower_bound(model, normed, s)
+        if low > limit:
+            return low
+    return None

@@ -184,13 +184,9 @@ def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict
         result.batches_measured += 1
         done[c] += 1
         if b in subsets and best_total < math.inf:
-            low = None
-            for s in subsets[b]:  # smallest subset first
-                with model.lock, torch.inference_mode():
-                    low = bound.lower_bound(model, normed, s)
-                if partial[c] + low > best_total:
-                    break
-            if partial[c] + low > best_total:
+            with model.lock, torch.inference_mode():
+                low = bound.exceeding(model, normed, subsets[b], best_total - partial[c])
+            if low is not None:
                 result.batches_bounded += 1
                 partial[c] += low
                 alive.discard(c)
