@@ -1,9 +1,10 @@
 """Layer Lab: which layers of a transformer do little, and what removing them costs."""
 import streamlit as st
 
-from ui import links, sidebar, urlstate
+from ui import context, diagnostics, links, sidebar, urlstate  # noqa: F401 - diagnostics: SIGUSR1 dumps stacks
 
 st.set_page_config(page_title="Layer Lab", page_icon=":material/layers:", layout="wide")
+context.mark_app_run()
 
 PAGES = {key: st.Page(f"pages/{key}.py", title=title, icon=f":material/{icon}:", url_path=key, default=i == 0)
          for i, (key, (title, icon)) in enumerate(links.PAGE_INFO.items())}

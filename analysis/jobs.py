@@ -28,7 +28,7 @@ from analysis import store
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
-LANE_LIMITS = {"heal": 1, "sweep": 1, "pass": 2}  # concurrent jobs per lane; other lanes: DEFAULT_LIMIT
+LANE_LIMITS = {"heal": 1, "sweep": 1, "pass": 2, "playground": 2}  # concurrent jobs per lane; other lanes: DEFAULT_LIMIT
 DEFAULT_LIMIT = 1
 KEEP_FINISHED = 32  # finished jobs remembered in memory (results also live on disk)
 

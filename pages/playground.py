@@ -9,7 +9,6 @@ import numpy as np
 import streamlit as st
 
 from analysis import architectures
-from analysis.corpus import CorpusError
 from analysis.figures import playground as figs
 from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
 from analysis.pruning.ablation import KINDS, Removal
@@ -29,14 +28,7 @@ def main() -> None:
     removal_cost = context.removal_for(ctx, run=False)
     greedy = context.greedy_for(ctx)
     show_on = show_on_choice(ctx)
-    bar = st.progress(0.0, text="Keeping the clean residuals of the corpus...")
-    try:
-        pg = context.playground_for(ctx, show_on, progress=lambda f, m: bar.progress(min(1.0, f), text=m))
-    except CorpusError as err:
-        bar.empty()
-        st.error(str(err))
-        st.stop()
-    bar.empty()
+    pg = context.playground_for(ctx, show_on)
     toggles.seed_state(ctx.model.fingerprint, ctx.model.n_layers)
     for message in st.session_state.get("_pg_notices", []):
         st.warning(f"From the link: {message}")
@@ -114,6 +106,8 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
         job.wait(batches=len(job.parts) + 1, timeout=0.25)
         shown_complete = job.complete
         show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
+        if job.error is not None:  # shown by show_numbers; nothing more will come
+            return
         if not shown_complete and reruns.rerun_pending():  # a new click waits for this run: end it now
             return
     pruned = pg.evaluate(removal)  # from the memo the worker just filled

@@ -98,13 +98,30 @@ def set_current(ctx: Context | None) -> None:
     st.session_state["_ctx"] = ctx
 
 
+APP_RAN = "_app_ran"  # set by app.py on every run: this session's runs go through its navigation
+
+
+def mark_app_run() -> None:
+    st.session_state[APP_RAN] = True
+
+
 def leave_pages_directory_mode() -> None:
-    """On a fresh server Streamlit runs its very first script in the old pages/-directory
-    mode (until some run calls st.navigation), so a deep link such as /playground runs
-    the page file without app.py and its sidebar. Switch that mode off and rerun: the
-    rerun executes app.py, which routes to the same page."""
+    """On a fresh server Streamlit runs scripts in the old pages/-directory mode until some
+    run calls st.navigation, so a deep link such as /playground runs the page file without
+    app.py and its sidebar. That holds for EVERY session whose first run started before
+    the switch (four tabs opened at once: issue 31), not only the first one. So switch
+    the mode off and rerun whenever this session's runs have not gone through app.py yet
+    (and app.py is the main script: an AppTest of a page file is its own main script);
+    the rerun executes app.py, which routes to the same page."""
+    from pathlib import Path
+
     from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    run = get_script_run_ctx()
+    outside_app = (run is not None and Path(run.main_script_path).name == "app.py"
+                   and not st.session_state.get(APP_RAN))
+    if PagesManager.uses_pages_directory or outside_app:
         PagesManager.uses_pages_directory = False
         st.rerun()
 
@@ -143,29 +160,38 @@ def needs_model(ctx: Context, what: str) -> bool:
 PASS_PERSIST = jobs.Persist("pass", save=False)  # the pass caches its own result on disk (store.cached)
 
 
+def join(job: jobs.Job, label: str):
+    """Wait for a shared background job with a progress bar and return its result. Every
+    session that joins the job polls it, so a job that finishes or fails while a session
+    waits wakes that session: it shows the result, or the error (a corpus that cannot be
+    windowed, a failure, a cancellation) and stops the page; a rerun submits it again."""
+    bar = st.progress(job.fraction, text=label)
+    while not job.wait(timeout=0.5):
+        bar.progress(job.fraction, text=f"{label} {job.status_text()}")
+    bar.empty()
+    what = label.rstrip(".")
+    if job.state == jobs.CANCELLED:
+        st.warning(f"{what}: cancelled. Reload the page to run it again.")
+        st.stop()
+    if job.state != jobs.DONE:
+        if isinstance(job.exception, CorpusError):
+            st.error(str(job.exception))
+        else:
+            st.error(plain(f"{what} failed: {job.error or job.status_text()}. Reload the page to try again."))
+        st.stop()
+    return job.result
+
+
 def _memo_or_compute(memo_name: str, key: tuple, label: str, compute):
     """The session's memo of `key`, else the result of `compute(progress)` (disk cache
     inside `compute`). The computation is single-flight across sessions: it runs as a
     background job keyed by what it computes, so a second tab, another session or a
-    reload joins the running pass and shows its progress instead of starting another.
-    A corpus that cannot be windowed stops the page with its message."""
+    reload joins the running pass and shows its progress instead of starting another."""
     memo = st.session_state.setdefault(memo_name, {})
     if key not in memo:
         job = jobs.submit(store.make_key(memo=memo_name, key=key), lambda job: compute(job.progress),
                           label=label.rstrip("."), lane="pass", persist=PASS_PERSIST)
-        bar = st.progress(job.fraction, text=label)
-        while not job.wait(timeout=0.5):
-            bar.progress(job.fraction, text=f"{label} {job.status_text()}")
-        bar.empty()
-        if job.state == jobs.CANCELLED:
-            st.warning(f"{label.rstrip('.')}: cancelled. Reload the page to run it again.")
-            st.stop()
-        if job.state != jobs.DONE:
-            if isinstance(job.exception, CorpusError):
-                st.error(str(job.exception))
-                st.stop()
-            raise job.exception or RuntimeError(f"{label.rstrip('.')} {job.status_text()}")
-        memo[key] = job.result
+        memo[key] = join(job, label)
     return memo[key]
 
 
@@ -287,10 +313,23 @@ def window_source(ctx: Context, show_on: str) -> tuple:
     return ctx.corpus, ctx.part
 
 
-def playground_for(ctx: Context, show_on: str, progress=None):
-    from analysis.pruning.playground import get_playground
+PLAYGROUND_PERSIST = jobs.Persist("playground", save=False)  # the built playground lives in memory only
+
+
+def playground_for(ctx: Context, show_on: str):
+    """The shared playground of the windows shown, built once as a background job that
+    every session joins (lane "playground"): a session that stops or reruns while the
+    clean residuals are kept does not stop the build, and every waiting session is woken
+    when it finishes or fails."""
+    from analysis.pruning.playground import shared_playground
     corpus, part = window_source(ctx, show_on)
-    return get_playground(ctx.model, corpus, ctx.seq_len, ctx.max_windows, progress=progress, part=part)
+    pg = shared_playground(ctx.model, corpus, ctx.seq_len, ctx.max_windows, part=part)
+    if pg.full is None:
+        job = jobs.submit(store.make_key(memo="playground", key=pg.key, serial=pg.serial),
+                          lambda job: pg.build(job.progress) and None, label="Keeping the clean residuals",
+                          lane="playground", persist=PLAYGROUND_PERSIST)
+        join(job, "Keeping the clean residuals of the corpus...")
+    return pg
 
 
 def greedy_for(ctx: Context, kind: str = "blocks"):

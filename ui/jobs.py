@@ -13,12 +13,13 @@ from analysis import jobs
 
 REFRESH_SECONDS = 1.0
 SHOW_FINISHED_SECONDS = 120  # finished jobs stay listed this long (so a failure is seen)
+PAGE_LANES = ("pass", "playground")  # a page waits on these and shows their outcome itself
 
 
 def _listed() -> list[jobs.Job]:
     now = time.time()
-    recent = [j for j in jobs.REGISTRY.recent()  # a finished analysis pass is on its page already
-              if j.done and not j.from_disk and j.lane != "pass" and now - (j.finished or now) < SHOW_FINISHED_SECONDS]
+    recent = [j for j in jobs.REGISTRY.recent()  # a finished pass or playground build is on its page already
+              if j.done and not j.from_disk and j.lane not in PAGE_LANES and now - (j.finished or now) < SHOW_FINISHED_SECONDS]
     return jobs.REGISTRY.active() + recent
 
 

@@ -13,6 +13,7 @@ Prompts and generation live in `prompts.py`, parameter and FLOP counting in `cos
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -33,6 +34,7 @@ from analysis.evaluation import windows_for
 CLEAN_BUDGET_BYTES = 2 * 1024 ** 3
 MEMO_SIZE = 64
 KIND_WORDS = {"blocks": "blocks", "attn": "attention sublayers", "mlp": "MLP sublayers"}
+_SERIALS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Playground:
         self._memo = EVALUATIONS if key is not None else store.LRU(memo_size)
         self._lock = threading.Lock()
         self._scheduler = None
+        self.serial = next(_SERIALS)  # names this object's build job (a rebuilt playground gets a new one)
 
     def _plan_storage(self) -> None:
         W, T = self.windows.shape
@@ -76,13 +79,16 @@ class Playground:
             self.stride = math.ceil((L + 1) * per_layer / max(1, self.budget_bytes))
 
     def build(self, progress=None) -> "Playground":
-        """One clean forward per batch, keeping the residuals on the CPU (idempotent)."""
+        """One clean forward per batch, keeping the residuals on the CPU (idempotent).
+        Atomic: the states and the full model's losses appear together at the end, so a
+        build that stops half-way (an error, a cancelled job) leaves the playground
+        unbuilt, and the next build starts from nothing, not from its leftovers."""
         with self._lock:
             if self.full is not None:
                 return self
             self._plan_storage()
             model, total = self.model, self.windows.shape[0]
-            parts = []
+            parts, states = [], []
             for offset, chunk in batches(self.windows, self.batch_tokens):
                 tokens = chunk.to(model.device)
                 with model.lock:
@@ -90,11 +96,12 @@ class Playground:
                 parts.append(token_nll(clean.logits, tokens).cpu().numpy())
                 resid = [t.cpu() if l % self.stride == 0 else None for l, t in enumerate(clean.resid)]
                 mid = [t.cpu() if self.keep_mid and t is not None else None for t in clean.mid]
-                self.states.append(CleanStates(chunk, resid, mid, None, clean.inputs))
+                states.append(CleanStates(chunk, resid, mid, None, clean.inputs))
                 del clean
                 if progress:
                     done = min(total, offset + chunk.shape[0])
                     progress(done / total, f"Keeping the clean residuals: {done}/{total} windows")
+            self.states = states
             self.full = Evaluation(Removal(), np.concatenate(parts).astype(np.float64))
         return self
 
@@ -190,17 +197,23 @@ def memoized(model, corpus, seq_len: int, max_windows: int | None, part: str, re
     return None if pruned is None else (playground.full, pruned)
 
 
-def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None,
-                   part: str = "all") -> Playground:
-    """The shared, built playground for (model, corpus, seq_len, max_windows) over the
-    `part` of the corpus's windows (evaluation.part_windows)."""
+def shared_playground(model, corpus, seq_len: int, max_windows: int | None = None, part: str = "all") -> Playground:
+    """The playground shared by every session for (model, corpus, seq_len, max_windows)
+    over the `part` of the corpus's windows (evaluation.part_windows), built or not: the
+    app builds it once as a background job that every session joins (ui/context)."""
     key = playground_key(model, corpus, seq_len, max_windows, part)
+
     def create() -> Playground:
         windows = windows_for(model, corpus, seq_len, max_windows, part)
         return Playground(model, windows, key=key, batch_tokens=PROGRESS_WINDOWS * windows.shape[1])
 
-    playground = _PLAYGROUNDS.get_or_create(key, create)
-    return playground.build(progress)
+    return _PLAYGROUNDS.get_or_create(key, create)
+
+
+def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None,
+                   part: str = "all") -> Playground:
+    """`shared_playground`, built here (in the caller's thread) when it is not yet."""
+    return shared_playground(model, corpus, seq_len, max_windows, part).build(progress)
 
 
 def describe(removal: Removal, n_layers: int) -> str:

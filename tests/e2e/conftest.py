@@ -23,6 +23,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 STARTUP_SECONDS = 120
 
 
+class ServerURL(str):
+    """The server's URL; `.pid` is its process (group leader), `.log` its log file."""
+
+    pid: int
+    log: Path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,7 +65,9 @@ def serve(tmp_path_factory, **env):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"streamlit did not start within {STARTUP_SECONDS} s; see {log.name}")
             time.sleep(0.5)
-        yield url
+        served = ServerURL(url)
+        served.pid, served.log = proc.pid, Path(log.name)
+        yield served
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -188,3 +188,68 @@ def test_sweep_seeds_the_shared_memo_so_a_toggle_is_a_lookup(tiny, isolated_cach
     other = pg_module.Playground(tiny, pg.windows).build()  # a private playground computes afresh
     for removal, got in zip(singles, served):
         assert np.allclose(got.nll, other.evaluate(removal, memo=False).nll, rtol=1e-5, atol=1e-6)
+
+
+def test_a_build_stopped_half_way_leaves_nothing_behind(tiny, windows, playground):
+    """Issue 31: a build that stops after its first batch (the session's run was stopped,
+    a job cancelled) leaves the playground unbuilt; the next build starts from nothing and
+    gives exactly the states and numbers of a build that was never interrupted (before,
+    the first batch's states stayed and the rebuilt playground had one batch too many)."""
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(fraction, message):
+        raise Stop(message)
+
+    pg = Playground(tiny, windows, batch_tokens=BATCH_TOKENS)
+    with pytest.raises(Stop):
+        pg.build(stop_after_first)
+    assert pg.full is None and pg.states == []
+    pg.build()
+    assert len(pg.states) == len(playground.states)
+    assert np.array_equal(pg.full.nll, playground.full.nll)
+    removal = Removal.of(blocks=[1], attn=[2])
+    assert np.array_equal(pg.evaluate(removal, memo=False).nll, playground.evaluate(removal, memo=False).nll)
+
+
+def test_every_session_joins_one_build_job_and_sees_its_failure(tiny, isolated_cache, monkeypatch):
+    """Issue 31: the shared playground is built once, as a background job every session
+    joins; when the build fails, each waiting session is woken and shown the error (the
+    page stops with it), and the next request builds again."""
+    from streamlit.testing.v1 import AppTest
+
+    from analysis.corpus import Corpus
+    from analysis.loading import register_model
+
+    register_model(tiny)
+    script = f'''
+import streamlit as st
+from analysis.corpus import Corpus
+from analysis.loading import get_model
+from analysis.pruning import playground
+from ui import context
+model = get_model({tiny.name!r}, {tiny.device!r}, {tiny.dtype!r})
+ctx = context.Context(model, Corpus("join", {TEXT!r}), {SEQ}, 3)
+if st.session_state.get("fail"):
+    def broken(self, progress=None):
+        raise RuntimeError("no memory left for the residuals")
+    playground.Playground.build = broken
+pg = context.playground_for(ctx, "calibration")
+st.write(f"built {{len(pg.states)}} batches, full {{pg.full.perplexity:.4f}}")
+'''
+    original = Playground.build
+    try:
+        failing = AppTest.from_string(script, default_timeout=120)
+        failing.session_state["fail"] = True
+        failing.run()
+        assert [e.value.replace("\\", "") for e in failing.error] == [
+            "Keeping the clean residuals of the corpus failed: RuntimeError: no memory left for the residuals. "
+            "Reload the page to try again."]
+        assert not failing.exception
+    finally:
+        Playground.build = original
+    at = AppTest.from_string(script, default_timeout=120).run()
+    assert not at.exception and not at.error
+    from analysis.pruning.playground import get_playground
+    full = get_playground(tiny, Corpus("join", TEXT), SEQ, 3).full.perplexity
+    assert at.markdown[0].value.endswith(f"full {full:.4f}")
