@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test model browser bench
+.PHONY: run test model browser bench soak
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,3 +29,6 @@ test: model browser
 
 bench: model
 	$(PY) -m analysis bench
+
+soak: model browser
+	$(PY) -m pytest -q -s --soak tests/e2e/test_soak.py

@@ -58,3 +58,21 @@ def forget_finished_jobs():
     yield
     from analysis import jobs
     jobs.REGISTRY.clear()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="also run the long soak tests (marked soak; `make soak`, before each release)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: a long soak test, run only with --soak (make soak)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with --soak (make soak)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
