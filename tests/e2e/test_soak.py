@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from conftest import serve
 from test_browser_playground import EXACT, STEP_MS, metric, share_link
-from test_four_sessions import FIRST_MS, NUMBER
+from test_four_sessions import FIRST_MS, NUMBER, waits_of
 
 SESSIONS = 4
 SECONDS = float(os.environ.get("LAYERLAB_SOAK_SECONDS", "600"))
@@ -73,8 +73,13 @@ def test_four_sessions_toggle_random_blocks(fresh_url, browser):
     end_rss = rss(fresh_url.pid)
     finals, links = [], []
     for i, page in enumerate(pages):
-        expect(page.get_by_text(EXACT)).to_be_visible(timeout=STEP_MS)
-        expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=STEP_MS)
+        try:
+            expect(page.get_by_text(EXACT)).to_be_visible(timeout=FIRST_MS)
+            expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=STEP_MS)
+        except AssertionError:
+            caption = " ".join(page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
+            pytest.fail(f"session {i} never got its exact number after {clicks[i]} clicks; it shows: "
+                        f"{caption[-400:]}\nServer threads:\n{waits_of(fresh_url)}")
         finals.append(metric(page, "Pruned perplexity").inner_text())
         links.append(share_link(page, "/playground?"))
     exceptions = sum(page.locator('[data-testid="stException"]').count() for page in pages)
