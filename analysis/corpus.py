@@ -123,6 +123,16 @@ def load_file(path: str | Path) -> Corpus:
     return Corpus(text_sha256(text), text)
 
 
+def token_ids(tokenizer, text: str) -> list[int]:
+    """The corpus' tokens (no special tokens), refusing unusable text and fewer than 2
+    tokens (nothing to predict); the sidebar checks a pasted corpus with it at once."""
+    validate_text(text)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < 2:
+        raise CorpusError("The corpus has fewer than 2 tokens; nothing can be predicted.")
+    return ids
+
+
 def make_windows(tokenizer, text: str, seq_len: int, n_ctx: int | None = None,
                  max_windows: int | None = None) -> Int[Tensor, "windows pos"]:
     """Token windows [n_windows, seq_len (+1 with BOS)] following the corpus protocol.
@@ -138,10 +148,7 @@ def make_windows(tokenizer, text: str, seq_len: int, n_ctx: int | None = None,
     limit = min(n_ctx or MAX_SEQ_LEN, MAX_SEQ_LEN)
     if seq_len + (1 if bos is not None else 0) > limit:
         raise CorpusError(f"seq_len {seq_len} exceeds the model's context of {limit} tokens.")
-    validate_text(text)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) < 2:
-        raise CorpusError("The corpus has fewer than 2 tokens; nothing can be predicted.")
+    ids = token_ids(tokenizer, text)
     n = max(1, len(ids) // seq_len)
     if max_windows is not None:
         if max_windows < 1:
@@ -152,6 +159,11 @@ def make_windows(tokenizer, text: str, seq_len: int, n_ctx: int | None = None,
     if bos is not None:
         windows = torch.cat([torch.full((n, 1), bos, dtype=torch.long), windows], dim=1)
     return windows
+
+
+def plural(n: int, noun: str) -> str:
+    """`n` and `noun`, plural unless n is 1: plural(1, "held-out window") -> "1 held-out window"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def has_bos(tokenizer) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.corpus import HOLDOUT_EVERY, Corpus, CorpusError, load_corpus, make_windows, split_windows
+from analysis.corpus import HOLDOUT_EVERY, Corpus, CorpusError, load_corpus, make_windows, plural, split_windows
 
 HOLDOUT = "holdout"
 PARTS = ("all", "calibration", "evaluation")
@@ -137,7 +137,7 @@ def resolve(spec: EvalSpec, corpus: Corpus, n_windows: int, eval_corpus: Corpus 
     if spec.held_out:
         if n_windows < HOLDOUT_EVERY:
             return Split(spec, corpus, "all", None, None,
-                         f"The corpus gives {n_windows} window(s), too few to hold out every {HOLDOUT_EVERY}th: "
+                         f"The corpus gives {plural(n_windows, 'window')}, too few to hold out every {HOLDOUT_EVERY}th: "
                          "nothing is held out, so every perplexity here is measured on the windows the choices "
                          "were made on. Use a longer corpus or a shorter seq_len, or name an evaluation corpus.")
         return Split(spec, corpus, "calibration", corpus, "evaluation")

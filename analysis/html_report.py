@@ -22,6 +22,7 @@ import numpy as np
 import plotly.io as pio
 
 from analysis import architectures, early_exit, similarity, sublayers
+from analysis.corpus import plural
 from analysis.figures import lens as lens_figs
 from analysis.figures import similarity as sim_figs
 from analysis.figures import sparsity as spa_figs
@@ -170,8 +171,9 @@ def _curves(doc, curves: dict, depth: dict | None) -> None:
     doc.heading("Pruning curves")
     methods = curves.get("methods") if isinstance(curves.get("methods"), dict) else None
     if methods and isinstance(curves.get("full_ppl"), dict):
-        doc.para(f"Chosen on {curves.get('n_calibration_windows')} calibration windows, perplexity on "
-                 f"{curves.get('n_evaluation_windows')} evaluation windows (eval = {curves.get('eval')}).", "caption")
+        doc.para(f"Chosen on {plural(curves.get('n_calibration_windows'), 'calibration window')}, perplexity on "
+                 f"{plural(curves.get('n_evaluation_windows'), 'evaluation window')} (eval = {curves.get('eval')}).",
+                 "caption")
         for kind, by_method in methods.items():
             lines = [dict(curve, method=name) for name, curve in by_method.items()]
             doc.figure(curve_figs.pruning_curves(lines, curves["full_ppl"]["evaluation"], kind))

@@ -7,7 +7,8 @@ key gets the job already queued, running or done (with its progress), not a seco
 computation. `fn(ctx)` receives a `JobContext` with `progress(fraction, message)`,
 `check_cancelled()` (cooperative cancellation: it raises `Cancelled`) and
 `update(**details)` for partial data a page may show while the job runs (a loss
-curve). A finished result goes through the disk cache (`store.save` under the job's
+curve); `submit(..., details=...)` gives a job its first details (what it works on, so a
+page can list it). A finished result goes through the disk cache (`store.save` under the job's
 kind and key), so a reload, another session or a restarted server finds it at once
 (`lookup`). Each lane runs at most `limit` jobs at a time (one healing job per server);
 the others wait in order and know their position. Jobs never hold a model's lock for
@@ -244,14 +245,15 @@ class Registry:
             return job
 
     def submit(self, key: str, fn: Callable, *, label: str, lane: str = "default",
-               persist: Persist = Persist()) -> Job:
+               persist: Persist = Persist(), details: dict | None = None) -> Job:
         """The job for `key`: the one queued, running or done (in memory or on disk), or a
-        new one running `fn(ctx)` (also after an earlier one failed or was cancelled)."""
+        new one running `fn(ctx)` (also after an earlier one failed or was cancelled),
+        starting with `details`."""
         with self._lock:
             job = self.lookup(key, persist)
             if job is not None and job.state in (QUEUED, RUNNING, DONE):
                 return job
-            job = Job(key, label, lane, persist, fn=fn, _registry=self)
+            job = Job(key, label, lane, persist, fn=fn, details=dict(details or {}), _registry=self)
             self._jobs[(persist.kind, key)] = job
             self._queues.setdefault(lane, []).append(job)
             self._start_next(lane)
@@ -269,10 +271,11 @@ class Registry:
             queued = [j for queue in self._queues.values() for j in queue]
             return sorted(running, key=lambda j: j.started or 0) + queued
 
-    def recent(self) -> list[Job]:
-        """Every job in memory, newest first."""
+    def recent(self, kind: str | None = None) -> list[Job]:
+        """Every job in memory (of `kind` when given), newest first."""
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.submitted, reverse=True)
+            return sorted((j for j in self._jobs.values() if kind is None or j.persist.kind == kind),
+                          key=lambda j: j.submitted, reverse=True)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -331,8 +334,9 @@ class Registry:
 REGISTRY = Registry()
 
 
-def submit(key: str, fn: Callable, *, label: str, lane: str = "default", persist: Persist = Persist()) -> Job:
-    return REGISTRY.submit(key, fn, label=label, lane=lane, persist=persist)
+def submit(key: str, fn: Callable, *, label: str, lane: str = "default", persist: Persist = Persist(),
+           details: dict | None = None) -> Job:
+    return REGISTRY.submit(key, fn, label=label, lane=lane, persist=persist, details=details)
 
 
 def lookup(key: str, persist: Persist = Persist()) -> Job | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import early_exit, settings, store
+from analysis.corpus import plural
 
 REPORT_SCHEMA = "layer-lab/report"
 REPORT_VERSION = 2  # 2: `results` (the typed results the app opens) and `plan`; optional evaluation, curves,
@@ -137,7 +138,7 @@ class OpenedReport:
     def title(self) -> str:
         corpus = self.analysis.corpus
         return (f"{self.analysis.model['name']} on corpus {corpus.get('id') or corpus['sha256'][:12]} "
-                f"({corpus['n_windows']} windows of {corpus['seq_len']} tokens)")
+                f"({plural(corpus['n_windows'], 'window')} of {corpus['seq_len']} tokens)")
 
 
 def open_report(raw) -> OpenedReport:

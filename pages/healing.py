@@ -1,9 +1,12 @@
 """Heal a pruned model: LoRA fine-tuning on the calibration windows as a background job,
 then full, pruned and healed side by side on calibration and held-out evaluation windows,
-and their continuations of the same prompt."""
+and their continuations of the same prompt. This server's healing jobs of the model are
+listed at the top, each with its plan, so a reload (a new session, without the uploaded
+plan or the settings) finds a running or finished job again."""
 import streamlit as st
 
-from analysis.corpus import HOLDOUT_EVERY
+from analysis import jobs
+from analysis.corpus import HOLDOUT_EVERY, plural
 from analysis.figures import healing as figs
 from analysis.pruning import heal_run, plan as plans, plan_check, playground, prompts
 from analysis.pruning.ablation import Removal
@@ -19,7 +22,9 @@ def choose_plan(model):
     """(removal, plan) from the playground's toggles or an uploaded plan; (None, None) when unusable."""
     source = st.radio("What to heal", SOURCES, horizontal=True, key="heal_source")
     if source == SOURCES[0]:
-        removal = toggles.current(model.fingerprint)
+        removal = toggles.current(model.fingerprint, model.n_layers)
+        for message in st.session_state.get("_pg_notices", []):
+            st.warning(f"From the link: {message}")
         method = (st.session_state.get("_pg_method") or {}).get(model.fingerprint)
         if not method or method.get("removal") != removal:
             method = {"name": "manual", "parameters": {}}
@@ -74,10 +79,12 @@ def show_result(ctx, key: str, removal: Removal, result) -> None:
                    "forward-time ratio": None if row["forward-time ratio"] is None else round(row["forward-time ratio"], 3)}
                   for row in result.table()], hide_index=True)
     w = result.windows
-    st.caption(f"Calibration: the {w['calibration']} windows trained on; evaluation: {w['evaluation']} windows "
+    st.caption(f"Calibration: the {plural(w['calibration'], 'window')} trained on; evaluation: "
+               f"{plural(w['evaluation'], 'window')} "
                f"({w.get('evaluation_source', 'held out')}), never trained on; {w['seq_len']} tokens each. "
                + (f"Forward-time ratio: median plain-transformers forward over {result.latency['windows'][0]} "
-                  "windows against the full model's, measured in this run on this machine (load changes it). "
+                  f"{'window' if result.latency['windows'][0] == 1 else 'windows'} against the full model's, "
+                  "measured in this run on this machine (load changes it). "
                   if result.latency else "")
                + f"{len(result.loss_curve)} steps in {result.train_seconds:.0f} s "
                f"({result.steps_per_second:.3f} steps/s), whole run {result.wall_seconds:.0f} s; "
@@ -111,6 +118,49 @@ def show_generation(ctx, key: str, removal: Removal) -> None:
         column.code(text, language=None, wrap_lines=True)
 
 
+def _show_job(job_id: str | None) -> None:
+    if job_id is None:
+        st.session_state.pop("heal_shown", None)
+    else:
+        st.session_state["heal_shown"] = job_id
+
+
+def server_jobs(ctx) -> bool:
+    """List this server's healing jobs of the model, each with its plan and a button that
+    shows it; True when one is shown (its progress or result), which then fills the page."""
+    model = ctx.model
+    found = heal_run.server_jobs(model.fingerprint)
+    if not found:
+        return False
+    shown = next((job for job in found if job.id == st.session_state.get("heal_shown")), None)
+    with st.expander(f"Healing jobs on this server ({len(found)})",
+                     expanded=shown is None and any(not job.done for job in found)):
+        for job in found:
+            settings = job.details.get("settings", {})
+            method = job.details.get("method")
+            st.markdown(f"**{plain(job.label)}**: {plain(job.status_text())}")
+            st.caption(playground.describe(heal_run.job_removal(job), model.n_layers)
+                       + (f" Plan method: {plain(method)}." if method else "")
+                       + f" LoRA rank {settings.get('rank')}, learning rate {settings.get('lr')}.")
+            if job is not shown:
+                st.button("Show this job", key=f"heal_show_{job.id}", on_click=_show_job, args=(job.id,))
+    if shown is None:
+        return False
+    removal = heal_run.job_removal(shown)
+    st.subheader(shown.label)
+    st.markdown(playground.describe(removal, model.n_layers))
+    st.button("Choose another plan", key="heal_unshow", on_click=_show_job, args=(None,))
+    if shown.state == jobs.DONE:
+        show_result(ctx, shown.key, removal, shown.result)
+    elif not shown.done:
+        jobs_ui.watch(shown, live_loss)
+    elif shown.state == jobs.FAILED:
+        st.error(plain(f"This healing run failed: {shown.error}"))
+    else:
+        st.info("This healing run was cancelled.")
+    return True
+
+
 def main() -> None:
     st.title("Heal a pruned model")
     st.caption("Fine-tune the pruned model briefly with LoRA on the calibration windows, then compare full, pruned "
@@ -120,6 +170,8 @@ def main() -> None:
     if context.needs_model(ctx, "Healing (fine-tuning the pruned model)"):
         st.stop()
     model = ctx.model
+    if server_jobs(ctx):
+        return
     removal, plan = choose_plan(model)
     if removal is None:
         return

@@ -1,7 +1,7 @@
 """Overview: the model card, the corpus perplexity, and the report as a file (JSON, HTML)."""
 import streamlit as st
 
-from analysis.corpus import HOLDOUT_EVERY
+from analysis.corpus import HOLDOUT_EVERY, plural
 from analysis.html_report import html_report
 from analysis.report import report_bytes
 from ui import context, report_source
@@ -29,7 +29,7 @@ corpus = analysis.corpus
 st.subheader("Corpus perplexity")
 st.metric("Perplexity", f"{analysis.perplexity:.3f}")
 st.caption(
-    f"Corpus {plain(str(corpus.get('id', '')))} (sha256 {corpus['sha256'][:12]}...): {corpus['n_windows']} windows "
+    f"Corpus {plain(str(corpus.get('id', '')))} (sha256 {corpus['sha256'][:12]}...): {plural(corpus['n_windows'], 'window')} "
     f"of {corpus['seq_len']} tokens{' after a BOS token' if corpus['bos'] else ''}, "
     f"{corpus['n_predicted_tokens']} predicted tokens. Perplexity = exp(mean next-token cross-entropy)."
     + (f" These are the calibration windows: every {HOLDOUT_EVERY}th window of the corpus is held out for evaluation "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from analysis import jobs, store
-from analysis.corpus import Corpus, CorpusError, make_windows
+from analysis.corpus import Corpus, CorpusError, make_windows, plural
 from analysis.evaluation import Split, part_windows
 from analysis.lens import LensResult, window_grid
 from analysis.loading import LoadedModel
@@ -143,7 +143,7 @@ def file_banner(ctx: Context) -> None:
     model, corpus = report.analysis.model, report.analysis.corpus
     st.info(f"Read-only view from a report file (sha256 {report.sha256[:12]}...): model **{plain(model['name'])}** "
             f"(fingerprint `{model['fingerprint']}`), corpus {plain(str(corpus.get('id', '')))} "
-            f"(sha256 {corpus['sha256'][:12]}...), {corpus['n_windows']} windows of {corpus['seq_len']} tokens. "
+            f"(sha256 {corpus['sha256'][:12]}...), {plural(corpus['n_windows'], 'window')} of {corpus['seq_len']} tokens. "
             "No model is loaded.", icon=":material/description:")
 
 

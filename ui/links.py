@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from analysis import settings
 from analysis.corpus import MAX_SEQ_LEN, CorpusError
 from analysis.evaluation import EvalSpec
+from analysis.pruning.playground import KIND_WORDS
 
 # Every page, in navigation order: URL path -> (title, Material icon). The first is the
 # default page, served at "/".
@@ -171,7 +172,7 @@ def clamp_layers(values: dict, n_layers: int) -> tuple[dict, list]:
         kept = [l for l in layers if 0 <= l < n_layers]
         dropped = [l for l in layers if l not in kept]
         if dropped:
-            notices.append(f"Ignored {kind} layers out of range 0..{n_layers - 1}: {dropped[:10]}.")
+            notices.append(f"Ignored {KIND_WORDS[kind]} out of range 0..{n_layers - 1}: {dropped[:10]}.")
         out[kind] = kept
     return out, notices
 

@@ -70,7 +70,10 @@ def notice(message: str) -> None:
 
 
 def _load_model(spec: str, device: str | None, dtype: str):
-    status = st.status(f"Loading {plain(spec)}...", expanded=True)
+    """Load the model, with a progress box at the top of the page only while it loads
+    (a failure stays, with its message)."""
+    slot = st.empty()
+    status = slot.status(f"Loading {plain(spec)}...", expanded=True)
     bar = status.progress(0.0)
     try:
         model = loading.get_model(spec, device, dtype, progress=lambda f, m: bar.progress(f, text=m))
@@ -78,24 +81,35 @@ def _load_model(spec: str, device: str | None, dtype: str):
         status.update(label="Model failed to load", state="error", expanded=False)
         st.error(plain(str(err)))
         return None
-    status.update(label=f"{plain(spec)} ready", state="complete", expanded=False)
+    slot.empty()
     return model
 
 
 def _use_pasted_text() -> None:
-    """Store the pasted or uploaded text (a callback: it may still change corpus_choice)."""
+    """Store the pasted or uploaded text (a callback: it may still change corpus_choice).
+    Text the loaded model cannot predict anything on (fewer than 2 tokens) is refused here,
+    like empty text, and the previous corpus stays in use."""
     upload = st.session_state.get("corpus_upload")
+    model = st.session_state.get("_model")
     try:
         if upload is not None:
             raw = corpora.decode_upload(upload.getvalue())
         else:
             raw = st.session_state.get("corpus_paste", "")
+        if model is not None:
+            corpora.token_ids(model.tokenizer, raw)
         stored = corpora.store_text(raw)
     except corpora.CorpusError as err:
-        st.session_state["_corpus_error"] = str(err)
+        kept = st.session_state.get("_corpus")
+        st.session_state["_corpus_error"] = str(err) + (f" Still using the corpus {_corpus_label(kept.corpus_id)}."
+                                                        if kept is not None else "")
     else:
         st.session_state["_stored_corpus"] = stored.corpus_id
         st.session_state["corpus_choice"] = stored.corpus_id
+
+
+def _corpus_label(corpus_id: str) -> str:
+    return corpus_id if corpus_id.startswith("builtin:") or corpus_id == PASTE else f"upload {corpus_id[:12]}"
 
 
 def _pick_corpus():
@@ -111,8 +125,7 @@ def _pick_corpus():
         except corpora.CorpusError as err:
             notice(f"Ignored the link's corpus: {err}")
             st.session_state["corpus_choice"] = ids[0]
-    choice = st.sidebar.selectbox("Corpus", ids + [PASTE], key="corpus_choice",
-                                  format_func=lambda c: c if c.startswith("builtin:") or c == PASTE else f"upload {c[:12]}")
+    choice = st.sidebar.selectbox("Corpus", ids + [PASTE], key="corpus_choice", format_func=_corpus_label)
     if choice == PASTE:
         st.sidebar.text_area("Paste text", height=120, key="corpus_paste")
         st.sidebar.file_uploader("...or upload a .txt file", type=["txt"], key="corpus_upload")
@@ -187,7 +200,7 @@ def _settings() -> context.Context | None:
 def _eval_label(choice: str) -> str:
     if choice == evaluation.HOLDOUT:
         return f"held-out windows (every {corpora.HOLDOUT_EVERY}th)"
-    return choice if choice.startswith("builtin:") else f"upload {choice[:12]}"
+    return _corpus_label(choice)
 
 
 def _pick_evaluation(model, corpus, seq_len: int, max_windows: int | None):
@@ -218,7 +231,9 @@ def _pick_evaluation(model, corpus, seq_len: int, max_windows: int | None):
         sb.warning(plain(split.notice))
     elif split.spec.held_out:
         held = len(range(corpora.HOLDOUT_EVERY - 1, n, corpora.HOLDOUT_EVERY))
-        sb.caption(f"Calibration: {n - held} windows; evaluation: {held} held-out windows.")
+        sb.caption(f"Calibration: {corpora.plural(n - held, 'window')}; evaluation: "
+                   f"{corpora.plural(held, 'held-out window')}.")
     else:
-        sb.caption(f"Calibration: all {n} windows; evaluation: corpus {plain(str(split.spec))}.")
+        sb.caption(f"Calibration: {'the only window' if n == 1 else f'all {n} windows'}; evaluation: corpus "
+                   f"{plain(str(split.spec))}.")
     return split

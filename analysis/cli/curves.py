@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import store
+from analysis.corpus import plural
 from analysis.cli.args import (UsageError, add_corpus_args, add_eval_args, add_model_args, load_model, positive_int,
                                progress, split_for)
 
@@ -64,8 +65,8 @@ def summary(result) -> None:
     """Winners at k = 3, 6, 9 (when there are so many layers) and the oracle fractions."""
     L = result.model["n_layers"]
     print(f"full model: calibration perplexity {result.full_ppl['calibration']:.4f}, evaluation "
-          f"{result.full_ppl['evaluation']:.4f} ({result.split['n_calibration_windows']} calibration / "
-          f"{result.split['n_evaluation_windows']} evaluation windows, eval={result.split['eval']})")
+          f"{result.full_ppl['evaluation']:.4f} ({plural(result.split['n_calibration_windows'], 'calibration window')}"
+          f" / {plural(result.split['n_evaluation_windows'], 'evaluation window')}, eval={result.split['eval']})")
     for kind in result.kinds():
         for k in (3, 6, 9):
             if k >= L or k > len(result.greedy[kind]["order"]):

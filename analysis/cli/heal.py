@@ -17,6 +17,7 @@ from pathlib import Path
 
 from analysis.cli.args import (UsageError, add_corpus_args, add_model_args, corpus_windows, non_negative_int,
                                positive_float, positive_int, progress)
+from analysis.corpus import plural
 from analysis.pruning.heal import HealSettings
 
 DEFAULTS = HealSettings()
@@ -73,7 +74,7 @@ def cmd_heal(args) -> int:
         raise UsageError("the plan removes nothing: there is nothing to heal")
     model = _model_for(args, plan)
     calibration, evaluation, info = _windows(model, args)
-    print(f"healing on {calibration.shape[0]} calibration windows, evaluating on {evaluation.shape[0]} "
+    print(f"healing on {plural(calibration.shape[0], 'calibration window')}, evaluating on {evaluation.shape[0]} "
           f"({info['evaluation_source']}), {args.seq_len} tokens each; {settings}", file=sys.stderr)
     bar = StepBar(settings.steps)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis import store
+from analysis.corpus import plural
 from analysis.cli.args import (UsageError, add_corpus_args, add_eval_args, add_model_args, corpus_windows, load_model,
                                positive_int, progress, split_for, warn, write_text)
 from analysis.pruning.presets import DESCRIPTIONS, METHODS
@@ -127,9 +128,9 @@ def _write_plan(args, model, removal, method: str, parameters: dict, split) -> i
     print(f"plan ({method}): remove {_removal_text(removal)} -> {args.out}")
     if evaluation:
         print(f"perplexity full {evaluation['perplexity_full']:.6f} pruned {evaluation['perplexity_pruned']:.6f} "
-              f"over {evaluation['n_windows']} {evaluation['windows']} windows x {args.seq_len} tokens")
+              f"over {plural(evaluation['n_windows'], evaluation['windows'] + ' window')} x {args.seq_len} tokens")
         if calibration := evaluation.get("calibration"):
-            print(f"on the {calibration['n_windows']} calibration windows it was chosen on: full "
+            print(f"on the {plural(calibration['n_windows'], 'calibration window')} it was chosen on: full "
                   f"{calibration['perplexity_full']:.6f} pruned {calibration['perplexity_pruned']:.6f}")
     if args.mergekit:
         write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name, model.hf_model))
@@ -172,7 +173,7 @@ def cmd_evaluate(args) -> int:
     model = _model_for(args, plan)
     corpus, windows = corpus_windows(model, args)
     full, pruned = evaluate(model, plan, windows)
-    print(f"perplexity full {full:.6f} pruned {pruned:.6f} (x{pruned / full:.3f}) over {windows.shape[0]} windows "
+    print(f"perplexity full {full:.6f} pruned {pruned:.6f} (x{pruned / full:.3f}) over {plural(windows.shape[0], 'window')} "
           f"x {args.seq_len} tokens; remove {_removal_text(plan.removal())}")
     return 0
 
@@ -197,7 +198,7 @@ def cmd_apply(args) -> int:
     args.max_windows = args.max_windows or LATENCY_WINDOWS
     _, windows = corpus_windows(model, args)
     lat = measure_latency(source, out, windows, repeats=args.repeats)
-    print(f"latency on this machine ({windows.shape[0]} windows x {windows.shape[1]} tokens, median of "
+    print(f"latency on this machine ({plural(windows.shape[0], 'window')} x {windows.shape[1]} tokens, median of "
           f"{lat['repeats']}): full {lat['full_seconds']:.3f} s, pruned {lat['pruned_seconds']:.3f} s, "
           f"ratio pruned/full {lat['ratio']:.2f}; parameters {lat['full_params']:,} -> {lat['pruned_params']:,}")
     zeroed = {k: [l for l in plan.remove[k] if l not in set(plan.remove["blocks"])] for k in ("attn", "mlp")}

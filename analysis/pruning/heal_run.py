@@ -7,6 +7,8 @@ checkpoint. `forward_times` times the full, pruned and healed models on the same
 `submit_healing` runs a whole healing (split, train, evaluate, time, write) as a job in
 the "heal" lane (one per server), keyed by (model fingerprint, removal, settings, corpus,
 windows): its record is cached on disk and its checkpoint lives in cache/healed/<key>/.
+The job carries what it heals (`details`: model fingerprint, removal, settings, plan
+method), so `server_jobs` can list this server's healing jobs after a reload.
 """
 from __future__ import annotations
 
@@ -106,9 +108,22 @@ def submit_healing(model, removal: Removal, heal_settings: HealSettings, corpus,
     key = heal_key(model, removal, heal_settings, corpus, seq_len, max_windows)
     blocks = len(removal.blocks)
     label = f"Healing {model.name} ({blocks} block{'s' if blocks != 1 else ''} removed, {heal_settings.steps} steps)"
+    details = {"fingerprint": model.fingerprint, "removal": removal.to_dict(), "settings": heal_settings.to_dict(),
+               "method": plan.method.get("name") if plan is not None else None}
     return jobs.submit(key, lambda ctx: run_healing(ctx, model, removal, heal_settings, corpus, seq_len, max_windows,
                                                     plan, checkpoint_dir(key)),
-                       label=label, lane="heal", persist=PERSIST)
+                       label=label, lane="heal", persist=PERSIST, details=details)
+
+
+def server_jobs(fingerprint: str) -> list[jobs.Job]:
+    """The healing jobs of the model `fingerprint` submitted to this server (queued,
+    running or finished and still in memory), newest first."""
+    return [job for job in jobs.REGISTRY.recent(PERSIST.kind) if job.details.get("fingerprint") == fingerprint]
+
+
+def job_removal(job: jobs.Job) -> Removal:
+    """The removal a healing job from `server_jobs` heals."""
+    return Removal.of(**job.details["removal"])
 
 
 _HEALED_MODELS = store.LRU(2)  # healed checkpoints loaded for generation, shared by all sessions

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.corpus import plural
 from analysis.pruning.ablation import Removal
 
 
@@ -39,8 +40,8 @@ class Snapshot:
 
     def label(self) -> str:
         if self.complete:
-            return f"exact over all {self.windows_total} windows"
-        return (f"estimate ({self.windows_done} of {self.windows_total} windows), "
+            return "exact over " + ("the only window" if self.windows_total == 1 else f"all {self.windows_total} windows")
+        return (f"estimate ({self.windows_done} of {plural(self.windows_total, 'window')}), "
                 f"95% interval {self.low:.3f} to {self.high:.3f}")
 
 

@@ -105,9 +105,12 @@ def test_corpus_shorter_than_one_window_gives_one_shorter_window(tiny_dir, isola
     assert float(metrics["Full perplexity"]) > 1
 
 
-def test_one_token_corpus_says_nothing_can_be_predicted(tiny_dir, isolated_cache):
+def test_one_token_corpus_is_refused_at_paste_time(tiny_dir, isolated_cache):
     at = paste(tiny_dir, "a")
-    assert_message(at, "fewer than 2 tokens; nothing can be predicted", kinds=("error",))
+    errors = [shown(e.value) for e in at.sidebar.error]  # in the sidebar, where it was pasted (the browser
+    assert errors == ["The corpus has fewer than 2 tokens; nothing can be predicted."], errors  # test: corpus kept)
+    assert "_stored_corpus" not in at.session_state
+    assert not list((isolated_cache / "corpora").glob("*.txt"))
 
 
 @pytest.mark.parametrize("query, state", [({}, {"seq_len": 300}), ({"seq_len": "4000"}, {})],
@@ -158,8 +161,8 @@ def test_local_model_refused_when_the_operator_allows_none(tiny_dir, isolated_ca
 
 LINK_CASES = {
     "unknown-key": ({"evil": "1", "pg_new": "10000"}, "Ignored unknown link parameter 'evil'", {}),
-    "out-of-range": ({"rm_blocks": "1,999"}, "Ignored blocks layers out of range 0..3: [999]", {}),
-    "only-out-of-range": ({"rm_blocks": "999"}, "Ignored blocks layers out of range 0..3: [999]", {"blocks": []}),
+    "out-of-range": ({"rm_blocks": "1,999"}, "Ignored blocks out of range 0..3: [999]", {}),
+    "only-out-of-range": ({"rm_blocks": "999"}, "Ignored blocks out of range 0..3: [999]", {"blocks": []}),
     "bad-layers": ({"rm_attn": "-1,x,1.5,2,2"}, "not layer indices: -1, x, 1.5", {"attn": [2]}),
     "unknown-corpus": ({"corpus": "a" * 64}, "No stored corpus with sha256 aaaaaaaaaaaa", {}),
     "huge-seq-len": ({"seq_len": str(10 ** 9)}, "Ignored seq_len '1000000000': expected 2..4096", {}),

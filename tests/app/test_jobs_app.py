@@ -20,8 +20,13 @@ def active_job(label_words: str) -> jobs.Job:
     return found[0]
 
 
+def removed_block_1(tiny) -> dict:
+    """The playground's saved toggles (ui/toggles.py) with block 1 removed."""
+    return {tiny.fingerprint: {"blocks": [1], "attn": [], "mlp": []}}
+
+
 def test_healing_job_survives_a_page_change_and_can_be_cancelled(tiny, tiny_dir, isolated_cache):
-    state = {f"pg_blocks_{tiny.fingerprint}": [1], "heal_steps": 5000, "heal_batch": 2, "heal_rank": 2}
+    state = {"_pg_toggles": removed_block_1(tiny), "heal_steps": 5000, "heal_batch": 2, "heal_rank": 2}
     at = open_app("healing", model=str(tiny_dir), seq_len=16, state=state)
     assert any("Removed blocks 1" in m.value for m in at.markdown)
     at.button(key="heal_start").click().run()
@@ -43,7 +48,7 @@ def test_healing_job_survives_a_page_change_and_can_be_cancelled(tiny, tiny_dir,
 
 
 def test_finished_healing_shows_at_once_with_the_three_models(tiny, tiny_dir, isolated_cache):
-    state = {f"pg_blocks_{tiny.fingerprint}": [1], "heal_steps": 8, "heal_batch": 2, "heal_rank": 2}
+    state = {"_pg_toggles": removed_block_1(tiny), "heal_steps": 8, "heal_batch": 2, "heal_rank": 2}
     at = open_app("healing", model=str(tiny_dir), seq_len=16, state=state)
     ctx = at.session_state["_ctx"]
     settings = HealSettings(steps=8, batch_size=2, rank=2)

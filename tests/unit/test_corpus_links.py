@@ -105,3 +105,21 @@ def test_report_and_compare_keys_are_validated(monkeypatch):
     assert "cmp_b" not in links.parse_link({"cmp_b": "gpt2"}).values
     values = {"report": sha, "cmp_a": sha, "cmp_b": "default", "page": "compare"}
     assert links.parse_link(links.build_query(values)).values == values
+
+
+def test_counts_are_pluralised():
+    assert corpora.plural(1, "held-out window") == "1 held-out window"
+    assert corpora.plural(0, "window") == "0 windows"
+    assert corpora.plural(4, "window") == "4 windows"
+
+
+def test_out_of_range_notices_name_the_components():
+    _, notices = links.clamp_layers({"rm_blocks": [1, 30], "rm_attn": [31], "rm_mlp": [2]}, 30)
+    assert notices == ["Ignored blocks out of range 0..29: [30].",
+                       "Ignored attention sublayers out of range 0..29: [31]."]
+
+
+def test_one_token_corpus_is_refused_before_windowing(tiny):
+    with pytest.raises(CorpusError, match="fewer than 2 tokens"):
+        corpora.token_ids(tiny.tokenizer, "a")
+    assert len(corpora.token_ids(tiny.tokenizer, "The cat sat")) >= 2

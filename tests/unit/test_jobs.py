@@ -145,3 +145,16 @@ def test_time_left_comes_from_measured_progress_after_the_first_report():
 
 def test_module_registry_is_shared():
     assert jobs.REGISTRY is jobs.REGISTRY and isinstance(jobs.REGISTRY, Registry)
+
+
+def test_jobs_carry_their_first_details_and_are_listed_by_kind(registry):
+    gate, calls = threading.Event(), []
+    heal = registry.submit("h1", blocking(gate, calls), label="heal", lane="heal", persist=Persist("heal"),
+                           details={"removal": {"blocks": [14, 17]}})
+    sweep = registry.submit("s1", blocking(gate, calls), label="sweep", lane="sweep", persist=Persist("removal"))
+    assert heal.details == {"removal": {"blocks": [14, 17]}} and sweep.details == {}
+    assert registry.recent("heal") == [heal]
+    assert set(registry.recent()) == {heal, sweep}
+    gate.set()
+    assert heal.wait(TIMEOUT) and heal.state == DONE
+    assert registry.recent("heal") == [heal] and heal.details["removal"] == {"blocks": [14, 17]}
