@@ -221,7 +221,11 @@ def test_every_session_joins_one_build_job_and_sees_its_failure(tiny, isolated_c
     from analysis.corpus import Corpus
     from analysis.loading import register_model
 
+    from analysis import store
+    from analysis.pruning import playground as pg_module
+
     register_model(tiny)
+    monkeypatch.setattr(pg_module, "_PLAYGROUNDS", store.LRU(pg_module.KEEP_PLAYGROUNDS))  # none built yet
     script = f'''
 import streamlit as st
 from analysis.corpus import Corpus
