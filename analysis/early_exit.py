@@ -24,12 +24,24 @@ OPTIMISM_NOTE = (
     "Real early exit does worse than these curves."
 )
 
+
+
+def _grid(*parts) -> np.ndarray:
+    return np.unique(np.round(np.concatenate([np.ravel(p) for p in parts]), 8))
+
+
+# Within 1e-6 of certainty: a logit-lens readout is often confidently wrong at early
+# blocks, so agreement with the full model only rises for thresholds very close to 1
+# (max probability, top-2 gap, cosine) or 0 (entropy); the grids are dense there.
+_STEPS = np.array([m * 10.0 ** e for e in range(-6, 1) for m in (1, 1.5, 2, 3, 5, 7)])  # 1e-6 .. 7
+_NEAR_ONE = 1 - _STEPS[_STEPS <= 0.05]  # 0.95, 0.97, 0.98, 0.985, 0.99, ... 0.999999
+
 # rule -> (signal, direction, thresholds). A rule passes when signal >= t ('ge') or <= t ('le').
 RULES = {
-    "max_prob": ("maxprob", "ge", np.round(np.linspace(0.05, 1.0, 39), 4)),
-    "top2_gap": ("gap", "ge", np.round(np.linspace(0.0, 1.0, 41), 4)),
-    "entropy": ("entropy", "le", np.round(np.linspace(0.0, 8.0, 41), 4)),
-    "cosine": ("cos_next", "ge", np.round(np.linspace(0.5, 1.0, 41), 4)),
+    "max_prob": ("maxprob", "ge", _grid(np.linspace(0.05, 0.9, 35), _NEAR_ONE, 1.0)),
+    "top2_gap": ("gap", "ge", _grid(np.linspace(0.0, 0.9, 37), _NEAR_ONE, 1.0)),
+    "entropy": ("entropy", "le", _grid(0.0, _STEPS, 8.0)),
+    "cosine": ("cos_next", "ge", _grid(np.linspace(0.5, 0.9, 33), _NEAR_ONE, 1.0)),
 }
 
 
@@ -115,6 +127,20 @@ class ExitAccumulator:
         hist = self.oracle_hist.numpy()
         return ExitResult(oracle_exit_hist=hist.tolist(), oracle_mean_fraction=float((hist * depths).sum() / n / self.L),
                           curves=curves, n_positions=self.n)
+
+
+DEFAULT_AGREEMENT = 0.9  # the logit-lens page opens at the cheapest threshold reaching this agreement
+
+
+def default_threshold(curve: ExitCurve, target_agreement: float = DEFAULT_AGREEMENT) -> float:
+    """Where a user would start: the rule's operating point at `target_agreement` (the
+    cheapest threshold whose agreement with the full model reaches it on the analysed
+    windows); when none does, the threshold of highest agreement (the cheapest of ties)."""
+    point = operating_point(curve, target_agreement)
+    if point is not None:
+        return point["threshold"]
+    best = max(range(len(curve.thresholds)), key=lambda i: (curve.agreement[i], -curve.fraction_blocks[i]))
+    return curve.thresholds[best]
 
 
 def operating_point(curve: ExitCurve, target_agreement: float) -> dict | None:

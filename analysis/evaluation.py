@@ -16,17 +16,28 @@ none, with the reason in `notice`: too few windows to hold one in five out, or a
 evaluation text that overlaps the calibration text). Methods, the analysis pages and
 presets work on the calibration part only; `part_windows` cuts any part out of a
 corpus's windows.
+
+How much a number on the evaluation windows says: `evaluation_intervals` gives 95%
+intervals over windows (DESIGN.md section 3, "Intervals over windows") for perplexity,
+a pruned model's change against the full one and healing's recovery, all from
+`mean_interval` (which the playground's progressive estimate uses too), and
+`too_few_evaluation` the warning for sets below MIN_EVAL_WINDOWS / MIN_EVAL_TOKENS.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from analysis.corpus import HOLDOUT_EVERY, Corpus, CorpusError, load_corpus, make_windows, plural, split_windows
 
 HOLDOUT = "holdout"
+MIN_EVAL_WINDOWS = 8  # fewer evaluation windows (or predicted tokens) than this: the page warns
+MIN_EVAL_TOKENS = 1000
+Z95 = 1.96  # two-sided 95% normal quantile
 PARTS = ("all", "calibration", "evaluation")
 _CORPUS_ID = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
 
@@ -148,3 +159,74 @@ def resolve(spec: EvalSpec, corpus: Corpus, n_windows: int, eval_corpus: Corpus 
                      "(one contains the other), so it cannot judge choices made on it; nothing is evaluated "
                      "separately. Choose held-out windows or a disjoint corpus.")
     return Split(spec, corpus, "all", other, "all")
+
+
+def mean_interval(values, population: int | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) of per-window values: mean +- 1.96 s / sqrt(n), s the sample
+    standard deviation (ddof 1), times sqrt(1 - n / population) when the n windows are a
+    sample of `population` windows (then exact, low = high = mean, once n reaches it).
+    One window gives an unbounded interval (-inf, inf)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    n, mean = v.size, float(v.mean())
+    if population is not None and n >= population:
+        return mean, mean, mean
+    if n < 2:
+        return mean, -math.inf, math.inf
+    se = float(v.std(ddof=1)) / math.sqrt(n) * (math.sqrt(1 - n / population) if population else 1.0)
+    return mean, mean - Z95 * se, mean + Z95 * se
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number and its 95% interval over windows (low/high may be -inf/inf: one window)."""
+
+    value: float
+    low: float
+    high: float
+
+    def text(self, fmt: str = "{:.3f}") -> str:
+        """'low to high' in `fmt`, or why there is none (a single window)."""
+        if math.isinf(self.low) or math.isinf(self.high):
+            return "unbounded (one window gives no interval)"
+        return f"{fmt.format(self.low)} to {fmt.format(self.high)}"
+
+
+def evaluation_intervals(full, pruned=None, healed=None) -> dict:
+    """95% intervals over the evaluation windows from each model's per-window mean NLL
+    ([W] each, the same windows in the same order, so the comparisons are paired):
+
+    - "full" / "pruned" / "healed": perplexity exp(m), interval exp(mean_interval(nll));
+    - "delta" (with pruned): pruned / full - 1, interval from the per-window differences
+      pruned - full, exp(mean_interval(d)) - 1;
+    - "recovery" (with pruned and healed, when pruned > full): (P - H) / (P - F) of the
+      perplexities, interval by the delta method: mean_interval of each window's
+      linearised contribution sum_m dR/dm_m (nll_m - mean_m), around R.
+    """
+    arrays = {"full": full, "pruned": pruned, "healed": healed}
+    nll = {name: np.asarray(v, dtype=np.float64) for name, v in arrays.items() if v is not None}
+    out = {}
+    for name, v in nll.items():
+        mean, low, high = mean_interval(v)
+        out[name] = Interval(math.exp(mean), math.exp(low), math.exp(high))
+    if "pruned" in nll:
+        _, low, high = mean_interval(nll["pruned"] - nll["full"])
+        ratio = out["pruned"].value / out["full"].value
+        out["delta"] = Interval(ratio - 1, math.exp(low) - 1, math.exp(high) - 1)
+    if "healed" in nll and "pruned" in nll and out["pruned"].value > out["full"].value:
+        F, P, H = (out[name].value for name in ("full", "pruned", "healed"))
+        recovery = (P - H) / (P - F)
+        gradient = {"full": recovery * F / (P - F), "pruned": P * (H - F) / (P - F) ** 2, "healed": -H / (P - F)}
+        linear = sum(g * (nll[name] - nll[name].mean()) for name, g in gradient.items())
+        mean, low, high = mean_interval(linear)
+        out["recovery"] = Interval(recovery, recovery + low - mean, recovery + high - mean)
+    return out
+
+
+def too_few_evaluation(n_windows: int, n_tokens: int) -> str | None:
+    """The warning for an evaluation set below MIN_EVAL_WINDOWS windows or MIN_EVAL_TOKENS
+    predicted tokens (None when it is large enough)."""
+    if n_windows >= MIN_EVAL_WINDOWS and n_tokens >= MIN_EVAL_TOKENS:
+        return None
+    return (f"Only {n_windows} evaluation window{'s' if n_windows != 1 else ''} ({n_tokens:,} predicted tokens): "
+            f"fewer than {MIN_EVAL_WINDOWS} windows or {MIN_EVAL_TOKENS:,} tokens, so the numbers below say little "
+            "and can swing widely (see their 95% intervals). Use a longer corpus or more windows.")

@@ -20,7 +20,7 @@ from analysis.sparsity import SparsityReducer, SparsityResult
 from analysis.sublayers import SublayerReducer, SublayerResult
 
 SCHEMA_VERSION = 5  # 4: the lens is cached on its own (kind "lens"); 5: sparsity may be None (MoE)
-LENS_SCHEMA_VERSION = 1
+LENS_SCHEMA_VERSION = 2  # 2: early-exit threshold grids dense near certainty (early_exit.RULES)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ pickers) opens the playground with exactly that removal or downloads it as a pla
 import pandas as pd
 import streamlit as st
 
-from analysis import jobs
+from analysis import evaluation, jobs
 from analysis.figures import curves as figs
 from analysis.pruning import curves as cv
 from analysis.pruning import curves_run
@@ -87,6 +87,11 @@ def show_point(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
     m[1].metric("Calibration perplexity", "-" if calib is None else f"{calib:.3f}",
                 help="On the windows the method chose on (in-sample, optimistic).")
     m[2].metric("Full model (evaluation)", f"{c.full_ppl['evaluation']:.3f}")
+    if curve.eval_window_nll:
+        iv = evaluation.evaluation_intervals(c.depth_inputs["full"], curve.eval_window_nll[i])
+        st.caption(f"95% intervals over the {len(curve.eval_window_nll[i])} evaluation windows: evaluation perplexity "
+                   f"{iv['pruned'].text()}, change vs full {iv['delta'].text('{:+.1%}')} (paired by window), full "
+                   f"model {iv['full'].text()}.")
     b = st.columns(3)
     link = removal_link(curve.removal(k))
     b[0].link_button("Open in the playground (new tab)", urlstate.share_url("playground", **link, show_on="evaluation"))
@@ -118,6 +123,8 @@ def show_kind(kind: str, c: cv.PruningCurves) -> None:
     show_point(kind, method, k, c)
 
 
+if few := evaluation.too_few_evaluation(result.split["n_evaluation_windows"], result.split["n_evaluation_tokens"]):
+    st.warning(few)
 kinds = result.kinds()
 for tab, kind in zip(st.tabs([cv.KIND_TITLES[k] for k in kinds]), kinds):
     with tab:
@@ -143,9 +150,10 @@ d[2].metric("Paper: skipping on OPT-1.3B", f"{100 * depth.paper_skip_fraction:.1
 st.info(depth.note)
 st.caption("Every position of a window uses the window's configuration, so attention reads keys and values computed "
            "the same way; values are teacher-forced mean next-token NLL on the evaluation windows.")
+if depth.skipping.window_config or depth.early_exit.window_config:
+    st.plotly_chart(figs.oracle_fractions(depth.skipping.window_fraction or None,
+                                          depth.early_exit.window_fraction or None, depth.n_layers))
 if depth.skipping.window_config and depth.early_exit.window_config:
-    st.plotly_chart(figs.oracle_fractions(depth.skipping.window_fraction, depth.early_exit.window_fraction,
-                                          depth.n_layers))
     st.dataframe(pd.DataFrame({"window": range(depth.n_windows), "skipping": depth.skipping.window_config,
                                "skipping NLL": depth.skipping.window_nll, "early exit": depth.early_exit.window_config,
                                "early-exit NLL": depth.early_exit.window_nll,

@@ -5,7 +5,7 @@ listed at the top, each with its plan, so a reload (a new session, without the u
 plan or the settings) finds a running or finished job again."""
 import streamlit as st
 
-from analysis import jobs
+from analysis import evaluation, jobs
 from analysis.corpus import HOLDOUT_EVERY, plural
 from analysis.figures import healing as figs
 from analysis.pruning import heal_run, plan as plans, plan_check, playground, prompts
@@ -79,6 +79,8 @@ def show_result(ctx, key: str, removal: Removal, result) -> None:
                    "forward-time ratio": None if row["forward-time ratio"] is None else round(row["forward-time ratio"], 3)}
                   for row in result.table()], hide_index=True)
     w = result.windows
+    if few := evaluation.too_few_evaluation(w["evaluation"], w["evaluation"] * w["seq_len"]):
+        st.warning(few)
     st.caption(f"Calibration: the {plural(w['calibration'], 'window')} trained on; evaluation: "
                f"{plural(w['evaluation'], 'window')} "
                f"({w.get('evaluation_source', 'held out')}), never trained on; {w['seq_len']} tokens each. "
@@ -94,8 +96,13 @@ def show_result(ctx, key: str, removal: Removal, result) -> None:
     right.plotly_chart(figs.loss_curve(result.loss_curve), key="heal_loss")
     back = ppl["pruned"]["evaluation"] - ppl["healed"]["evaluation"]
     gap = ppl["pruned"]["evaluation"] - ppl["full"]["evaluation"]
+    intervals = evaluation.evaluation_intervals(**result.window_nll) if result.window_nll else {}
+    if intervals:
+        st.caption(f"95% intervals over the {w['evaluation']} evaluation windows (evaluation perplexity): "
+                   + "; ".join(f"{name} {intervals[name].text()}" for name in ("full", "pruned", "healed")) + ".")
     if gap > 0:
-        st.info(f"Healing recovered {100 * back / gap:.1f}% of the evaluation perplexity lost by pruning.")
+        spread = f" (95% interval {intervals['recovery'].text('{:.1%}')})" if "recovery" in intervals else ""
+        st.info(f"Healing recovered {100 * back / gap:.1f}%{spread} of the evaluation perplexity lost by pruning.")
     show_generation(ctx, key, removal)
 
 
@@ -192,6 +199,10 @@ def main() -> None:
         return
     if job is not None and job.state == "failed":
         st.error(plain(f"The last healing run failed: {job.error}"))
+    held_out = evaluation.part_windows(context.corpus_windows(model, ctx.corpus, ctx.seq_len, ctx.max_windows),
+                                       "evaluation")  # what the healing job holds out
+    if few := evaluation.too_few_evaluation(held_out.shape[0], held_out.shape[0] * (held_out.shape[1] - 1)):
+        st.warning(few)
     if st.button("Heal this plan", type="primary", key="heal_start"):
         jobs_ui.start(lambda: heal_run.submit_healing(model, removal, settings, ctx.corpus, ctx.seq_len,
                                                       ctx.max_windows, plan))

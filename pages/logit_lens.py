@@ -70,18 +70,20 @@ rule = r1.selectbox("Confidence rule", list(ee.curves), key="exit_rule",
                     help="max_prob: top-1 probability ≥ t; top2_gap: p1 − p2 ≥ t; entropy: ≤ t nats; "
                          "cosine: cos(residual before, after the block) ≥ t.")
 curve = ee.curves[rule]
-threshold = r2.select_slider("Threshold", curve.thresholds, value=curve.thresholds[len(curve.thresholds) // 2],
-                             key=f"exit_threshold_{rule}")
+threshold = r2.select_slider("Threshold", curve.thresholds, value=early_exit.default_threshold(curve),
+                             key=f"exit_threshold_{rule}",
+                             help=f"Starts at the cheapest threshold whose agreement with the full model reaches "
+                                  f"{early_exit.DEFAULT_AGREEMENT:.0%} on these windows.")
 i = curve.thresholds.index(threshold)
 st.metric("Oracle exit: mean fraction of blocks used", f"{ee.oracle_mean_fraction:.3f}")
 st.plotly_chart(figures.exit_depth_histogram(ee.oracle_exit_hist, curve.exit_hist[i],
                                              f"{rule} {curve.direction} {threshold:g}"))
 st.caption(f"At {rule} {curve.direction} {threshold:g}: {curve.fraction_blocks[i]:.3f} of the blocks used, "
            f"agreement {curve.agreement[i]:.3f}, Δ cross-entropy {curve.delta_ce[i]:+.4f} nats.")
-target = st.slider("Agreement target", 0.5, 1.0, 0.95, 0.01, key="exit_target")
+target = st.slider("Agreement target", 0.5, 1.0, early_exit.DEFAULT_AGREEMENT, 0.01, key="exit_target")
 points = {r: early_exit.operating_point(c, target) for r, c in ee.curves.items()}
 st.plotly_chart(figures.exit_sweep(ee.curves, points, target))
-st.dataframe(pd.DataFrame([{"rule": r, **(p or {"threshold": None})} for r, p in points.items()]),
+st.dataframe(pd.DataFrame([{"rule": r, **figures.operating_point_row(p)} for r, p in points.items()]),
              hide_index=True)
 st.caption("Operating point: the cheapest threshold of each rule whose agreement with the full model reaches the "
            "target (empty when no threshold does).")

@@ -139,9 +139,16 @@ def show_numbers(slot, pg, job, param_frac: float, flop_frac: float, seq_len: in
     with slot.container():
         cols = st.columns(4)
         cols[0].metric("Full perplexity", f"{full.perplexity:.3f}")
-        cols[1].metric("Pruned perplexity", f"{snap.perplexity:.3f}",
-                       delta=f"{playground.changed_percent(full.perplexity, snap.perplexity):+.2f}%",
+        # "~" and an "estimate" badge until every window is in; the exact number renders plainly
+        cols[1].metric("Pruned perplexity", f"{snap.perplexity:.3f}" if snap.complete else f"~{snap.perplexity:.3f}",
+                       delta=None if job.removal.is_empty()  # nothing removed: no change to colour
+                       else f"{playground.changed_percent(full.perplexity, snap.perplexity):+.2f}%",
                        delta_color="inverse")
+        if snap.complete:
+            cols[1].badge("exact", icon=":material/check:", color="green")
+        else:
+            cols[1].badge(f"estimate ({snap.windows_done} of {snap.windows_total} windows)",
+                          icon=":material/timelapse:", color="orange")
         cols[2].metric("Parameters removed", f"{100 * param_frac:.2f}%")
         cols[3].metric("FLOPs per token removed", f"{100 * flop_frac:.2f}%")
         st.caption(f"Corpus: {pg.windows.shape[0]} windows ({label}), {full.nll.size} predicted tokens. Both "

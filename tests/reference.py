@@ -49,6 +49,13 @@ def perplexity(hf, windows: torch.Tensor) -> float:
     return float(torch.exp(nll.mean()))
 
 
+@torch.no_grad()
+def window_nll(hf, windows: torch.Tensor) -> list:
+    """Each window's mean next-token NLL."""
+    logp = F.log_softmax(hf(windows).logits.double()[:, :-1], -1)
+    return (-logp.gather(-1, windows[:, 1:, None]).squeeze(-1)).mean(1).tolist()
+
+
 LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers")
 
 

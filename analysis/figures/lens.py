@@ -128,6 +128,15 @@ def exit_sweep(curves: dict,  # rule -> early_exit.ExitCurve
     return fig
 
 
+def operating_point_row(point: dict | None) -> dict:
+    """An operating point (early_exit.operating_point) as table text with enough digits
+    to tell 0.9995 from 1: the threshold as stored, fractions to 4 decimals, Δ CE signed."""
+    if point is None:
+        return {"threshold": None, "fraction_blocks": None, "agreement": None, "delta_ce": None}
+    return {"threshold": f"{point['threshold']:g}", "fraction_blocks": f"{point['fraction_blocks']:.4f}",
+            "agreement": f"{point['agreement']:.4f}", "delta_ce": f"{point['delta_ce']:+.4f} nats"}
+
+
 def per_window_exit_histogram(depths, n_layers: int, tolerance_pct: float) -> go.Figure:
     """Distribution over windows of the fewest blocks within tolerance of each window's own
     full-model perplexity (early_exit.per_window_tolerance_exit)."""

@@ -6,7 +6,8 @@
   small "2", "5" minor labels read like data points.
 - `clip_cap` / `BAR_SCALES`: bars where one layer (typically layer 0) is many times
   larger than the rest flatten everything else; a clipped scale caps the axis above the
-  bulk of the values and names the value of each bar that runs past it.
+  bulk of the values and names the value of each bar that runs past it (`clipped`,
+  `clipped_notes`: also for points on a log axis, e.g. the pruning curves).
 - `spaced_labels`: which points of a scatter get a text label, so that no two labels
   overlap; the others keep their label on hover.
 """
@@ -82,12 +83,19 @@ def bar_axis(values, scale: str) -> dict:
     return {"type": "linear", "range": [min(0.0, float(v.min())) if v.size else 0.0, top]}
 
 
-def clipped_notes(x, values, top: float, xshift: float = 0.0) -> list[dict]:
-    """Annotations (plotly dicts, data coordinates) naming each bar that runs past `top`,
-    written upwards along the bar's top so neighbouring clipped bars do not collide."""
-    return [{"x": float(xi) + xshift, "y": top, "text": f"{float(v):.3g} ↑", "showarrow": False, "textangle": -90,
+def clipped_notes(x, values, top: float, xshift: float = 0.0, log_y: bool = False) -> list[dict]:
+    """Annotations (plotly dicts, data coordinates) naming each bar (or point) that runs
+    past `top`, written upwards along the top so neighbouring clipped values do not
+    collide. `log_y`: the axis is logarithmic (plotly places annotations in log10 units)."""
+    y = math.log10(top) if log_y else top
+    return [{"x": float(xi) + xshift, "y": y, "text": f"{float(v):.3g} ↑", "showarrow": False, "textangle": -90,
              "yanchor": "top", "font": {"size": 10}, "bgcolor": "rgba(255,255,255,0.8)"}
             for xi, v in zip(x, np.asarray(values, dtype=float)) if np.isfinite(v) and v > top]
+
+
+def clipped(values, top: float) -> list:
+    """`values` with every entry above `top` (or infinite) drawn at `top`."""
+    return [top if not np.isfinite(v) or v > top else float(v) for v in np.asarray(values, dtype=float)]
 
 
 def spaced_labels(x, y, priority=None, min_dist: float = 0.05, log_y: bool = False) -> list[int]:

@@ -33,7 +33,7 @@ from analysis.pruning.ablation import Removal, removal_nll
 from analysis.pruning.costs import component_costs, removed_fractions
 from analysis.pruning.dynamic_depth import DynamicDepth
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each point keeps its per-window evaluation NLL (intervals)
 KINDS = ("blocks", "attn", "mlp")
 KIND_TITLES = {"blocks": "whole blocks", "attn": "attention sublayers only", "mlp": "MLP sublayers only"}
 BLOCK_METHODS = ("lowest_block_influence", "best_contiguous_block", "reverse_order", "cheapest_single",
@@ -103,7 +103,9 @@ def ppl(per_window) -> float:
 class Curve(store.Record):
     """One method's curve for one kind: per k, the removed layers, the fraction of the
     model's parameters they hold, and the perplexity on evaluation (and calibration)
-    windows. Random: the lower median over seeds, with `band_low`/`band_high`."""
+    windows. Random: the lower median over seeds, with `band_low`/`band_high`.
+    `eval_window_nll` [k][W]: each evaluation window's mean NLL at that point (the
+    perplexity is exp of their mean; the page's intervals come from them)."""
 
     kind: str
     method: str
@@ -114,6 +116,7 @@ class Curve(store.Record):
     calib_ppl: list | None
     band_low: list | None = None
     band_high: list | None = None
+    eval_window_nll: list | None = None
 
     def removal(self, k: int) -> Removal:
         return Removal.of(**{self.kind: self.removed[self.k.index(k)]})
@@ -160,26 +163,30 @@ class PruningCurves(store.Record):
 
 def build_curves(kind: str, k_max: int, chosen: dict, rand_orders: list, eval_of: dict, calib_of: dict,
                  fraction_of) -> dict:
-    """Curve records of one kind from the evaluated removals (eval_of / calib_of: Removal -> perplexity)."""
+    """Curve records of one kind from the evaluated removals (eval_of: Removal -> per-window
+    evaluation NLL [W]; calib_of: Removal -> calibration perplexity)."""
     ks = list(range(1, k_max + 1))
+    windows = lambda removals: [np.asarray(eval_of[r], dtype=float).tolist() for r in removals]
     out = {}
     for method, removals in chosen.items():
         out[f"{kind}/{method}"] = Curve(
             kind, method, ks, [sorted(getattr(r, kind)) for r in removals], [fraction_of(r) for r in removals],
-            [eval_of[r] for r in removals], [calib_of.get(r) for r in removals])
+            [ppl(eval_of[r]) for r in removals], [calib_of.get(r) for r in removals],
+            eval_window_nll=windows(removals))
     if rand_orders:
-        median, low, high, removed = [], [], [], []
+        median, low, high, picked = [], [], [], []
         for k in ks:
             sets = [Removal.of(**{kind: order[:k]}) for order in rand_orders]
-            values = np.array([eval_of[r] for r in sets])
+            values = np.array([ppl(eval_of[r]) for r in sets])
             pick = int(np.argsort(values, kind="stable")[(len(values) - 1) // 2])
             median.append(float(values[pick]))
-            removed.append(sorted(getattr(sets[pick], kind)))
+            picked.append(sets[pick])
             lo, hi = np.percentile(values, BAND)
             low.append(float(lo))
             high.append(float(hi))
-        fractions = [fraction_of(Removal.of(**{kind: r})) for r in removed]
-        out[f"{kind}/random"] = Curve(kind, "random", ks, removed, fractions, median, None, low, high)
+        removed = [sorted(getattr(r, kind)) for r in picked]
+        out[f"{kind}/random"] = Curve(kind, "random", ks, removed, [fraction_of(r) for r in picked], median, None,
+                                      low, high, windows(picked))
     return out
 
 

@@ -125,7 +125,7 @@ def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, toleran
     eval_sets |= {Removal.of(blocks=s) for s in skip_sets if s}
     eval_sets = sorted(eval_sets, key=_order)
     full_e, values_e = cv.window_nll(model, evals, eval_sets, phases.part("evaluation"))
-    eval_of = {r: cv.ppl(values_e[:, i]) for i, r in enumerate(eval_sets)}
+    eval_of = {r: values_e[:, i] for i, r in enumerate(eval_sets)}
     column = {r: i for i, r in enumerate(eval_sets)}
     exit_values = exit_nll(model, evals)
     phases.part("exits")(1.0, "Early-exit readouts of the evaluation windows")
@@ -134,7 +134,7 @@ def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, toleran
     curves = {}
     for kind in kinds:
         curves |= cv.build_curves(kind, k_max, chosen[kind], rand[kind], eval_of, calib_of, fraction_of)
-    split_info = split.info(Wc, We)
+    split_info = split.info(Wc, We) | {"n_evaluation_tokens": int(We * (evals.shape[1] - 1))}
     return cv.PruningCurves(
         schema_version=cv.SCHEMA_VERSION,
         model={"name": model.name, "n_layers": L, "fingerprint": model.fingerprint},

@@ -12,7 +12,9 @@ result is a plain transformers model of the pruned shape.
 Perplexity of the full and the pruned model comes from the shared model with removal
 hooks (`apply.evaluate`, the numbers the playground shows); the healed model's from a
 plain forward of the merged weights. Both over the calibration and the evaluation
-windows. Writing the checkpoint lives in `heal_output.py`.
+windows. Each model's per-window mean NLL on the evaluation windows is kept too
+(`window_nll`), for the intervals the page shows (`evaluation.evaluation_intervals`).
+Writing the checkpoint lives in `heal_output.py`.
 """
 from __future__ import annotations
 
@@ -20,14 +22,16 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 
 from analysis import store
 from analysis.collect import batches, token_nll
 from analysis.pruning.ablation import Removal
+from analysis.pruning.curves import ppl, window_nll
 from analysis.pruning.apply import decoder_layers, evaluate, output_params, prune_model
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: window_nll (per evaluation window, for intervals)
 METHOD = "lora"
 TRAIN_SPAN = (0.0, 0.92)  # training's share of a healing run's progress (set-up reports 0: see jobs.Eta)
 
@@ -99,6 +103,7 @@ class HealResult(store.Record):
     latency: dict | None  # seconds per forward of full / pruned / healed and the ratios to full
     train_seconds: float
     wall_seconds: float
+    window_nll: dict | None = None  # {full, pruned, healed}: [W] mean NLL per evaluation window
 
     @classmethod
     def from_dict(cls, data: dict) -> "HealResult":
@@ -219,21 +224,26 @@ def train(lora, windows: torch.Tensor, settings: HealSettings, *, on_step=None, 
     return losses
 
 
-def hf_perplexity(hf, windows: torch.Tensor, batch_tokens: int | None = None) -> float:
-    """Corpus perplexity of a plain transformers model over `windows` (batches from the
-    memory budget: logits plus a few hidden states per layer, float32, per token)."""
+def hf_window_nll(hf, windows: torch.Tensor, batch_tokens: int | None = None) -> np.ndarray:
+    """[W]: each window's mean next-token NLL under a plain transformers model (batches
+    from the memory budget: logits plus a few hidden states per layer, float32, per token)."""
     from analysis import settings
     if batch_tokens is None:
         cfg = hf.config
         batch_tokens = settings.batch_tokens(4 * (cfg.vocab_size + 4 * cfg.hidden_size * cfg.num_hidden_layers))
-    total, count = 0.0, 0
+    out = []
     device = next(hf.parameters()).device
     with torch.inference_mode():
         for _, chunk in batches(windows, batch_tokens):
             chunk = chunk.to(device)
-            total += float(token_nll(hf(input_ids=chunk, use_cache=False).logits, chunk).double().sum())
-            count += chunk.shape[0] * (chunk.shape[1] - 1)
-    return math.exp(total / count)
+            out.append(token_nll(hf(input_ids=chunk, use_cache=False).logits, chunk).double().mean(1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def hf_perplexity(hf, windows: torch.Tensor, batch_tokens: int | None = None) -> float:
+    """Corpus perplexity of a plain transformers model over `windows` (equally long, so
+    exp of the mean of the per-window means)."""
+    return ppl(hf_window_nll(hf, windows, batch_tokens))
 
 
 def check_disjoint(calibration: torch.Tensor, evaluation: torch.Tensor) -> None:
@@ -264,7 +274,8 @@ def heal(model, removal: Removal, calibration: torch.Tensor, evaluation: torch.T
     full_c, pruned_c = evaluate(model, removal, calibration)
     cancel_point()
     report(0.0, "Perplexity of the full and the pruned model (evaluation windows)...")
-    full_e, pruned_e = evaluate(model, removal, evaluation)
+    full_w, pruned_w = window_nll(model, evaluation, [removal])
+    full_e, pruned_e = ppl(full_w), ppl(pruned_w[:, 0])
     cancel_point()
     report(0.0, "Building the pruned model and its LoRA adapters...")
     hf = pruned_copy(model, removal)
@@ -278,7 +289,8 @@ def heal(model, removal: Removal, calibration: torch.Tensor, evaluation: torch.T
     train_seconds = time.monotonic() - train_start
     merged = lora.merge_and_unload().eval()
     report(TRAIN_SPAN[1], "Perplexity of the healed model...")
-    healed_c, healed_e = hf_perplexity(merged, calibration), hf_perplexity(merged, evaluation)
+    healed_w = hf_window_nll(merged, evaluation)
+    healed_c, healed_e = hf_perplexity(merged, calibration), ppl(healed_w)
     info = dict(windows_info or {}) | {"calibration": int(calibration.shape[0]),
                                        "evaluation": int(evaluation.shape[0]), "seq_len": int(calibration.shape[1] - 1)}
     result = HealResult(
@@ -289,5 +301,6 @@ def heal(model, removal: Removal, calibration: torch.Tensor, evaluation: torch.T
                     "healed": {"calibration": healed_c, "evaluation": healed_e}},
         windows=info, params={"full": int(model.n_params), "pruned": n_pruned, "healed": n_pruned,
                               "trainable": trainable},
-        latency=None, train_seconds=train_seconds, wall_seconds=time.monotonic() - start)
+        latency=None, train_seconds=train_seconds, wall_seconds=time.monotonic() - start,
+        window_nll={"full": full_w.tolist(), "pruned": pruned_w[:, 0].tolist(), "healed": healed_w.tolist()})
     return result, merged

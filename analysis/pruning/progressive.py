@@ -7,7 +7,8 @@ the first batches are a random sample of the corpus, the same for every removal)
 worker thread per playground that always works on the most recently requested removal:
 a new toggle is served after at most one batch of the previous one. Until every window
 is done the estimate is exp(mean per-window NLL) with a 95% interval from the standard
-error of the per-window means on the log scale (with the finite-population correction);
+error of the per-window means on the log scale (`evaluation.mean_interval`, with the
+finite-population correction);
 the complete result is exact and goes into the shared memo.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.corpus import plural
+from analysis.evaluation import mean_interval
 from analysis.pruning.ablation import Removal
 
 
@@ -88,12 +90,9 @@ class Progressive:
             return None
         nll = np.concatenate(parts).astype(np.float64)
         per_window = nll.mean(axis=1)  # equal-length windows: the mean of means is the token mean
-        n, total = per_window.shape[0], self.n_windows
-        mean = float(nll.mean())
-        if n >= total:
-            return Snapshot(math.exp(mean), math.exp(mean), math.exp(mean), total, total)
-        se = float(per_window.std(ddof=1) / math.sqrt(n) * math.sqrt(1 - n / total)) if n > 1 else float("inf")
-        return Snapshot(math.exp(mean), math.exp(mean - 1.96 * se), math.exp(mean + 1.96 * se), n, total)
+        total = self.n_windows
+        mean, low, high = mean_interval(per_window, total)
+        return Snapshot(math.exp(mean), math.exp(low), math.exp(high), min(per_window.shape[0], total), total)
 
     def nll(self) -> np.ndarray:
         """[n_windows, T-1] in corpus order (complete evaluations only)."""

@@ -40,6 +40,8 @@ def test_curves_job_then_points_open_the_playground_and_export_plans(tiny, tiny_
     assert metrics["Evaluation perplexity"] == f"{curve.eval_ppl[1]:.3f}"
     assert metrics["Full model (evaluation)"] == f"{result.full_ppl['evaluation']:.3f}"
     assert curve.removed[1] == [tiny.n_layers - 3, tiny.n_layers - 2]
+    check_intervals_and_warning(at, tiny, tiny_dir, curve.removed[1])
+    check_charts(at, result)
     depth = result.dynamic_depth
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layer skipping: mean fraction of blocks"] == f"{100 * depth.skipping.mean_fraction:.1f}%"
@@ -66,3 +68,63 @@ def test_too_few_windows_to_hold_out_says_so(tiny, tiny_dir, isolated_cache):
     at = open_app("curves", model=str(tiny_dir), seq_len=SEQ, max_windows=3)
     assert any("Pruning curves need evaluation windows" in w.value for w in at.warning), [w.value for w in at.warning]
     assert not at.button
+
+
+def check_intervals_and_warning(at, tiny, tiny_dir, removed):
+    """Issue 29 (4): 10 windows hold out 2 for evaluation: the page warns, and the point's
+    evaluation perplexity and change vs full carry 95% intervals over those windows
+    (checked against plain transformers' per-window losses, blocks deleted)."""
+    import math
+    import re
+    import statistics
+
+    import reference
+    from analysis.corpus import load_corpus
+    from analysis.evaluation import windows_for
+
+    assert any("Only 2 evaluation windows (32 predicted tokens)" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    evaluation = windows_for(tiny, load_corpus("builtin:all"), SEQ, WINDOWS, "evaluation")
+    plain = reference.plain_model(tiny_dir)
+    full = reference.window_nll(plain, evaluation)
+    pruned = reference.window_nll(reference.without_layers(plain, set(removed)), evaluation)
+    diff = [p - f for p, f in zip(pruned, full)]
+    half = lambda v: 1.96 * statistics.stdev(v) / math.sqrt(len(v))
+    caption = next(c.value for c in at.tabs[0].caption if c.value.startswith("95% intervals over the 2"))
+    number = r"([+-]?\d+\.\d+)"
+    ppl = re.search(f"evaluation perplexity {number} to {number}", caption).groups()
+    m = statistics.fmean(pruned)
+    assert tuple(map(float, ppl)) == pytest.approx((math.exp(m - half(pruned)), math.exp(m + half(pruned))), rel=2e-3)
+    delta = re.search(f"change vs full {number}% to {number}%", caption).groups()
+    d = statistics.fmean(diff)
+    assert tuple(map(float, delta)) == pytest.approx((100 * math.expm1(d - half(diff)), 100 * math.expm1(d + half(diff))),
+                                                      abs=0.06)
+
+
+def check_charts(at, result):
+    """Issue 29 (5): the y axis of the curves spans the useful methods (reverse order and
+    the random band do not set it); a point above it is drawn at the top with its value
+    written; the dynamic-depth chart spans every number of blocks."""
+    import json
+
+    import numpy as np
+
+    from analysis.figures.curves import RANGE_EXCLUDED
+
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    spec = charts[0]  # the blocks tab's curves
+    low, high = spec["layout"]["yaxis"]["range"]
+    useful = [v for c in result.curves.values() if c.kind == "blocks" and c.method not in RANGE_EXCLUDED
+              for v in c.eval_ppl] + [result.full_ppl["evaluation"]]
+    assert low <= np.log10(min(useful)) and np.log10(max(useful)) <= high < np.log10(max(useful)) + 0.5
+    top = 10 ** high
+    notes = [a["text"] for a in spec["layout"]["annotations"] if "↑" in a["text"]]
+    for trace in spec["data"]:
+        for y, data in zip(trace.get("y", []), trace.get("customdata") or []):
+            if len(data) == 4 and data[3] > top:
+                assert y == pytest.approx(top) and f"{data[3]:.3g} ↑" in notes
+    depth = next(c for c in charts if "blocks run by the oracle" in c["layout"]["xaxis"]["title"]["text"])
+    L = result.model["n_layers"]
+    assert depth["layout"]["xaxis"]["range"][0] < 0 and depth["layout"]["xaxis"]["range"][1] > 100
+    assert len(depth["layout"]["xaxis"]["tickvals"]) == L + 1
+    assert any("mean" in a["text"] for a in depth["layout"]["annotations"])

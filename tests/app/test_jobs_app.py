@@ -114,3 +114,57 @@ def test_two_sessions_on_the_same_uncached_setting_share_one_pass(tiny, tiny_dir
     assert calls == [False]  # one lens-free pass for both sessions
     shown = [{m.label: m.value for m in at.metric}["Perplexity"] for at in sessions]
     assert shown[0] == shown[1]
+
+
+def test_healing_on_few_windows_warns_and_gives_intervals(tiny, tiny_dir, isolated_cache):
+    """Issue 29 (4): 10 windows of 16 tokens hold out 2 for evaluation. The page says the
+    set is too small and shows 95% intervals over those windows for each model's
+    evaluation perplexity and for the recovery, checked against per-window losses of plain
+    transformers models (full, blocks deleted, the healed checkpoint) and a
+    finite-difference delta method."""
+    import math
+    import re
+    import statistics
+
+    import numpy as np
+
+    import reference
+    from analysis.evaluation import windows_for
+
+    state = {f"pg_blocks_{tiny.fingerprint}": [1], "heal_steps": 4, "heal_batch": 2, "heal_rank": 2}
+    at = open_app("healing", model=str(tiny_dir), seq_len=16, max_windows=10, state=state)
+    assert any("Only 2 evaluation windows (32 predicted tokens)" in w.value for w in at.warning)  # before healing
+    ctx = at.session_state["_ctx"]
+    job = heal_run.submit_healing(tiny, Removal.of(blocks=[1]), HealSettings(steps=4, batch_size=2, rank=2),
+                                  ctx.corpus, 16, 10)
+    assert job.wait(TIMEOUT) and job.state == jobs.DONE, job.error
+    at.run()
+    no_traceback(at)
+    assert any("Only 2 evaluation windows (32 predicted tokens)" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    evaluation = windows_for(tiny, ctx.corpus, 16, 10, "evaluation")
+    plain = reference.plain_model(tiny_dir)
+    nll = {"full": reference.window_nll(plain, evaluation), "pruned": reference.window_nll(reference.without_layers(plain, {1}), evaluation),
+           "healed": reference.window_nll(reference.plain_model(heal_run.checkpoint_dir(job.key)), evaluation)}
+    caption = next(c.value for c in at.caption if c.value.startswith("95% intervals"))
+    for name, values in nll.items():
+        m, half = statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+        low, high = map(float, re.search(rf"{name} (\d+\.\d+) to (\d+\.\d+)", caption).groups())
+        assert (low, high) == pytest.approx((math.exp(m - half), math.exp(m + half)), rel=2e-3), name
+    means = np.array([statistics.fmean(nll[k]) for k in ("full", "pruned", "healed")])
+    F, P, H = np.exp(means)
+    assert P > F  # removing block 1 costs perplexity here, so the recovery is shown
+
+    def recovery(mu):
+        f, p, h = np.exp(mu)
+        return (p - h) / (p - f)
+
+    grad = np.array([(recovery(means + e) - recovery(means - e)) / 2e-6 for e in np.eye(3) * 1e-6])
+    se = math.sqrt(grad @ np.cov(np.array([nll[k] for k in ("full", "pruned", "healed")])) @ grad / 2)
+    info = next(i.value for i in at.info if i.value.startswith("Healing recovered"))
+    shown = re.search(r"recovered (-?[\d.]+)% \(95% interval (-?[\d.]+)% to (-?[\d.]+)%\)", info)
+    assert shown, info
+    r = recovery(means)
+    assert float(shown.group(1)) == pytest.approx(100 * r, abs=0.15)
+    assert (float(shown.group(2)), float(shown.group(3))) == pytest.approx((100 * (r - 1.96 * se),
+                                                                            100 * (r + 1.96 * se)), abs=0.15)

@@ -1,5 +1,7 @@
 """The playground page in AppTest on the tiny model: a link restores clamped toggles,
 prompt and numbers; a preset sets the toggles."""
+import pytest
+
 from analysis.pruning.ablation import Removal
 from apptest import toggles
 
@@ -61,3 +63,64 @@ def test_toggles_set_by_the_server_survive_a_rerun_carrying_the_old_pill_values(
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["Pruned perplexity"] == expected
     assert at.query_params["rm_blocks"] == "1,2" and toggles(at, tiny.fingerprint)["blocks"] == [1, 2]
+
+
+def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny, tiny_dir, isolated_cache,
+                                                                           monkeypatch):
+    """Issue 29 (7): the first number is an estimate over the windows done so far; the metric
+    itself says so ("~" and an "estimate" badge) until every window is in, then renders the
+    exact number plainly with an "exact" badge. With nothing removed there is no delta."""
+    import threading
+
+    import reference
+    from analysis.corpus import load_corpus
+    from analysis.evaluation import windows_for
+    from analysis.pruning import playground as pg_module
+    from analysis.pruning.progressive import batch_order
+    from ui import reruns
+
+    release, real = threading.Event(), pg_module.Playground._batch_nll
+    seen = []
+
+    def held(self, state, removal):  # a removal's first batch (2 of the 4 windows) goes through, the rest wait
+        seen.append(removal)
+        if seen.count(removal) > 1:
+            release.wait(120)
+        return real(self, state, removal)
+
+    monkeypatch.setattr(pg_module.Playground, "_batch_nll", held)
+    monkeypatch.setattr(reruns, "rerun_pending", lambda: True)  # the run ends with what is on screen
+    removal = Removal.of(blocks=[2])
+    try:
+        at = open_app_windows(tiny_dir, {"rm_blocks": "2"}, 4)
+        shown = {m.label: m.value for m in at.metric}
+        windows = windows_for(tiny, load_corpus("builtin:all"), SEQ, 4)
+        pg = pg_module.get_playground(tiny, load_corpus("builtin:all"), SEQ, 4)
+        first = batch_order(pg.key, len(pg.states))[0]
+        size = pg.states[first].tokens.shape[0]
+        assert len(pg.states) == 2 and size == 2
+        pruned_hf = reference.without_layers(reference.plain_model(tiny_dir), {2})
+        estimate = reference.perplexity(pruned_hf, windows[first * size:(first + 1) * size])
+        assert shown["Pruned perplexity"].startswith("~")
+        assert float(shown["Pruned perplexity"][1:]) == pytest.approx(estimate, abs=1.5e-3)
+        assert any("badge" in m.value and "estimate (2 of 4 windows)" in m.value for m in at.markdown)
+        assert not any("badge" in m.value and "exact" in m.value for m in at.markdown)
+    finally:
+        release.set()
+    job = pg.request(removal)
+    assert job.wait(batches=len(pg.states), timeout=120) and job.complete
+    at.run()
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Pruned perplexity"] == f"{reference.perplexity(pruned_hf, windows):.3f}"
+    assert any("badge" in m.value and "exact" in m.value for m in at.markdown)
+    assert not any("badge" in m.value and "estimate" in m.value for m in at.markdown)
+
+    full = open_app_windows(tiny_dir, {}, 4)
+    metric = next(m for m in full.metric if m.label == "Pruned perplexity")
+    assert metric.value == next(m for m in full.metric if m.label == "Full perplexity").value
+    assert not metric.delta  # not a red "+0.00%"
+
+
+def open_app_windows(tiny_dir, query: dict, max_windows: int):
+    from apptest import open_app
+    return open_app("playground", model=str(tiny_dir), seq_len=SEQ, max_windows=max_windows, query=query)

@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 LOAD_MS = 300_000  # first load: model, analysis and clean residuals (seq_len 32, 2 windows)
 STEP_MS = 120_000
 EXACT = re.compile(r"exact over all \d+ windows")  # the playground's number is final, not an estimate
+EXACT_VALUE = re.compile(r"^\d+\.\d{3}$")  # an estimate renders as "~12.345" (with an "estimate" badge)
 
 
 def metric(page, label: str):
@@ -37,10 +38,13 @@ def test_toggle_changes_perplexity_and_link_restores_view(app_url, browser):
 
     page.get_by_role("toolbar", name="Remove blocks").get_by_role("button", name="3", exact=True).click()
     expect(metric(page, "Pruned perplexity")).not_to_have_text(full, timeout=STEP_MS)
+    expect(metric(page, "Pruned perplexity")).to_have_text(EXACT_VALUE, timeout=STEP_MS)
     after_block = metric(page, "Pruned perplexity").inner_text()
     page.get_by_role("toolbar", name="Remove attention sublayers").get_by_role("button", name="7", exact=True).click()
     expect(metric(page, "Pruned perplexity")).not_to_have_text(after_block, timeout=STEP_MS)
     link = share_link(page, "rm_blocks=3", "rm_attn=7")
+    expect(page.get_by_text(EXACT)).to_be_visible(timeout=STEP_MS)
+    expect(metric(page, "Pruned perplexity")).to_have_text(EXACT_VALUE, timeout=STEP_MS)
     pruned = metric(page, "Pruned perplexity").inner_text()
     assert float(pruned) != float(full) and float(pruned) > 0
     assert metric(page, "Full perplexity").inner_text() == full

@@ -84,3 +84,73 @@ def test_plan_evaluation_section_round_trips_and_is_checked(tiny):
     old["evaluation"] = {"corpus_sha256": "ab" * 32, "seq_len": 32, "perplexity_full": 10.0,
                          "perplexity_pruned": 12.5, "n_windows": 3}
     assert parse_plan(old, tiny).errors == []
+
+
+def test_intervals_over_windows_match_the_textbook_formulas():
+    """Issue 29 (4): perplexity, the change vs full (paired by window) and healing's recovery
+    get 95% intervals over windows; checked against statistics.stdev by hand and, for the
+    recovery's delta method, against a finite-difference gradient with np.cov."""
+    import math
+    import statistics
+
+    import numpy as np
+
+    from analysis.evaluation import evaluation_intervals, mean_interval
+
+    rng = np.random.default_rng(3)
+    full = 3.0 + rng.normal(0, 0.3, 12)
+    pruned = full + 0.4 + rng.normal(0, 0.1, 12)
+    healed = full + 0.15 + rng.normal(0, 0.1, 12)
+    half = lambda v: 1.96 * statistics.stdev(v) / math.sqrt(len(v))
+    iv = evaluation_intervals(full, pruned, healed)
+    m = statistics.fmean(pruned)
+    assert iv["pruned"].value == pytest.approx(math.exp(m))
+    assert (iv["pruned"].low, iv["pruned"].high) == pytest.approx((math.exp(m - half(pruned)), math.exp(m + half(pruned))))
+    d = list(pruned - full)
+    assert iv["delta"].value == pytest.approx(math.exp(statistics.fmean(d)) - 1)
+    assert (iv["delta"].low, iv["delta"].high) == pytest.approx(
+        (math.exp(statistics.fmean(d) - half(d)) - 1, math.exp(statistics.fmean(d) + half(d)) - 1))
+    assert iv["delta"].high - iv["delta"].low < (iv["pruned"].high - iv["pruned"].low) / iv["full"].value  # paired
+
+    def recovery(means):
+        F, P, H = np.exp(means)
+        return (P - H) / (P - F)
+
+    means = np.array([full.mean(), pruned.mean(), healed.mean()])
+    grad = np.array([(recovery(means + e) - recovery(means - e)) / 2e-6 for e in np.eye(3) * 1e-6])
+    se = math.sqrt(grad @ np.cov(np.stack([full, pruned, healed])) @ grad / len(full))
+    r = recovery(means)
+    assert iv["recovery"].value == pytest.approx(r)
+    assert (iv["recovery"].low, iv["recovery"].high) == pytest.approx((r - 1.96 * se, r + 1.96 * se), rel=1e-4)
+    # the progressive estimate's finite-population form: exact once every window is in
+    assert mean_interval(full, 12) == (pytest.approx(full.mean()),) * 3
+    mean, low, high = mean_interval(full[:4], 12)
+    assert high - mean == pytest.approx(half(full[:4]) * math.sqrt(1 - 4 / 12))
+    one = evaluation_intervals(full[:1], pruned[:1])["delta"]
+    assert math.isinf(one.high) and "one window" in one.text()
+
+
+def test_recovery_interval_covers_the_truth_about_95_percent_of_the_time():
+    import numpy as np
+
+    from analysis.evaluation import evaluation_intervals
+
+    rng = np.random.default_rng(0)
+    mu = np.array([3.0, 3.5, 3.2])  # full, pruned, healed mean NLL: truth (e^3.5 - e^3.2) / (e^3.5 - e^3)
+    F, P, H = np.exp(mu)
+    truth = (P - H) / (P - F)
+    cov = 0.09 * np.array([[1, 0.9, 0.9], [0.9, 1.2, 1.0], [0.9, 1.0, 1.1]])
+    hits = 0
+    for _ in range(1000):
+        full, pruned, healed = rng.multivariate_normal(mu, cov, size=40).T
+        iv = evaluation_intervals(full, pruned, healed)["recovery"]
+        hits += iv.low <= truth <= iv.high
+    assert 0.92 <= hits / 1000 <= 0.975
+
+
+def test_too_few_evaluation_windows_or_tokens_warn():
+    from analysis.evaluation import MIN_EVAL_TOKENS, MIN_EVAL_WINDOWS, too_few_evaluation
+
+    assert too_few_evaluation(MIN_EVAL_WINDOWS, MIN_EVAL_TOKENS) is None
+    assert "Only 1 evaluation window (16 predicted tokens)" in too_few_evaluation(1, 16)
+    assert too_few_evaluation(MIN_EVAL_WINDOWS - 1, 10**6) and too_few_evaluation(100, MIN_EVAL_TOKENS - 1)

@@ -171,3 +171,55 @@ def test_median_rank_panel_has_labelled_log_ticks():
     metrics = {"ce": np.linspace(18, 3, L), "median_rank_final_top1": rank}
     fig = lens_figs.layer_curves(metrics)
     assert_clean_log_axis(fig.layout.yaxis2, 1, 301)
+
+
+def test_pruning_curves_fit_the_useful_methods_and_write_clipped_values():
+    """Issue 29 (5): reverse order runs to 1e144 at small k; the y axis spans the useful
+    methods (and the full model), and each point above it sits at the top edge with its
+    value written there and in its hover data."""
+    from analysis.figures import curves as curve_figs
+
+    ks = [1, 2, 3, 4]
+    frac = [0.03, 0.06, 0.09, 0.12]
+    line = lambda method, ppl, **extra: {"method": method, "k": ks, "removed": [[k] for k in ks],
+                                          "param_fraction": frac, "eval_ppl": ppl, "calib_ppl": None} | extra
+    useful = {"iterative_greedy": [26.0, 29.0, 35.0, 48.0], "cheapest_single": [27.0, 33.0, 44.0, 70.0]}
+    reverse = [31.0, 4.2e3, 1.5e40, 2.0e144]
+    lines = [line(m, v) for m, v in useful.items()] + [line("reverse_order", reverse)]
+    lines.append(line("random", [40.0, 90.0, 300.0, 900.0], band_low=[30.0, 50, 80, 100],
+                      band_high=[3e3, 1e9, 1e20, 1e30]))
+    fig = curve_figs.pruning_curves(lines, FULL, "blocks")
+    assert_clean_log_axis(fig.layout.yaxis, FULL, 900.0)  # full model .. the random median, not 1e144
+    top = 10 ** fig.layout.yaxis.range[1]
+    rev = next(t for t in fig.data if t.name == "reverse_order")
+    assert list(rev.y[:1]) == [31.0] and all(y == pytest.approx(top) for y in rev.y[1:])
+    assert list(rev.marker.symbol) == ["circle", "triangle-up", "triangle-up", "triangle-up"]
+    assert [c[3] for c in rev.customdata] == reverse and "customdata[3]" in rev.hovertemplate
+    notes = [a.text for a in fig.layout.annotations if "↑" in a.text]
+    assert sorted(notes) == sorted(f"{v:.3g} ↑" for v in reverse[1:])
+    band = next(t for t in fig.data if t.name == "random 10-90%")
+    assert max(band.y) == pytest.approx(top)
+    for method, values in useful.items():  # the useful lines are drawn as they are
+        assert list(next(t for t in fig.data if t.name == method).y) == values
+
+
+def test_dynamic_depth_chart_is_informative_at_tiny_sizes():
+    """Issue 29 (5): 4 blocks and 2 windows. The x axis spans every possible number of
+    blocks with labelled ticks, bars of both families stand side by side with their
+    counts written, the y axis counts whole windows, and each family's mean is drawn."""
+    from analysis.figures import curves as curve_figs
+
+    fig = curve_figs.oracle_fractions([0.75, 1.0], [1.0, 1.0], 4)
+    assert fig.layout.barmode == "group"
+    x0, x1 = fig.layout.xaxis.range
+    assert x0 < 0 and x1 > 100 and list(fig.layout.xaxis.tickvals) == [0, 25, 50, 75, 100]
+    assert list(fig.layout.xaxis.ticktext) == ["0 (0%)", "1 (25%)", "2 (50%)", "3 (75%)", "4 (100%)"]
+    skipping, exits = fig.data
+    assert list(skipping.y) == [0, 0, 0, 1, 1] and list(skipping.text) == ["", "", "", "1", "1"]
+    assert list(exits.text) == ["", "", "", "", "2"]
+    assert fig.layout.yaxis.dtick == 1 and fig.layout.yaxis.range[1] >= 2
+    means = sorted(a.text for a in fig.layout.annotations)
+    assert means == ["early exit mean 100.0%", "layer skipping mean 87.5%"]
+    assert [s.x0 for s in fig.layout.shapes] == [87.5, 100.0]
+    only = curve_figs.oracle_fractions(None, [0.5, 1.0], 4)  # a family without a solution is left out
+    assert [t.name for t in only.data] == ["early exit"]

@@ -276,3 +276,29 @@ def test_lens_memory_is_bounded_by_the_chunk_not_the_corpus(tiny, monkeypatch):
         calls[n] = len(rows)
     predicted = {n: n * 32 for n in calls}  # 32 predicted tokens per window of 33
     assert calls == {n: tiny.n_layers * -(-predicted[n] // 16) for n in calls}
+
+
+def test_default_threshold_is_the_operating_point_at_the_default_agreement():
+    """Issue 29 (9): the page opens at the cheapest threshold reaching DEFAULT_AGREEMENT
+    (0.9), not the middle of the grid; with none reaching it, at the highest agreement."""
+    thresholds = [0.5, 0.9, 0.99, 0.999, 1.0]
+    curve = early_exit.ExitCurve(signal="maxprob", direction="ge", thresholds=thresholds,
+                                 fraction_blocks=[0.07, 0.4, 0.6, 0.8, 0.99], agreement=[0.08, 0.24, 0.85, 0.93, 1.0],
+                                 delta_ce=[14.4, 15.4, 2.0, 0.5, 0.0], exit_hist=[])
+    assert early_exit.DEFAULT_AGREEMENT == 0.9
+    assert early_exit.default_threshold(curve) == 0.999
+    cheapest = min((f, t) for t, f, a in zip(thresholds, curve.fraction_blocks, curve.agreement) if a >= 0.9)[1]
+    assert early_exit.default_threshold(curve) == cheapest
+    low = early_exit.ExitCurve(signal="maxprob", direction="ge", thresholds=[0.1, 0.5], fraction_blocks=[0.2, 0.5],
+                               agreement=[0.3, 0.6], delta_ce=[1.0, 0.5], exit_hist=[])
+    assert early_exit.default_threshold(low) == 0.5
+
+
+def test_threshold_grids_are_dense_near_certainty():
+    """A readout is often confidently wrong at early blocks: agreement only rises within a
+    few thousandths of certainty, so each rule has thresholds there (down to 1e-6)."""
+    for rule, (_, direction, thresholds) in early_exit.RULES.items():
+        t = np.asarray(thresholds)
+        assert np.all(np.diff(t) > 0)
+        edge = np.abs(t - (0.0 if direction == "le" else 1.0))
+        assert ((edge > 0) & (edge <= 1e-3)).sum() >= 8 and edge[edge > 0].min() < 1.1e-6, rule
