@@ -131,7 +131,7 @@ def test_healing_on_few_windows_warns_and_gives_intervals(tiny, tiny_dir, isolat
     import reference
     from analysis.evaluation import windows_for
 
-    state = {f"pg_blocks_{tiny.fingerprint}": [1], "heal_steps": 4, "heal_batch": 2, "heal_rank": 2}
+    state = {"_pg_toggles": removed_block_1(tiny), "heal_steps": 4, "heal_batch": 2, "heal_rank": 2}
     at = open_app("healing", model=str(tiny_dir), seq_len=16, max_windows=10, state=state)
     assert any("Only 2 evaluation windows (32 predicted tokens)" in w.value for w in at.warning)  # before healing
     ctx = at.session_state["_ctx"]
