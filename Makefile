@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test model browser bench soak
+.PHONY: run test model browser bench soak screenshots
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +18,7 @@ model: $(STAMP)
 	$(PY) -m analysis prepare
 
 run: model
-	$(VENV)/bin/streamlit run app.py --server.port 8501
+	$(VENV)/bin/streamlit run server.py --server.port 8501
 
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
@@ -26,6 +26,10 @@ browser:
 
 test: model browser
 	$(PY) -m pytest -q tests
+
+# Refresh docs/screenshots/ (the README's pictures); `make test` writes them to a temporary directory.
+screenshots: model browser
+	LAYERLAB_SCREENSHOTS=1 $(PY) -m pytest -q tests/e2e/test_walkthrough.py tests/e2e/test_share_browser.py
 
 bench: model
 	$(PY) -m analysis bench

@@ -79,6 +79,8 @@ def _card(doc: _Doc, report: dict, analysis) -> None:
                     "d_model": model["d_model"], "d_mlp": model["d_mlp"],
                     "parameters": f"{model['n_params'] / 1e6:.1f} M", "fingerprint": model["fingerprint"],
                     "attention/MLP": "parallel" if model.get("parallel_attn_mlp") else "sequential"}]))
+    if model.get("weights"):
+        doc.para(f"Weights: {model['weights']}.", "caption")
     doc.add(table([{"corpus": corpus.get("id", ""), "sha256": corpus["sha256"], "windows": corpus["n_windows"],
                     "seq_len": corpus["seq_len"], "BOS": "yes" if corpus.get("bos") else "no",
                     "predicted tokens": corpus["n_predicted_tokens"], "sparsity eps": analysis.eps,

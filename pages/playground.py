@@ -255,8 +255,13 @@ def export_plan(ctx, removal: Removal, full, pruned, show_on: str) -> None:
     c1, c2 = st.columns(2)
     c1.download_button("Download pruning plan (JSON)", plan.to_json(), file_name="layer-lab-plan.json",
                        mime="application/json", on_click="ignore", key="pg_plan_json")
-    source = model.source_dir or model.name
-    c2.download_button("Download MergeKit YAML", mergekit.mergekit_yaml(plan, source, model.hf_model),
+    shareable = model.shareable_reference()
+    weights = f" (the weights here are {model.weights})" if model.weights else ""
+    source = c2.text_input("Model the MergeKit YAML builds from", key=f"pg_mergekit_model_{model.fingerprint}",
+                           placeholder=shareable,
+                           help=plain(f"A hub name or a path where the YAML is built; empty: {shareable}{weights}"))
+    c2.download_button("Download MergeKit YAML",
+                       mergekit.mergekit_yaml(plan, source.strip() or shareable, model.hf_model, weights=model.weights),
                        file_name="layer-lab-mergekit.yaml", mime="text/yaml", on_click="ignore", key="pg_plan_yaml")
     st.page_link("pages/healing.py", label="Heal this plan (LoRA fine-tune, runs in the background)",
                  icon=":material/healing:")

@@ -3,15 +3,16 @@ without it) and `apply` (write the smaller checkpoint and time it).
 
     python -m analysis plan --model default --method reverse_order --target 3 \\
         [--corpus FILE --seq-len N --max-windows K [--eval-corpus holdout|FILE]] --out plan.json \\
-        [--mergekit plan.yaml]
+        [--mergekit plan.yaml [--mergekit-model REF]]
     python -m analysis plan --from-mergekit pruneme.yaml [--model M] [--corpus ...] --out plan.json
     python -m analysis evaluate --plan plan.json --corpus FILE --seq-len N [--max-windows K] [--model M]
-    python -m analysis apply --plan plan.json --out DIR [--model M] [--mergekit plan.yaml]
+    python -m analysis apply --plan plan.json --out DIR [--model M] [--mergekit plan.yaml [--mergekit-model REF]]
 
 An invalid plan file exits non-zero with one line naming every problem.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from analysis import store
@@ -45,9 +46,42 @@ def _removal_text(removal) -> str:
     return f"blocks {d['blocks']} attn {d['attn']} mlp {d['mlp']}"
 
 
+def model_reference(text: str) -> str:
+    """--mergekit-model: a hub name or a path, on one line."""
+    text = text.strip()
+    if not text or "\n" in text or "\r" in text:
+        raise argparse.ArgumentTypeError("give a hub name or a path on one line")
+    return text
+
+
+def _check_mergekit(args) -> None:
+    if args.mergekit_model is not None and not args.mergekit:
+        raise UsageError("--mergekit-model names the model in the MergeKit YAML: give --mergekit FILE too")
+
+
+def _write_mergekit(args, plan, model) -> None:
+    """The MergeKit config when asked, naming --mergekit-model or else a reference that
+    works elsewhere (LoadedModel.shareable_reference: the hub name for the default model,
+    whose weights here are dequantised from GGUF, as its comment says)."""
+    from analysis.pruning.mergekit import mergekit_yaml
+
+    if args.mergekit:
+        reference = args.mergekit_model or model.shareable_reference()
+        write_text(args.mergekit, mergekit_yaml(plan, reference, model.hf_model, weights=model.weights))
+        print(f"MergeKit passthrough config ({reference}) -> {args.mergekit}")
+
+
+def add_mergekit_args(parser) -> None:
+    parser.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
+    parser.add_argument("--mergekit-model", default=None, type=model_reference, metavar="REF",
+                        help="the model the MergeKit YAML builds from (a hub name or a path; default: the hub name "
+                             "for the default model, else the model's hub name or directory)")
+
+
 def cmd_plan(args) -> int:
     from analysis.pruning.presets import suggest
 
+    _check_mergekit(args)
     if args.corpus is not None and args.seq_len is None:
         raise UsageError("--seq-len is required with --corpus")
     if args.from_mergekit:
@@ -119,7 +153,6 @@ def _write_plan(args, model, removal, method: str, parameters: dict, split) -> i
     """Evaluate `removal` on the split's evaluation windows when a corpus is given (see
     plan_evaluation), write the plan (and the MergeKit config when asked) and print what
     was written."""
-    from analysis.pruning.mergekit import mergekit_yaml
     from analysis.pruning.plan import make_plan
 
     evaluation = plan_evaluation(model, split, removal, args) if split is not None else None
@@ -132,9 +165,7 @@ def _write_plan(args, model, removal, method: str, parameters: dict, split) -> i
         if calibration := evaluation.get("calibration"):
             print(f"on the {plural(calibration['n_windows'], 'calibration window')} it was chosen on: full "
                   f"{calibration['perplexity_full']:.6f} pruned {calibration['perplexity_pruned']:.6f}")
-    if args.mergekit:
-        write_text(args.mergekit, mergekit_yaml(plan, model.source_dir or model.name, model.hf_model))
-        print(f"MergeKit passthrough config -> {args.mergekit}")
+    _write_mergekit(args, plan, model)
     return 0
 
 
@@ -181,8 +212,8 @@ def cmd_evaluate(args) -> int:
 def cmd_apply(args) -> int:
     from analysis.loading import resolve_source
     from analysis.pruning.apply import apply_plan, measure_latency
-    from analysis.pruning.mergekit import mergekit_yaml
 
+    _check_mergekit(args)
     if args.corpus is not None and args.seq_len is None:
         raise UsageError("--seq-len is required with --corpus")
     plan = read_plan(args.plan, show_warnings=False)
@@ -190,9 +221,7 @@ def cmd_apply(args) -> int:
     source = model.source_dir or resolve_source(model.name)[0]
     out = apply_plan(plan, source, args.out)
     print(f"pruned checkpoint ({plan.n_layers - len(plan.remove['blocks'])} of {plan.n_layers} blocks) -> {out}")
-    if args.mergekit:
-        write_text(args.mergekit, mergekit_yaml(plan, source, model.hf_model))
-        print(f"MergeKit passthrough config -> {args.mergekit}")
+    _write_mergekit(args, plan, model)
     args.corpus = args.corpus or LATENCY_CORPUS
     args.seq_len = args.seq_len or LATENCY_SEQ_LEN
     args.max_windows = args.max_windows or LATENCY_WINDOWS
@@ -221,7 +250,7 @@ def add_command(sub) -> None:
                       help="turn a MergeKit passthrough config that only drops layers of one model into a plan")
     add_eval_args(plan)
     plan.add_argument("--out", required=True, help="where to write plan.json")
-    plan.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
+    add_mergekit_args(plan)
     plan.set_defaults(handler=cmd_plan)
     ev = sub.add_parser("evaluate", help="corpus perplexity with and without a plan")
     add_model_args(ev)
@@ -235,6 +264,6 @@ def add_command(sub) -> None:
     add_corpus_args(ap, required=False)
     ap.add_argument("--plan", required=True)
     ap.add_argument("--out", required=True, help="directory for the pruned checkpoint")
-    ap.add_argument("--mergekit", default=None, help="also write a MergeKit passthrough YAML here")
+    add_mergekit_args(ap)
     ap.add_argument("--repeats", type=positive_int, default=3, help="timed forwards per model (median)")
     ap.set_defaults(handler=cmd_apply)

@@ -63,9 +63,12 @@ def checkpoint_filters(hf, n_layers: int, layer: int, kind: str) -> list[str]:
     return sorted({_filter(rel(n), others) for n in zeroed})
 
 
-def mergekit_yaml(plan: PruningPlan, source_model: str, hf, *, dtype: str = "float32") -> str:
+def mergekit_yaml(plan: PruningPlan, source_model: str, hf, *, dtype: str = "float32",
+                  weights: str | None = None) -> str:
     """A MergeKit passthrough config building the pruned model from `source_model`
-    (`hf`: the model the plan was made on, for its tensor names).
+    (`hf`: the model the plan was made on, for its tensor names; `weights`: what the
+    measured model's weights were when not what `source_model` names, written as a
+    comment, e.g. the default model's dequantised GGUF, see loading.weights_note).
 
     Each slice is a contiguous range of kept blocks, layer_range [start, end). A kept
     block with a zeroed sublayer gets a one-layer slice of its own whose output
@@ -94,7 +97,9 @@ def mergekit_yaml(plan: PruningPlan, source_model: str, hf, *, dtype: str = "flo
         f"{plan.n_layers - len(blocks)} layers",
         f"# removed blocks: {removed}; zeroed attention: {sorted(zero['attn']) or 'none'}; "
         f"zeroed MLP: {sorted(zero['mlp']) or 'none'}",
-        "# build with: mergekit-yaml this.yaml OUT_DIR",
+        f"# model: {model_ref}" + (f"; the plan was measured on weights {weights}" if weights else ""),
+        "# build with: mergekit-yaml this.yaml OUT_DIR (another copy of the model: python -m analysis plan/apply "
+        "--mergekit-model REF, or edit every `model:` below)",
         "slices:",
     ]
     for start, end in slices:

