@@ -25,20 +25,32 @@ if not split.available:
     st.warning(plain(split.notice) + " Pruning curves need evaluation windows.")
     st.stop()
 st.caption(f"Choices: {split.calibration_label()}. Curves: {split.evaluation_label()}.")
-job = context.curves_job(ctx, split)
+L = ctx.model.n_layers
+pick = st.columns([3, 1])
+chosen_kinds = pick[0].multiselect("Kinds", cv.KINDS, default=list(cv.KINDS), format_func=cv.KIND_TITLES.get,
+                                   key="curves_kinds", help="Which removals the curves are for: whole blocks, "
+                                   "attention or MLP sublayers. Fewer kinds take less time.")
+k_max = int(pick[1].number_input("k up to", 1, L - 1, L - 1, key="curves_k_max",
+                                 help="Curves for k = 1..this many removed; a smaller k saves most of the greedy's work."))
+if not chosen_kinds:
+    st.warning("Pick at least one kind of removal.")
+    st.stop()
+job = context.curves_job(ctx, split, chosen_kinds, k_max)
 if job is None or job.state != jobs.DONE:
     if job is not None and not job.done:
         jobs_ui.watch(job)
         st.stop()
     if job is not None and job.state == jobs.FAILED:
         st.error(plain(f"The last run failed: {job.error}"))
-    st.info(f"Not computed yet for this model, corpus and split. It runs the instrumented pass, the exact sweep of "
-            f"all {3 * ctx.model.n_layers} single removals and the exact iterative greedy order of every kind on the "
+    kinds_cli = ",".join(chosen_kinds) + ("" if k_max == L - 1 else f" --k-max {k_max}")
+    st.info(f"Not computed yet for this model, corpus, split, kinds and k. It runs the instrumented pass, the exact "
+            f"sweep of all {3 * L} single removals and the exact iterative greedy order of each kind chosen on the "
             "calibration windows, then several hundred removal sets on the evaluation windows: minutes on a GPU, "
             "up to an hour or more on a small CPU. It runs in the background: change page or reload meanwhile. "
-            "`python -m analysis curves` computes the same (and this page then reads it).")
+            f"`python -m analysis curves --kinds {kinds_cli}` computes the same (and this page then reads it, as it "
+            "reads a run of more kinds or a larger k).")
     if st.button("Compute pruning curves", key="curves_run"):
-        jobs_ui.start(lambda: context.start_curves(ctx, split))
+        jobs_ui.start(lambda: context.start_curves(ctx, split, chosen_kinds, k_max))
     st.stop()
 result = job.result
 
@@ -113,7 +125,7 @@ def show_kind(kind: str, c: cv.PruningCurves) -> None:
                f"{c.seeds} seeds' evaluation perplexity with the 10-90% band.")
     rows = []
     for k in (3, 6, 9):
-        if k < c.model["n_layers"]:
+        if k <= len(c.curve(kind, cv.methods_for(kind)[0]).k):
             best = c.winners(kind, k)
             rows.append({"k": k, "best method": best[0]["method"], "evaluation ppl": round(best[0]["eval_ppl"], 3),
                          "calibration ppl": best[0]["calib_ppl"] and round(best[0]["calib_ppl"], 3),
@@ -125,7 +137,10 @@ def show_kind(kind: str, c: cv.PruningCurves) -> None:
 
 if few := evaluation.too_few_evaluation(result.split["n_evaluation_windows"], result.split["n_evaluation_tokens"]):
     st.warning(few)
-kinds = result.kinds()
+kinds = [k for k in result.kinds() if k in chosen_kinds]
+stored_k = len(result.curve(kinds[0], cv.methods_for(kinds[0])[0]).k)
+if result.kinds() != kinds or stored_k != k_max:
+    st.caption(f"From a stored run of {', '.join(result.kinds())} up to k = {stored_k}, which covers this choice.")
 for tab, kind in zip(st.tabs([cv.KIND_TITLES[k] for k in kinds]), kinds):
     with tab:
         show_kind(kind, result)

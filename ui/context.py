@@ -374,24 +374,32 @@ def _curves_persist() -> jobs.Persist:
     return jobs.Persist("curves", cv.SCHEMA_VERSION, cv.PruningCurves.to_dict, cv.PruningCurves.from_dict)
 
 
-def curves_job(ctx: Context, split) -> jobs.Job | None:
-    """The pruning curves' job for the context and split (default seeds, tolerance 0, every
-    kind): running, queued or finished (memory, or the disk cache the CLI shares), else None."""
-    from analysis.pruning.curves_run import curves_key
+def curves_job(ctx: Context, split, kinds=None, k_max: int | None = None) -> jobs.Job | None:
+    """The pruning curves' job for the context and split (default seeds, tolerance 0) of
+    `kinds` (default all) up to k_max (default L-1): a finished run that covers them (this
+    one, or one of more kinds or a larger k_max, as the CLI may have stored), else this
+    run's job while it is queued, running, failed or cancelled, else None."""
     from analysis.pruning import curves as cv
-    key = curves_key(ctx.model, split, ctx.seq_len, ctx.max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
-    return jobs.lookup(key, _curves_persist())
+    from analysis.pruning.curves_run import covering_keys
+    keys = covering_keys(ctx.model, split, ctx.seq_len, ctx.max_windows, cv.DEFAULT_SEEDS, 0.0, kinds or cv.KINDS,
+                         k_max)
+    found = [jobs.lookup(key, _curves_persist()) for key in keys]
+    done = [job for job in found if job is not None and job.state == jobs.DONE]
+    return done[0] if done else found[0]
 
 
-def start_curves(ctx: Context, split) -> jobs.Job:
-    """Start (or join) the pruning curves as a background job (lane "sweep": one at a time)."""
+def start_curves(ctx: Context, split, kinds=None, k_max: int | None = None) -> jobs.Job:
+    """Start (or join) the pruning curves of `kinds` (default all) up to k_max (default
+    L-1) as a background job (lane "sweep": one at a time)."""
     from analysis.pruning import curves as cv
     from analysis.pruning.curves_run import curves_key, pruning_curves
-    model, seq_len, max_windows = ctx.model, ctx.seq_len, ctx.max_windows
-    key = curves_key(model, split, seq_len, max_windows, cv.DEFAULT_SEEDS, 0.0, cv.KINDS)
-    return jobs.submit(key, lambda job: pruning_curves(model, split, seq_len, max_windows, progress=job.progress,
-                                                       use_cache=False, eta=False),
-                       label="Pruning curves", lane="sweep", persist=_curves_persist())
+    model, seq_len, max_windows, kinds = ctx.model, ctx.seq_len, ctx.max_windows, list(kinds or cv.KINDS)
+    key = curves_key(model, split, seq_len, max_windows, cv.DEFAULT_SEEDS, 0.0, kinds, k_max)
+    up_to = "" if k_max is None or k_max >= model.n_layers - 1 else f", k up to {k_max}"
+    return jobs.submit(key, lambda job: pruning_curves(model, split, seq_len, max_windows, kinds=kinds, k_max=k_max,
+                                                       progress=job.progress, use_cache=False, eta=False),
+                       label=f"Pruning curves ({', '.join(kinds)}{up_to})", lane="sweep",
+                       persist=_curves_persist())
 
 
 def curves_if_ready(ctx: Context):

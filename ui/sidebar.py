@@ -147,8 +147,44 @@ def render() -> context.Context | None:
     return ctx
 
 
+# The sidebar's widget keys, and the window settings' starting values. Streamlit drops a
+# widget's value when a run does not draw it (the model settings while the source is a
+# report file) and on st.switch_page (which sends no widget values); the next run then
+# used the defaults while the browser still showed the old values.
+KEPT = ("source", "model_choice", "model_other", "device", "dtype", "corpus_choice", "seq_len", "max_windows",
+        "eval_choice")
+WINDOW_DEFAULTS = {"seq_len": 128, "max_windows": 0}
+
+
+def _restore() -> None:
+    """Put back the sidebar values Streamlit dropped (from the session's copy), also when
+    the last run did not draw the model settings (a value kept in session state but not
+    set again would show the widget's default in the browser), and give the window inputs
+    their defaults through session state only (not also as `value`)."""
+    kept = st.session_state.setdefault("_sidebar_kept", {})
+    redraw = st.session_state.get("_from_file", False)
+    for key in KEPT:
+        if key in kept and (key not in st.session_state or (redraw and key != "source")):
+            st.session_state[key] = kept[key]
+    for key, default in WINDOW_DEFAULTS.items():
+        st.session_state.setdefault(key, default)
+
+
+def _keep() -> None:
+    """Copy the sidebar's values of this run (for `_restore`)."""
+    st.session_state["_sidebar_kept"].update({key: st.session_state[key] for key in KEPT if key in st.session_state})
+
+
 def _settings() -> context.Context | None:
     seed_from_url()
+    _restore()
+    try:
+        return _draw_settings()
+    finally:
+        _keep()
+
+
+def _draw_settings() -> context.Context | None:
     sb = st.sidebar
     from_file = sb.radio("Source", report_source.SOURCES, key="source", horizontal=True) == report_source.FILE
     st.session_state["_from_file"] = from_file
@@ -180,8 +216,8 @@ def _settings() -> context.Context | None:
     corpus = _pick_corpus()
     if corpus is not None:
         st.session_state["_corpus"] = corpus
-    seq_len = sb.number_input("Window length (seq_len)", 2, links.MAX_SEQ_LEN, 128, step=32, key="seq_len")
-    max_windows = sb.number_input("Max windows (0 = all)", 0, 100000, 0, key="max_windows")
+    seq_len = sb.number_input("Window length (seq_len)", 2, links.MAX_SEQ_LEN, step=32, key="seq_len")
+    max_windows = sb.number_input("Max windows (0 = all)", 0, 100000, key="max_windows")
     for message in st.session_state.get("_link_notices", []):
         sb.warning(plain(message))
     if model is None or corpus is None:

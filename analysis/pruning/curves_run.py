@@ -28,9 +28,29 @@ from analysis.pruning.removal import removal_cost, with_eta
 
 def curves_key(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds,
                k_max: int | None = None) -> str:
+    """The cache key of a run; the kinds in their canonical order (`--kinds mlp,blocks` is
+    the run of blocks and mlp), k_max only when below L-1."""
     extra = {} if k_max is None or k_max >= model.n_layers - 1 else {"k_max": int(k_max)}
+    kinds = [k for k in cv.KINDS if k in set(kinds)]
     return store.make_key(fingerprint=model.fingerprint, split=split.info(), seq_len=seq_len, max_windows=max_windows,
-                          seeds=seeds, tolerance=tolerance, kinds=list(kinds), schema=cv.SCHEMA_VERSION, **extra)
+                          seeds=seeds, tolerance=tolerance, kinds=kinds, schema=cv.SCHEMA_VERSION, **extra)
+
+
+def covering_keys(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds,
+                  k_max: int | None = None) -> list[str]:
+    """The keys of every run whose curves include those of `kinds` up to `k_max`: the run
+    itself first, then runs of more kinds or a larger k_max (fewest extra kinds, then
+    smallest k_max, first). The windows, seeds and tolerance are the same in all."""
+    wanted = set(kinds)
+    L = model.n_layers
+    k_low = L - 1 if k_max is None else min(int(k_max), L - 1)
+    supersets = sorted((s for s in _subsets(cv.KINDS) if wanted <= set(s)), key=len)
+    return [curves_key(model, split, seq_len, max_windows, seeds, tolerance, s, k)
+            for s in supersets for k in range(k_low, L)]
+
+
+def _subsets(items) -> list[tuple]:
+    return [tuple(x for i, x in enumerate(items) if mask >> i & 1) for mask in range(1, 1 << len(items))]
 
 
 def cached_curves(model, split: Split, seq_len: int, max_windows, *, seeds: int = cv.DEFAULT_SEEDS,
@@ -64,8 +84,25 @@ def pruning_curves(model, split: Split, seq_len: int, max_windows: int | None = 
                         to_dict=cv.PruningCurves.to_dict, from_dict=cv.PruningCurves.from_dict, use_cache=use_cache)
 
 
+RUN_OVERHEAD_TOKENS = 128  # what a forward of one batch costs beyond its tokens (see run_cost)
+
+
+def run_cost(model, n_windows: int, seq_len: int, batch_tokens: int | None = None) -> float:
+    """The cost of one full forward of `n_windows` windows, in tokens: each batch (of the
+    memory budget's size) costs its tokens plus a fixed RUN_OVERHEAD_TOKENS. On the
+    default model on the 2-core CPU (load about 10), 4 removals of `window_nll` took
+    21.8 s on 1 window of 16 tokens, 24.1 s on 4 and 44.4 s on 16 (215 tokens' worth
+    of fixed cost per batch), and in a second run 31 s on 1 window and 67 s on 4 (25
+    tokens' worth): noisy, but far from proportional to the windows. Counting windows
+    alone made the evaluation of 1 window 4x cheaper than the calibration of 4 (seq_len
+    16, max_windows 5), so the time left during the earlier phases was too short."""
+    from analysis.collect import batch_tokens_for
+    per_batch = max(1, (batch_tokens or batch_tokens_for(model)) // seq_len)
+    return math.ceil(n_windows / per_batch) * RUN_OVERHEAD_TOKENS + n_windows * seq_len
+
+
 class _Phases:
-    """Global progress over phases of known relative cost (in window-forwards)."""
+    """Global progress over phases of known relative cost (in tokens, see `run_cost`)."""
 
     def __init__(self, progress, weights: dict, eta: bool = True) -> None:
         self.progress = with_eta(progress) if progress and eta else progress
@@ -92,13 +129,15 @@ def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, toleran
     k_max = L - 1 if k_max is None else k_max
     greedy_steps = sum(L - s for s in range(1, k_max))
     n_sets = len(kinds) * 6 * k_max + seeds * len(kinds) * k_max + 2 * L
-    phases = _Phases(progress, {"analysis": Wc, "sweep": 3 * L * 0.6 * Wc + 3 * Wc,
-                                **{f"greedy {k}": greedy_steps * 0.4 * Wc for k in kinds},
-                                "calibration": len(kinds) * 4 * k_max * 0.6 * Wc, "evaluation": n_sets * 0.6 * We,
-                                "exits": 2 * We}, eta)
+    cal, ev = run_cost(model, Wc, seq_len), run_cost(model, We, seq_len)
+    phases = _Phases(progress, {"analysis": cal, "sweep": 3 * L * 0.6 * cal + 3 * cal,
+                                **{f"greedy {k}": greedy_steps * 0.4 * cal for k in kinds},
+                                "calibration": len(kinds) * 4 * k_max * 0.6 * cal, "evaluation": n_sets * 0.6 * ev,
+                                "exits": 2 * ev}, eta)
     analysis = analyse(model, corpus, seq_len, max_windows=max_windows, with_lens=False, part=part,
                        progress=phases.part("analysis"))
-    cost = removal_cost(model, corpus, seq_len, max_windows=max_windows, part=part, progress=phases.part("sweep"))
+    cost = removal_cost(model, corpus, seq_len, max_windows=max_windows, part=part, progress=phases.part("sweep"),
+                        eta=False)  # one time left, the whole run's (_Phases)
     n_tokens = Wc * (calib.shape[1] - 1)
     chosen, greedy, rand = {}, {}, {}
     for kind in kinds:

@@ -128,3 +128,54 @@ def check_charts(at, result):
     assert depth["layout"]["xaxis"]["range"][0] < 0 and depth["layout"]["xaxis"]["range"][1] > 100
     assert len(depth["layout"]["xaxis"]["tickvals"]) == L + 1
     assert any("mean" in a["text"] for a in depth["layout"]["annotations"])
+
+
+def _curves_jobs():
+    return [j for j in jobs.REGISTRY.active() + jobs.REGISTRY.recent() if "Pruning curves" in j.label]
+
+
+def test_kinds_and_k_max_choose_what_is_computed(tiny, tiny_dir, isolated_cache):
+    at = _page(tiny_dir)
+    assert at.multiselect(key="curves_kinds").value == ["blocks", "attn", "mlp"]
+    assert at.number_input(key="curves_k_max").value == tiny.n_layers - 1
+    at.multiselect(key="curves_kinds").set_value([]).run()
+    assert any("Pick at least one kind" in w.value for w in at.warning) and not at.button
+    at.multiselect(key="curves_kinds").set_value(["mlp"])
+    at.number_input(key="curves_k_max").set_value(2)
+    at.run()
+    assert any("--kinds mlp --k-max 2" in i.value for i in at.info), [i.value for i in at.info]
+    at.button(key="curves_run").click().run()
+    no_traceback(at)
+    job = _curves_jobs()[0]
+    assert job.wait(TIMEOUT) and job.state == jobs.DONE, job.error
+    assert job.result.kinds() == ["mlp"] and job.result.curve("mlp", "reverse_order").k == [1, 2]
+    jobs.REGISTRY.clear()
+    at.run()
+    no_traceback(at)
+    assert [t.label for t in at.tabs] == ["MLP sublayers only"]
+    assert at.number_input(key="curves_k_mlp").max == 2
+
+
+def test_page_reads_a_cli_run_of_the_chosen_or_more_kinds(tiny, tiny_dir, isolated_cache, tmp_path):
+    from analysis import cli
+    code = cli.main(["curves", "--model", str(tiny_dir), "--device", "cpu", "--corpus", "builtin:all", "--seq-len",
+                     str(SEQ), "--max-windows", str(WINDOWS), "--kinds", "mlp,blocks", "--k-max", "2",
+                     "--out", str(tmp_path / "curves.json")])
+    assert code == 0
+    at = _page(tiny_dir)
+    assert any("Not computed yet" in i.value for i in at.info)  # all kinds, every k: not what the CLI ran
+    at.multiselect(key="curves_kinds").set_value(["blocks", "mlp"])
+    at.number_input(key="curves_k_max").set_value(2)
+    at.run()
+    no_traceback(at)
+    assert "curves_run" not in [b.key for b in at.button]
+    assert [t.label for t in at.tabs] == ["whole blocks", "MLP sublayers only"]
+    assert not any("stored run of" in c.value for c in at.caption)
+    at.multiselect(key="curves_kinds").set_value(["blocks"])
+    at.number_input(key="curves_k_max").set_value(1)
+    at.run()
+    no_traceback(at)
+    assert [t.label for t in at.tabs] == ["whole blocks"]  # read from the run of more kinds and a larger k
+    assert any("From a stored run of blocks, mlp up to k = 2" in c.value for c in at.caption)
+    at.multiselect(key="curves_kinds").set_value(["attn"]).run()
+    assert any("Not computed yet" in i.value for i in at.info) and not _curves_jobs()

@@ -93,6 +93,12 @@ def model_free_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_url(tmp_path_factory, tiny_dir):
+    """A server that may open the tiny model (tests/tiny.py) from a link."""
+    yield from serve(tmp_path_factory, LAYERLAB_ALLOWED_MODELS=f"default,{tiny_dir}")
+
+
+@pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")

@@ -153,3 +153,42 @@ def test_point_plan_and_report_sections(tiny, curves, analysis_for_report):
 def analysis_for_report(tiny):
     from analysis.pipeline import analyse
     return analyse(tiny, Corpus("tiny-text", TEXT), SEQ, max_windows=4, with_lens=False, use_cache=False)
+
+
+def test_progress_weights_count_batches_not_only_windows(tiny):
+    """A forward costs a fixed amount per batch plus its tokens: 1 evaluation window is not
+    4x cheaper than 4 calibration windows in one batch (the time left was too short)."""
+    from analysis.pruning.curves_run import RUN_OVERHEAD_TOKENS as c0, run_cost
+    assert run_cost(tiny, 1, 16, batch_tokens=2048) == c0 + 16
+    assert run_cost(tiny, 4, 16, batch_tokens=2048) == c0 + 64
+    assert run_cost(tiny, 200, 16, batch_tokens=2048) == 2 * c0 + 3200  # 128 windows a batch
+
+
+def test_covering_keys_find_runs_of_more_kinds_or_a_larger_k(tiny):
+    from analysis.pruning.curves import KINDS
+    from analysis.pruning.curves_run import covering_keys, curves_key
+    split = resolve(EvalSpec(), Corpus("t", TEXT), 10)
+    L = tiny.n_layers
+
+    def key(kinds, k=None):
+        return curves_key(tiny, split, 16, 10, 5, 0.0, kinds, k)
+
+    keys = covering_keys(tiny, split, 16, 10, 5, 0.0, ["mlp"], 1)
+    assert keys[0] == key(["mlp"], 1)  # the run itself first
+    assert key(["mlp", "blocks"], 2) == key(["blocks", "mlp"], 2) and key(["blocks", "mlp"], 2) in keys  # a CLI run
+    assert key(KINDS) in keys and key(KINDS, L - 1) == key(KINDS)
+    assert key(["blocks"], 1) not in keys and key(["attn", "blocks"]) not in keys
+    assert covering_keys(tiny, split, 16, 10, 5, 0.0, KINDS) == [key(KINDS)]
+
+
+def test_progress_says_the_time_left_once(tiny, isolated_cache):
+    """Every message of a run (the removal sweep's too) carries one time left: the whole
+    run's, not also the sweep's own."""
+    from analysis.pruning.curves_run import pruning_curves
+    got = []
+    split = resolve(EvalSpec(), Corpus("tiny-text", TEXT), MAX_WINDOWS)
+    pruning_curves(tiny, split, SEQ, MAX_WINDOWS, kinds=["blocks"], k_max=1, progress=lambda f, m: got.append((f, m)))
+    sweep = [m for f, m in got if m.startswith("Removal sweep")]
+    assert sweep and all(m.count(" left") == 1 for f, m in got if f > 0), [m for f, m in got if m.count(" left") != 1]
+    fractions = [f for f, _ in got]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
