@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 
 from analysis import architectures
+from analysis.corpus import plural
 from analysis.figures import playground as figs
 from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
 from analysis.pruning.ablation import KINDS, Removal
@@ -151,7 +152,7 @@ def show_numbers(slot, pg, job, param_frac: float, flop_frac: float, seq_len: in
                           icon=":material/timelapse:", color="orange")
         cols[2].metric("Parameters removed", f"{100 * param_frac:.2f}%")
         cols[3].metric("FLOPs per token removed", f"{100 * flop_frac:.2f}%")
-        st.caption(f"Corpus: {pg.windows.shape[0]} windows ({label}), {full.nll.size} predicted tokens. Both "
+        st.caption(f"Corpus: {plural(pg.windows.shape[0], 'window')} ({label}), {full.nll.size} predicted tokens. Both "
                    "perplexities are measured on these windows. Pruned perplexity: "
                    f"{snap.label()} (first estimate after {job.first_seconds or 0:.2f} s). FLOPs per token count the attention q/k/v/o and MLP weights, attention "
                    f"over {seq_len} tokens and the unembedding.")

@@ -100,7 +100,7 @@ def test_corpus_shorter_than_one_window_gives_one_shorter_window(tiny_dir, isola
     assert not at.error, messages(at)
     to_playground(at)
     assert not at.error, messages(at)
-    assert any(c.value.startswith("Corpus: 1 windows") for c in at.caption), [c.value for c in at.caption]
+    assert any(c.value.startswith("Corpus: 1 window (") for c in at.caption), [c.value for c in at.caption]
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Full perplexity"]) > 1
 
