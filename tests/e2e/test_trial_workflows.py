@@ -115,15 +115,21 @@ def server_log(tmp_path_factory, app_url: str) -> str:
 def test_one_token_paste_is_refused_and_the_corpus_kept(app_url, browser, tmp_path_factory):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
+    logged_before = len(server_log(tmp_path_factory, app_url))  # the server is shared: judge this test's lines only
     page.goto(f"{app_url}/?{VIEW}")
     perplexity = metric(page, "Perplexity")
     expect(perplexity).to_have_text(re.compile(r"^\d+\.\d{3}$"), timeout=LOAD_MS)
     before = perplexity.inner_text()
 
-    settle(page)  # a rerun redrawing the sidebar would close the list again
-    sidebar(page).get_by_role("combobox", name="Corpus").click()
     option = page.get_by_role("option", name="Paste or upload...")
-    expect(option).to_be_visible(timeout=STEP_MS)
+    for _ in range(6):  # a rerun redrawing the sidebar (another test's job still listed there) closes the list
+        settle(page)
+        sidebar(page).get_by_role("combobox", name="Corpus").click()
+        try:
+            expect(option).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            page.keyboard.press("Escape")
     option.click()
     text = sidebar(page).get_by_label("Paste text")
     expect(text).to_be_visible(timeout=STEP_MS)
@@ -136,5 +142,5 @@ def test_one_token_paste_is_refused_and_the_corpus_kept(app_url, browser, tmp_pa
     expect(main(page).get_by_text(re.compile("fewer than 2 tokens"))).to_have_count(0)
     expect(perplexity).to_have_text(before)  # the previous corpus is still in use
     assert page.locator('[data-testid="stException"]').count() == 0
-    assert "Traceback" not in server_log(tmp_path_factory, app_url)
+    assert "Traceback" not in server_log(tmp_path_factory, app_url)[logged_before:]
     context.close()
