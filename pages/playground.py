@@ -60,7 +60,7 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
               for kind in KINDS}
     removal = Removal.of(**chosen)
     toggles.remember(fp, removal)
-    job = pg.request(removal)  # the worker starts now, while the rest of the fragment is drawn
+    job = pg.request(removal, owner=reruns.session_id())  # the worker starts now, while the rest is drawn
 
     with st.expander("Presets from the analyses"):
         methods = [m for m in presets.METHODS if (m != "cheapest_measured" or removal_cost is not None)

@@ -34,3 +34,11 @@ def current_fragment_id() -> str | None:
         return ThreadState.get().fragment_id
     except (ImportError, AttributeError, RuntimeError):
         return None
+
+
+def session_id() -> str | None:
+    """This browser session's id (None outside a script run): who asks, for shared work
+    that serves sessions in turn (the playground's progressive evaluation)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    run = get_script_run_ctx()
+    return run.session_id if run is not None else None

@@ -110,7 +110,7 @@ class Playground:
         self._memo.put((self.key, removal), result)
         return result
 
-    def request(self, removal: Removal):
+    def request(self, removal: Removal, owner=None):
         """A `progressive.Progressive` for `removal` (complete at once when memoised):
         the caller reads its running estimate while a worker fills it in, batch by batch."""
         from analysis.pruning.progressive import Progressive, Scheduler
@@ -123,7 +123,7 @@ class Playground:
         with self._lock:
             if self._scheduler is None:
                 self._scheduler = Scheduler(self)
-        return self._scheduler.request(removal)
+        return self._scheduler.request(removal, owner)
 
     def evaluate(self, removal: Removal, memo: bool = True) -> Evaluation:
         """Per-token losses with `removal` applied (the full model's when nothing is removed)."""

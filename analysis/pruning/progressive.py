@@ -14,6 +14,7 @@ the complete result is exact and goes into the shared memo.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import threading
 import time
@@ -106,17 +107,24 @@ def batch_order(key, n_batches: int) -> list[int]:
 
 
 class Scheduler:
-    """The worker of one playground: most recently requested removal first, one batch at
-    a time; finished evaluations go to the playground's memo."""
+    """The worker of one playground, one batch at a time; finished evaluations go to the
+    playground's memo. Each requester (a browser session: `owner`) is served its most
+    recent removal first, and requesters take turns batch by batch (the one served least
+    recently first), so a session that keeps clicking cannot starve the others (issue 31's
+    soak: before, one session made 110 toggles in 10 minutes while three waited on their
+    first). Requests that their owner has since replaced run last, most recent first."""
 
     def __init__(self, playground) -> None:
         self.playground = playground
         self.order = batch_order(playground.key, len(playground.states))
         self._recent: list[Progressive] = []  # most recent last
+        self._latest: dict = {}  # owner -> its most recent request
+        self._served: dict = {}  # owner -> turn number when last served
+        self._turns = itertools.count()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
 
-    def request(self, removal: Removal) -> Progressive:
+    def request(self, removal: Removal, owner=None) -> Progressive:
         with self._lock:
             job = next((j for j in self._recent if j.removal == removal), None)
             if job is None:
@@ -124,6 +132,7 @@ class Scheduler:
             else:
                 self._recent.remove(job)
             self._recent.append(job)
+            self._latest[owner] = job
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run, daemon=True, name="playground-progressive")
                 self._worker.start()
@@ -132,10 +141,16 @@ class Scheduler:
     def _next(self) -> tuple[Progressive, int] | None:
         with self._lock:
             self._recent = [j for j in self._recent if not j.complete and j.error is None]
+            self._latest = {o: j for o, j in self._latest.items() if not j.complete and j.error is None}
             if not self._recent:
                 self._worker = None
                 return None
-            job = self._recent[-1]
+            if self._latest:
+                owner = min(self._latest, key=lambda o: self._served.get(o, -1))
+                self._served[owner] = next(self._turns)
+                job = self._latest[owner]
+            else:
+                job = self._recent[-1]
             return job, next(b for b in self.order if b not in job.parts)
 
     def _run(self) -> None:

@@ -1,6 +1,7 @@
 """Progressive playground evaluation (issue 17): a running estimate with an interval that
 refines to exactly the full evaluation, served most-recent-first, never blocking."""
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -67,3 +68,29 @@ def test_a_failing_evaluation_reports_its_error(pg, monkeypatch):
     assert job.wait(timeout=60)
     with pytest.raises(RuntimeError, match="broken block"):
         job.snapshot()
+
+
+def test_sessions_take_turns_so_a_busy_one_cannot_starve_another(tiny):
+    """Issue 31's soak: one session clicking on and on starved the others (LIFO over every
+    request). With owners, a waiting session's removal gets every other batch however
+    often another session asks for new removals, and its result equals a plain evaluation."""
+    from analysis.corpus import make_windows
+    from analysis.pruning.playground import Playground
+    from tiny import TEXT
+
+    pg = Playground(tiny, make_windows(tiny.tokenizer, TEXT, 16, max_windows=8), batch_tokens=32).build()
+    gate = threading.Event()
+    real = pg._batch_nll
+    served = []
+    pg._batch_nll = lambda state, removal: (gate.wait(60), served.append(removal), real(state, removal))[2]
+    a = Removal.of(blocks=[1])
+    waiting = pg.request(a, owner="a")
+    busy = [pg.request(Removal.of(attn=[i % 4], mlp=[(i + 1) % 4]), owner="b") for i in range(6)]
+    gate.set()
+    assert waiting.wait(batches=waiting.n_batches, timeout=120) and waiting.complete
+    last_a = max(i for i, r in enumerate(served) if r == a)
+    before = served[:last_a + 1]
+    assert before.count(a) == waiting.n_batches
+    assert set(before) <= {a, busy[-1].removal}  # b's replaced requests wait; b's latest only had its turns
+    assert before.count(busy[-1].removal) <= waiting.n_batches
+    assert np.allclose(waiting.nll(), pg.evaluate(Removal.of(blocks=[1]), memo=False).nll, rtol=1e-6, atol=1e-7)
