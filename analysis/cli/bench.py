@@ -30,13 +30,11 @@ from pathlib import Path
 import torch
 
 from analysis.cli.args import add_model_args, load_model, positive_int
-from analysis.collect import Perplexity, batch_tokens_for, batches, run_pass
+from analysis.cli.scale import bench_dtypes, bench_scale
+from analysis.cli.workloads import bare_forward, instrumented
+from analysis.collect import batch_tokens_for, batches
 from analysis.corpus import load_file, make_windows
-from analysis.lens import LensReducer
 from analysis.pruning.removal import exact_sweep
-from analysis.similarity import SimilarityReducer
-from analysis.sparsity import SparsityReducer
-from analysis.sublayers import SublayerReducer
 
 
 def timed(fn, repeats: int = 1) -> float:
@@ -54,22 +52,6 @@ def paired(fns: list, repeats: int) -> list[float]:
             fn()
             spent.append(time.perf_counter() - start)
     return [statistics.median(spent) for spent in times]
-
-
-def bare_forward(hf, windows, batch_tokens: int) -> None:
-    with torch.inference_mode():
-        for _, chunk in batches(windows, batch_tokens):
-            hf(chunk).logits
-
-
-def instrumented(model, windows, with_lens: bool) -> None:
-    L = model.n_layers
-    n_repr = windows.shape[0] * (windows.shape[1] - 1)
-    reducers = [Perplexity(), SimilarityReducer(L, model.d_model, n_repr, windows.shape[0]),
-                SublayerReducer(L, model.parallel_attn_mlp), SparsityReducer(L, model.d_mlp)]
-    if with_lens:
-        reducers.append(LensReducer(L, model.bridge.cfg.d_vocab, windows.shape[0]))
-    run_pass(model, windows, reducers)
 
 
 PARTS = ("pass", "sweep", "toggle", "memory", "generate")
@@ -97,10 +79,8 @@ def run_bench(args) -> int:
               f"{', '.join(PARTS + EXTRA_PARTS)}", file=sys.stderr)
         return 2
     if "scale" in parts:
-        from analysis.cli.scale import bench_scale
         bench_scale(args)
     if "dtype" in parts:
-        from analysis.cli.scale import bench_dtypes
         bench_dtypes(args)
     if not parts - {"scale", "dtype"}:  # scale and dtype run in fresh processes of their own
         return 0

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from analysis.cli.workloads import bare_forward, instrumented
+
 GIB = 2 ** 30
 LADDER = {  # Llama shapes; vocabulary 49,152, tied embeddings
     "135M": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -100,7 +102,6 @@ def measure(role: str, directory: str, dtype: str, seq_len: int, max_windows: in
 
     import torch
 
-    from analysis.cli.bench import bare_forward, instrumented
     from analysis.collect import activation_bytes_per_token, batch_tokens_for
     from analysis.loading import DTYPES, get_model
     out = {}
