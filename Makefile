@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test model browser bench soak screenshots
+.PHONY: run test model browser bench soak coldstart screenshots
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,3 +36,7 @@ bench: model
 
 soak: model browser
 	$(PY) -m pytest -q -s --soak tests/e2e/test_soak.py
+
+# Time a cold first visit at the default settings (issue 29): run on a quiet machine.
+coldstart: model browser
+	$(PY) -m pytest -q -s --soak tests/e2e/test_cold_start.py
