@@ -35,7 +35,7 @@ cached on disk; the lens as its own entry, so a lens-free pass can come first an
 lens later without redoing it) -> report (report.build_report) and figures/ (plotly,
 figures/scales for log axes, clipped bars, non-overlapping labels) -> the app's pages.
 
-Pruning (analysis/pruning/): ablation (Removal, zeroing hooks, replaying blocks with the
+Pruning (analysis/): ablation (Removal, zeroing hooks, replaying blocks with the
 arguments the model's forward gave them), removal (exact 3L sweep, attribution estimate),
 playground (live evaluation from cached clean residuals), prompts (top-k, greedy
 generation), costs (parameters, FLOPs), presets (suggested removals), plan / plan_check /

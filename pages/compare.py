@@ -4,10 +4,11 @@ by side. Each side is the current view, a stored report or another model."""
 import numpy as np
 import streamlit as st
 
-from analysis import compare, similarity
-from analysis.figures import compare as figs
-from analysis.figures.lens import CURVES
-from analysis.figures.similarity import layer_heatmap
+from analysis.reporting import compare
+from analysis.measure import similarity
+from analysis.reporting.figures import compare as figs
+from analysis.reporting.figures.lens import CURVES
+from analysis.reporting.figures.similarity import layer_heatmap
 from ui import compare_sides, links, urlstate
 
 EPS = 0.01

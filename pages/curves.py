@@ -1,17 +1,18 @@
 """Pruning curves: which selection method keeps perplexity lowest as more is removed,
 judged on windows the methods never saw, and the per-sequence dynamic-depth oracle.
 
-Widgets -> analysis.pruning.curves_run (cached; computed on request as a background job,
-ui/context.start_curves) -> analysis.figures.curves -> st.*. A clicked point (or the method / k
+Widgets -> analysis.search.curves_run (cached; computed on request as a background job,
+ui/context.start_curves) -> analysis.reporting.figures.curves -> st.*. A clicked point (or the method / k
 pickers) opens the playground with exactly that removal or downloads it as a plan.
 """
 import pandas as pd
 import streamlit as st
 
-from analysis import evaluation, jobs
-from analysis.figures import curves as figs
-from analysis.pruning import curves as cv
-from analysis.pruning import curves_run
+from analysis.data import evaluation
+from analysis.core import jobs
+from analysis.reporting.figures import curves as figs
+from analysis.search import curves as cv
+from analysis.search import curves_run
 from ui import context, toggles, urlstate
 from ui import jobs as jobs_ui
 from ui.context import plain

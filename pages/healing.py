@@ -5,12 +5,15 @@ listed at the top, each with its plan, so a reload (a new session, without the u
 plan or the settings) finds a running or finished job again."""
 import streamlit as st
 
-from analysis import evaluation, jobs
-from analysis.corpus import HOLDOUT_EVERY, plural
-from analysis.figures import healing as figs
-from analysis.pruning import heal_run, plan as plans, plan_check, playground, prompts
-from analysis.pruning.ablation import Removal
-from analysis.pruning.heal import HealSettings
+from analysis.data import evaluation
+from analysis.core import jobs
+from analysis.data.corpus import HOLDOUT_EVERY, plural
+from analysis.reporting.figures import healing as figs
+from analysis.heal import run as heal_run
+from analysis.plans import schema as plans, check as plan_check
+from analysis.playground import live as playground, prompts
+from analysis.model.removal import Removal
+from analysis.heal.train import HealSettings
 from ui import context, jobs as jobs_ui, toggles
 from ui.sidebar import plain
 

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis import early_exit, lens
-from analysis.figures import lens as figures
+from analysis.measure import early_exit, lens
+from analysis.reporting.figures import lens as figures
 from ui import context
 
 st.title("Logit lens & early exit")

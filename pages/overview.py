@@ -1,9 +1,9 @@
 """Overview: the model card, the corpus perplexity, and the report as a file (JSON, HTML)."""
 import streamlit as st
 
-from analysis.corpus import HOLDOUT_EVERY, plural
-from analysis.html_report import html_report
-from analysis.report import report_bytes
+from analysis.data.corpus import HOLDOUT_EVERY, plural
+from analysis.reporting.html import html_report
+from analysis.reporting.report import report_bytes
 from ui import context, report_source
 from ui.context import plain
 
@@ -27,7 +27,7 @@ st.markdown(
 )
 if card.get("weights"):
     st.caption(f"Weights: {plain(card['weights'])}.")
-corpus = analysis.corpus
+corpus = analysis.data.corpus
 st.subheader("Corpus perplexity")
 st.metric("Perplexity", f"{analysis.perplexity:.3f}")
 st.caption(

@@ -8,11 +8,14 @@ and link state machine lives in ui/toggles.py.
 import numpy as np
 import streamlit as st
 
-from analysis import architectures
-from analysis.corpus import plural
-from analysis.figures import playground as figs
-from analysis.pruning import costs, mergekit, plan as plans, plan_check, playground, presets, prompts
-from analysis.pruning.ablation import KINDS, Removal
+from analysis.model import architectures
+from analysis.data.corpus import plural
+from analysis.reporting.figures import playground as figs
+from analysis.ablate import costs
+from analysis.plans import mergekit, schema as plans, check as plan_check
+from analysis.playground import live as playground, prompts
+from analysis.search import presets
+from analysis.model.removal import KINDS, Removal
 from ui import context, reruns, toggles, urlstate
 from ui.sidebar import plain
 

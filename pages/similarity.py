@@ -2,18 +2,18 @@
 block per size, a PCA map of the layers, and Block Influence against measured block cost."""
 import streamlit as st
 
-from analysis import similarity
-from analysis.figures import similarity as figs
-from analysis.figures.scales import BAR_SCALE_HELP, BAR_SCALES
-from analysis.figures.sublayers import predictor_scatter, removal_costs
-from analysis.pruning.removal import predictors
+from analysis.measure import similarity
+from analysis.reporting.figures import similarity as figs
+from analysis.reporting.figures.scales import BAR_SCALE_HELP, BAR_SCALES
+from analysis.reporting.figures.sublayers import predictor_scatter, removal_costs
+from analysis.ablate.sweep import predictors
 from ui import context
 
 ctx, analysis = context.page(
     "Hidden-state similarity",
     "How much does each block change the residual stream h_0..h_L? Near-identical neighbours are "
     "candidates for removal; the measured removal cost at the bottom says whether that holds.")
-sim = analysis.similarity
+sim = analysis.measure.similarity
 L = analysis.model["n_layers"]
 positions_count = {"all": sim.n_positions, "last": sim.n_last}
 
@@ -83,7 +83,7 @@ removal = context.removal_on_request(
     "The ground truth is the corpus perplexity with each block removed, measured by running the "
     "model once per removal (the unchanged prefix is re-used).")
 if removal is not None:
-    panels = predictors(bi, analysis.sublayers.attn_score, analysis.sublayers.mlp_score, removal)
+    panels = predictors(bi, analysis.measure.sublayers.attn_score, analysis.measure.sublayers.mlp_score, removal)
     st.metric("Spearman(Block Influence, perplexity with the block removed)", f"{panels[0]['rho']:.3f}")
     left, right = st.columns(2)
     left.plotly_chart(predictor_scatter(panels[:1], removal.full_ppl), key="sim_predictor")

@@ -17,13 +17,13 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from analysis.loading import get_model
+    from analysis.model.loading import get_model
     return get_model(str(tiny_dir), "cpu")
 
 
 @pytest.fixture(scope="session")
 def default_model():
-    from analysis.loading import get_model
+    from analysis.model.loading import get_model
     return get_model("default", "cpu")
 
 
@@ -56,7 +56,7 @@ def forget_finished_jobs():
     """Jobs live in one registry per process (as in the server): after each test, forget
     the finished ones, so a test never sees another test's jobs listed in the sidebar."""
     yield
-    from analysis import jobs
+    from analysis.core import jobs
     jobs.REGISTRY.clear()
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, replace
 
 import streamlit as st
 
-from analysis import report as reports
-from analysis.compare import Side
-from analysis.loading import ModelLoadError, get_model
-from analysis.pruning.apply import checkpoint_plan
+from analysis.reporting import report as reports
+from analysis.reporting.compare import Side
+from analysis.model.loading import ModelLoadError, get_model
+from analysis.plans.apply import checkpoint_plan
 from ui import context, links, report_source
 from ui.context import plain
 
@@ -115,8 +115,8 @@ def _stored(col, letter: str):
 def _snapshot(analysis, plan) -> str:
     """sha256 of a stored report of `analysis` (for links that cannot name the model)."""
     memo = st.session_state.setdefault("_cmp_snapshots", {})
-    key = (analysis.model["fingerprint"], analysis.corpus["sha256"], analysis.corpus["seq_len"],
-           analysis.corpus["n_windows"])
+    key = (analysis.model["fingerprint"], analysis.data.corpus["sha256"], analysis.data.corpus["seq_len"],
+           analysis.data.corpus["n_windows"])
     if key not in memo:
         raw = reports.report_bytes(reports.build_report(analysis, eps=analysis.eps, plan=plan))
         memo[key] = reports.store_report(raw).sha256

@@ -4,7 +4,7 @@ Pages call `require()` to get the Context the sidebar built; heavy results come 
 `analysis_for()` (everything but the logit lens), `lens_for()` (the lens, its own pass)
 and `removal_for()`, which go through the shared disk cache, so a reopened app (or
 another session) shows them at once. The removal sweep runs as a background job
-(analysis/jobs.py), so it survives page changes and reloads. A Context may instead hold
+(analysis/core/jobs.py), so it survives page changes and reloads. A Context may instead hold
 an opened report.json (no model, no corpus text): the same calls then return the
 report's results, `page()` says where the view comes from, and `needs_model()` stands
 in for views that need the model.
@@ -16,16 +16,27 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from analysis import jobs, store
-from analysis.corpus import Corpus, CorpusError, make_windows, plural
-from analysis.evaluation import Split, part_windows
-from analysis.lens import LensResult, window_grid
-from analysis.loading import LoadedModel
-from analysis.pipeline import Analysis, analyse
-from analysis.pruning.removal import SCHEMA_VERSION as removal_schema
-from analysis.pruning.removal import RemovalCost, removal_cost, removal_key
-from analysis.report import OpenedReport
+from analysis.core import jobs, store
+from analysis.data.corpus import Corpus, CorpusError, make_windows, plural
+from analysis.data.evaluation import Split, part_windows
+from analysis.measure.lens import LensResult, window_grid
+from analysis.model.loading import LoadedModel
+from analysis.measure.pipeline import Analysis, analyse
+from analysis.ablate.sweep import SCHEMA_VERSION as removal_schema
+from analysis.ablate.sweep import RemovalCost, removal_cost, removal_key
+from analysis.reporting.report import OpenedReport
 from ui import jobs as jobs_ui
+from analysis.measure.sparsity import token_density as density
+from analysis.measure.pipeline import LENS_SCHEMA_VERSION, lens_key
+from analysis.playground.live import shared_playground
+from analysis.search.greedy import cached_greedy
+from analysis.plans.schema import evaluation_section
+from analysis.playground.live import memoized
+from analysis.data.evaluation import EvalSpec, resolve
+from analysis.search import curves as cv
+from analysis.search.curves_run import covering_keys
+from analysis.search.curves_run import curves_key, pruning_curves
+from analysis.data.evaluation import split_windows_of
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,6 @@ def lens_grid(ctx: Context, window: int, site: str) -> dict:
 
 def token_density(ctx: Context, window: int, eps: float):
     """`sparsity.token_density` of one corpus window, memoised for all sessions."""
-    from analysis.sparsity import token_density as density
     return shared(("density", window, eps) + ctx.key, lambda: density(ctx.model, windows(ctx)[window], eps))
 
 
@@ -300,7 +310,6 @@ def lens_if_ready(ctx: Context) -> LensResult | None:
         return ctx.report.analysis.lens
     if ctx.key in st.session_state.get("_lens", {}):
         return st.session_state["_lens"][ctx.key]
-    from analysis.pipeline import LENS_SCHEMA_VERSION, lens_key
     return store.load_record("lens", lens_key(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part),
                              LENS_SCHEMA_VERSION, LensResult.from_dict)
 
@@ -321,7 +330,6 @@ def playground_for(ctx: Context, show_on: str):
     every session joins (lane "playground"): a session that stops or reruns while the
     clean residuals are kept does not stop the build, and every waiting session is woken
     when it finishes or fails."""
-    from analysis.pruning.playground import shared_playground
     corpus, part = window_source(ctx, show_on)
     pg = shared_playground(ctx.model, corpus, ctx.seq_len, ctx.max_windows, part=part)
     if pg.full is None:
@@ -334,7 +342,6 @@ def playground_for(ctx: Context, show_on: str):
 
 def greedy_for(ctx: Context, kind: str = "blocks"):
     """The stored iterative greedy order over the calibration windows, or None."""
-    from analysis.pruning.greedy import cached_greedy
     result = cached_greedy(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows, ctx.part, kind)
     return result.order if result is not None else None
 
@@ -342,8 +349,6 @@ def greedy_for(ctx: Context, kind: str = "blocks"):
 def plan_evaluation(ctx: Context, removal, show_on: str, full, pruned) -> dict:
     """A plan's evaluation from the numbers shown (`show_on` windows), with the other
     window set's numbers when they are already measured (no extra work)."""
-    from analysis.pruning.plan import evaluation_section
-    from analysis.pruning.playground import memoized
 
     split = ctx.split if ctx.split is not None and ctx.split.available else None
     corpus, part = window_source(ctx, show_on)
@@ -365,12 +370,10 @@ def split_for(ctx: Context):
     one, every 5th window held out; evaluation.resolve says why when there are too few)."""
     if ctx.split is not None:
         return ctx.split
-    from analysis.evaluation import EvalSpec, resolve
     return resolve(EvalSpec(), ctx.corpus, corpus_windows(ctx.model, ctx.corpus, ctx.seq_len, ctx.max_windows).shape[0])
 
 
 def _curves_persist() -> jobs.Persist:
-    from analysis.pruning import curves as cv
     return jobs.Persist("curves", cv.SCHEMA_VERSION, cv.PruningCurves.to_dict, cv.PruningCurves.from_dict)
 
 
@@ -379,8 +382,6 @@ def curves_job(ctx: Context, split, kinds=None, k_max: int | None = None) -> job
     `kinds` (default all) up to k_max (default L-1): a finished run that covers them (this
     one, or one of more kinds or a larger k_max, as the CLI may have stored), else this
     run's job while it is queued, running, failed or cancelled, else None."""
-    from analysis.pruning import curves as cv
-    from analysis.pruning.curves_run import covering_keys
     keys = covering_keys(ctx.model, split, ctx.seq_len, ctx.max_windows, cv.DEFAULT_SEEDS, 0.0, kinds or cv.KINDS,
                          k_max)
     found = [jobs.lookup(key, _curves_persist()) for key in keys]
@@ -391,8 +392,6 @@ def curves_job(ctx: Context, split, kinds=None, k_max: int | None = None) -> job
 def start_curves(ctx: Context, split, kinds=None, k_max: int | None = None) -> jobs.Job:
     """Start (or join) the pruning curves of `kinds` (default all) up to k_max (default
     L-1) as a background job (lane "sweep": one at a time)."""
-    from analysis.pruning import curves as cv
-    from analysis.pruning.curves_run import curves_key, pruning_curves
     model, seq_len, max_windows, kinds = ctx.model, ctx.seq_len, ctx.max_windows, list(kinds or cv.KINDS)
     key = curves_key(model, split, seq_len, max_windows, cv.DEFAULT_SEEDS, 0.0, kinds, k_max)
     up_to = "" if k_max is None or k_max >= model.n_layers - 1 else f", k up to {k_max}"
@@ -417,6 +416,5 @@ def split_info(ctx: Context) -> dict | None:
     """The calibration/evaluation split as report.json's `evaluation` (window counts included)."""
     if ctx.report is not None or ctx.split is None:
         return None
-    from analysis.evaluation import split_windows_of
     calibration, evaluation = split_windows_of(ctx.model, ctx.split, ctx.seq_len, ctx.max_windows)
     return ctx.split.info(calibration.shape[0], None if evaluation is None else evaluation.shape[0])

@@ -9,7 +9,7 @@ import time
 
 import streamlit as st
 
-from analysis import jobs
+from analysis.core import jobs
 
 REFRESH_SECONDS = 1.0
 SHOW_FINISHED_SECONDS = 120  # finished jobs stay listed this long (so a failure is seen)

@@ -2,7 +2,7 @@
 
 A link carries model, corpus (a built-in id or the sha256 of a stored upload), seq_len,
 max_windows, eval (the evaluation windows: `holdout` or an evaluation corpus id, see
-analysis.evaluation.EvalSpec), page, removed components (rm_blocks, rm_attn, rm_mlp as
+analysis.data.evaluation.EvalSpec), page, removed components (rm_blocks, rm_attn, rm_mlp as
 comma-separated 0-based layers), the playground prompt, show_on (which windows the
 playground's perplexity is measured on: calibration or evaluation), a stored report
 (report: the sha256 of a file kept under cache/reports/) and the two sides of a
@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from analysis import settings
-from analysis.corpus import MAX_SEQ_LEN, CorpusError
-from analysis.evaluation import EvalSpec
-from analysis.pruning.playground import KIND_WORDS
+from analysis.core import settings
+from analysis.data.corpus import MAX_SEQ_LEN, CorpusError
+from analysis.data.evaluation import EvalSpec
+from analysis.playground.live import KIND_WORDS
 
 # Every page, in navigation order: URL path -> (title, Material icon). The first is the
 # default page, served at "/".

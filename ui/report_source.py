@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import streamlit as st
 
-from analysis import report as reports
-from analysis import settings
+from analysis.reporting import report as reports
+from analysis.core import settings
 from ui import context
 from ui.context import plain
+from analysis.plans.apply import checkpoint_plan
 
 MODEL, FILE = "Model and corpus", "Report file"
 SOURCES = (MODEL, FILE)
@@ -64,7 +65,6 @@ def report_of(ctx: context.Context) -> dict:
     they have been computed, and the calibration/evaluation split)."""
     if ctx.report is not None:
         return ctx.report.data
-    from analysis.pruning.apply import checkpoint_plan
     analysis = replace(context.analysis_for(ctx), lens=context.lens_if_ready(ctx))
     return reports.build_report(analysis, context.removal_for(ctx, run=False), eps=analysis.eps,
                                 plan=checkpoint_plan(ctx.model.source_dir), split=context.split_info(ctx),
@@ -75,5 +75,5 @@ def file_stem(ctx: context.Context) -> str:
     """A file name for the view's report: layer-lab-<model>-<corpus sha256 prefix>."""
     analysis = context.analysis_for(ctx)
     model = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(analysis.model["name"]).split("/")[-1])
-    return f"layer-lab-{model[:40]}-{analysis.corpus['sha256'][:8]}"
+    return f"layer-lab-{model[:40]}-{analysis.data.corpus['sha256'][:8]}"
 

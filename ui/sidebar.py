@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis import corpus as corpora
-from analysis import evaluation, loading
+from analysis.data import corpus as corpora
+from analysis.data import evaluation
+from analysis.model import loading
 from ui import context, links, report_source
 from ui import jobs as jobs_ui
 from ui.context import plain

@@ -22,8 +22,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.corpus import CorpusError
-    from analysis.loading import ModelLoadError
+    from analysis.data.corpus import CorpusError
+    from analysis.model.loading import ModelLoadError
 
     try:
         args = build_parser().parse_args(argv)

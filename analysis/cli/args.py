@@ -67,20 +67,20 @@ def warn(lines) -> None:
 
 
 def load_model(args):
-    from analysis.loading import get_model
+    from analysis.model.loading import get_model
     return get_model(args.model, args.device, args.dtype, progress=progress)
 
 
 def corpus_windows(model, args):
     """(corpus, token windows) named by --corpus / --seq-len / --max-windows."""
-    from analysis.corpus import load_file, make_windows
+    from analysis.data.corpus import load_file, make_windows
 
     corpus = load_file(args.corpus)
     return corpus, make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows)
 
 
 def write_text(path: str, text: str) -> None:
-    from analysis.store import write_text_atomic
+    from analysis.core.store import write_text_atomic
     write_text_atomic(Path(path), text)
 
 
@@ -93,8 +93,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 def split_for(model, args, corpus):
     """The calibration/evaluation split named by --eval-corpus for `corpus` (a warning
     line when nothing can be held out, see evaluation.resolve)."""
-    from analysis.corpus import load_file, make_windows
-    from analysis.evaluation import HOLDOUT, EvalSpec, resolve
+    from analysis.data.corpus import load_file, make_windows
+    from analysis.data.evaluation import HOLDOUT, EvalSpec, resolve
 
     n = make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows).shape[0]
     if args.eval_corpus.strip() == HOLDOUT:

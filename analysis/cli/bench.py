@@ -32,9 +32,9 @@ import torch
 from analysis.cli.args import add_model_args, load_model, positive_int
 from analysis.cli.scale import bench_dtypes, bench_scale
 from analysis.cli.workloads import bare_forward, instrumented
-from analysis.collect import batch_tokens_for, batches
-from analysis.corpus import load_file, make_windows
-from analysis.pruning.removal import exact_sweep
+from analysis.measure.collect import batch_tokens_for, batches
+from analysis.data.corpus import load_file, make_windows
+from analysis.ablate.sweep import exact_sweep
 
 
 def timed(fn, repeats: int = 1) -> float:
@@ -101,7 +101,7 @@ def run_bench(args) -> int:
         print(f"removal sweep, prefix re-use     {fast:8.2f} s")
         print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
     if "toggle" in parts:
-        from analysis.pruning.playground import bench_toggles
+        from analysis.playground.live import bench_toggles
         toggle, full = bench_toggles(model, windows)
         print(f"single toggle (median, all {3 * model.n_layers}) {toggle:8.2f} s")
         print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
@@ -127,8 +127,8 @@ def bench_generate(model, repeats: int) -> None:
     cache) on a separately loaded plain copy, same prompt; the three run in turn `repeats` times."""
     from transformers import AutoModelForCausalLM
 
-    from analysis.pruning.ablation import Removal
-    from analysis.pruning.prompts import prompt_tokens, stream_prompt
+    from analysis.model.removal import Removal
+    from analysis.playground.prompts import prompt_tokens, stream_prompt
 
     hf = AutoModelForCausalLM.from_pretrained(model.source_dir, dtype=model.hf_model.dtype).to(model.device).eval()
     tokens = prompt_tokens(model, GENERATE_PROMPT, GENERATE_TOKENS)
@@ -166,10 +166,11 @@ def bench_curves(model, windows, repeats: int) -> None:
     the knapsack on random values."""
     import numpy as np
 
-    from analysis.pruning.ablation import Removal, naive_logits
-    from analysis.pruning.dynamic_depth import min_total_weight
-    from analysis.pruning.greedy import iterative_greedy
-    from analysis.collect import token_nll
+    from analysis.model.removal import Removal
+    from analysis.ablate.replay import naive_logits
+    from analysis.search.dynamic_depth import min_total_weight
+    from analysis.search.greedy import iterative_greedy
+    from analysis.measure.collect import token_nll
 
     L = model.n_layers
 
@@ -221,7 +222,7 @@ def bench_pass(model, windows, repeats: int) -> None:
 def lens_floor(model, windows) -> float:
     """FLOPs of a forward plus the lens' L unembeddings per predicted token, over the
     forward's FLOPs: the time a perfect lens would take, in bare forwards."""
-    from analysis.pruning.costs import component_costs
+    from analysis.ablate.costs import component_costs
     W, T = windows.shape
     forward = component_costs(model, context=(T + 1) // 2).total_flops * W * T
     lens = model.n_layers * 2.0 * model.d_model * model.bridge.cfg.d_vocab * W * (T - 1)
@@ -235,7 +236,7 @@ PEAK = ("import resource, sys\nfrom analysis.cli import main\nrc = main(sys.argv
 def peak_rss(argv: list[str]) -> int:
     """Peak resident bytes of `python -m analysis <argv>` in a fresh process whose result
     cache is empty (the converted model is shared)."""
-    from analysis.settings import models_dir
+    from analysis.core.settings import models_dir
     root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory() as cache:
         os.symlink(models_dir(), Path(cache) / "models")

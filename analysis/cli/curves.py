@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis import store
-from analysis.corpus import plural
+from analysis.core import store
+from analysis.data.corpus import plural
 from analysis.cli.args import (UsageError, add_corpus_args, add_eval_args, add_model_args, load_model, positive_int,
                                progress, split_for)
 
@@ -42,8 +42,8 @@ def check_options(args) -> list[str]:
 
 
 def cmd_curves(args) -> int:
-    from analysis.corpus import load_file
-    from analysis.pruning.curves_run import pruning_curves
+    from analysis.data.corpus import load_file
+    from analysis.search.curves_run import pruning_curves
 
     kinds = check_options(args)
     corpus = load_file(args.corpus)

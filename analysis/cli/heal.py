@@ -17,16 +17,16 @@ from pathlib import Path
 
 from analysis.cli.args import (UsageError, add_corpus_args, add_model_args, corpus_windows, non_negative_int,
                                positive_float, positive_int, progress)
-from analysis.corpus import plural
-from analysis.pruning.heal import HealSettings
+from analysis.data.corpus import plural
+from analysis.heal.train import HealSettings
 
 DEFAULTS = HealSettings()
 
 
 def _windows(model, args):
     """(calibration, evaluation, info) from --corpus and the held-out split or --eval-corpus."""
-    from analysis.corpus import load_file, make_windows, split_windows
-    from analysis.pruning.heal import check_disjoint
+    from analysis.data.corpus import load_file, make_windows, split_windows
+    from analysis.heal.train import check_disjoint
 
     corpus, windows = corpus_windows(model, args)
     info = {"corpus_sha256": corpus.sha256, "max_windows": args.max_windows}
@@ -57,9 +57,9 @@ class StepBar:
 
 def cmd_heal(args) -> int:
     from analysis.cli.plans import _model_for, read_plan
-    from analysis.pruning.apply import _is_our_checkpoint
-    from analysis.pruning.heal import HealResult, heal
-    from analysis.pruning.heal_run import LATENCY_WINDOWS, RECORD_FILE, forward_times, write_checkpoint
+    from analysis.plans.apply import _is_our_checkpoint
+    from analysis.heal.train import HealResult, heal
+    from analysis.heal.run import LATENCY_WINDOWS, RECORD_FILE, forward_times, write_checkpoint
 
     settings = HealSettings(steps=args.steps, rank=args.rank, alpha=args.alpha, lr=args.lr,
                             batch_size=args.batch_size, warmup_steps=args.warmup_steps, seed=args.seed)

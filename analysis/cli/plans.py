@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis import store
-from analysis.corpus import plural
+from analysis.core import store
+from analysis.data.corpus import plural
 from analysis.cli.args import (UsageError, add_corpus_args, add_eval_args, add_model_args, corpus_windows, load_model,
                                positive_int, progress, split_for, warn, write_text)
-from analysis.pruning.presets import DESCRIPTIONS, METHODS
+from analysis.search.presets import DESCRIPTIONS, METHODS
 
 NEEDS_ANALYSIS = ("lowest_block_influence", "best_contiguous_block", "redundant_attention", "redundant_mlp")
 LATENCY_CORPUS, LATENCY_SEQ_LEN, LATENCY_WINDOWS = "builtin:all", 128, 4
@@ -27,7 +27,7 @@ LATENCY_CORPUS, LATENCY_SEQ_LEN, LATENCY_WINDOWS = "builtin:all", 128, 4
 
 def read_plan(path: str, model=None, show_warnings: bool = True):
     """A validated plan from a file; ValueError with every problem on one line otherwise."""
-    from analysis.pruning.plan_check import parse_plan
+    from analysis.plans.check import parse_plan
 
     try:
         raw = Path(path).read_bytes()
@@ -63,7 +63,7 @@ def _write_mergekit(args, plan, model) -> None:
     """The MergeKit config when asked, naming --mergekit-model or else a reference that
     works elsewhere (LoadedModel.shareable_reference: the hub name for the default model,
     whose weights here are dequantised from GGUF, as its comment says)."""
-    from analysis.pruning.mergekit import mergekit_yaml
+    from analysis.plans.mergekit import mergekit_yaml
 
     if args.mergekit:
         reference = args.mergekit_model or model.shareable_reference()
@@ -79,7 +79,7 @@ def add_mergekit_args(parser) -> None:
 
 
 def cmd_plan(args) -> int:
-    from analysis.pruning.presets import suggest
+    from analysis.search.presets import suggest
 
     _check_mergekit(args)
     if args.corpus is not None and args.seq_len is None:
@@ -96,22 +96,22 @@ def cmd_plan(args) -> int:
     model = load_model(args)
     analysis = cost = greedy = split = None
     if args.corpus is not None:
-        from analysis.corpus import load_file
+        from analysis.data.corpus import load_file
         split = split_for(model, args, load_file(args.corpus))
     if args.method in NEEDS_ANALYSIS:
-        from analysis.pipeline import analyse
+        from analysis.measure.pipeline import analyse
         analysis = analyse(model, split.corpus, args.seq_len, max_windows=args.max_windows, with_lens=False,
                            progress=progress, part=split.calibration_part)
     elif args.method == "cheapest_measured":
-        from analysis.pruning.removal import removal_cost
+        from analysis.ablate.sweep import removal_cost
         cost = removal_cost(model, split.corpus, args.seq_len, max_windows=args.max_windows, progress=progress,
                             part=split.calibration_part)
     elif args.method == "iterative_greedy":
-        from analysis.pruning.greedy import greedy_order
+        from analysis.search.greedy import greedy_order
         greedy = greedy_order(model, split.corpus, args.seq_len, args.max_windows, split.calibration_part, "blocks",
                               args.target, progress=progress).order
-    removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.similarity,
-                      sublayers=analysis and analysis.sublayers, removal_cost=cost, greedy_order=greedy)
+    removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.measure.similarity,
+                      sublayers=analysis and analysis.measure.sublayers, removal_cost=cost, greedy_order=greedy)
     parameters = {"k": args.target}
     if args.corpus is not None:
         parameters |= {"corpus": split.corpus.corpus_id if split.corpus.corpus_id.startswith("builtin:")
@@ -122,8 +122,8 @@ def cmd_plan(args) -> int:
 
 def _plan_from_mergekit(args) -> int:
     """`plan --from-mergekit FILE`: a passthrough config that only drops layers -> a plan."""
-    from analysis.pruning.ablation import Removal
-    from analysis.pruning.mergekit import dropped_blocks, read_passthrough
+    from analysis.model.removal import Removal
+    from analysis.plans.mergekit import dropped_blocks, read_passthrough
 
     try:
         text = Path(args.from_mergekit).read_text(encoding="utf-8")
@@ -143,7 +143,7 @@ def _plan_from_mergekit(args) -> int:
         raise ValueError(f"{args.from_mergekit} does not fit {args.model}: {err}") from err
     split = None
     if args.corpus is not None:
-        from analysis.corpus import load_file
+        from analysis.data.corpus import load_file
         split = split_for(model, args, load_file(args.corpus))
     parameters = {"source": source, "layer_ranges": [list(r) for r in ranges]}
     return _write_plan(args, model, removal, "mergekit_passthrough", parameters, split)
@@ -153,7 +153,7 @@ def _write_plan(args, model, removal, method: str, parameters: dict, split) -> i
     """Evaluate `removal` on the split's evaluation windows when a corpus is given (see
     plan_evaluation), write the plan (and the MergeKit config when asked) and print what
     was written."""
-    from analysis.pruning.plan import make_plan
+    from analysis.plans.schema import make_plan
 
     evaluation = plan_evaluation(model, split, removal, args) if split is not None else None
     plan = make_plan(model, removal, method, parameters, evaluation)
@@ -172,9 +172,9 @@ def _write_plan(args, model, removal, method: str, parameters: dict, split) -> i
 def plan_evaluation(model, split, removal, args) -> dict:
     """Perplexity with and without `removal` on the evaluation windows (and on the
     calibration windows next to it); on every window when nothing is held out."""
-    from analysis.evaluation import split_windows_of
-    from analysis.pruning.apply import evaluate
-    from analysis.pruning.plan import evaluation_section
+    from analysis.data.evaluation import split_windows_of
+    from analysis.plans.apply import evaluate
+    from analysis.plans.schema import evaluation_section
 
     calibration_windows, evaluation_windows = split_windows_of(model, split, args.seq_len, args.max_windows)
     calib_full, calib_pruned = evaluate(model, removal, calibration_windows)
@@ -198,7 +198,7 @@ def _model_for(args, plan):
 
 
 def cmd_evaluate(args) -> int:
-    from analysis.pruning.apply import evaluate
+    from analysis.plans.apply import evaluate
 
     plan = read_plan(args.plan, show_warnings=False)
     model = _model_for(args, plan)
@@ -210,8 +210,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from analysis.loading import resolve_source
-    from analysis.pruning.apply import apply_plan, measure_latency
+    from analysis.model.loading import resolve_source
+    from analysis.plans.apply import apply_plan, measure_latency
 
     _check_mergekit(args)
     if args.corpus is not None and args.seq_len is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis import store
+from analysis.core import store
 from analysis.cli.args import (UsageError, add_corpus_args, add_eval_args, add_model_args, load_model, positive_int,
                                progress, split_for)
 
@@ -29,12 +29,12 @@ def add_command(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from analysis.corpus import load_file
-    from analysis.evaluation import split_windows_of
-    from analysis.pipeline import analyse
-    from analysis.pruning.apply import checkpoint_plan
-    from analysis.pruning.removal import removal_cost
-    from analysis.report import build_report
+    from analysis.data.corpus import load_file
+    from analysis.data.evaluation import split_windows_of
+    from analysis.measure.pipeline import analyse
+    from analysis.plans.apply import checkpoint_plan
+    from analysis.ablate.sweep import removal_cost
+    from analysis.reporting.report import build_report
 
     if not 0 < args.eps < 10:
         raise UsageError("--eps must be between 0 and 10")
@@ -52,7 +52,7 @@ def cmd_report(args) -> int:
                                                           max_windows=args.max_windows, progress=progress, part=part)
     curves = None
     if args.curves:
-        from analysis.pruning.curves_run import pruning_curves
+        from analysis.search.curves_run import pruning_curves
         curves = pruning_curves(model, split, args.seq_len, args.max_windows, seeds=args.seeds, progress=progress)
     calibration, evaluation = split_windows_of(model, split, args.seq_len, args.max_windows)
     info = split.info(calibration.shape[0], None if evaluation is None else evaluation.shape[0])
@@ -61,15 +61,15 @@ def cmd_report(args) -> int:
     store.write_json_atomic(Path(args.out), report)
     print(f"perplexity {report['perplexity']:.4f} over {report['corpus']['n_predicted_tokens']} tokens -> {args.out}")
     if args.html:
-        from analysis.html_report import html_report
+        from analysis.reporting.html import html_report
         store.write_text_atomic(Path(args.html), html_report(report))
         print(f"HTML report ({Path(args.html).stat().st_size / 1e6:.2f} MB, opens offline) -> {args.html}")
     return 0
 
 
 def cmd_prepare(args) -> int:
-    from analysis.loading import resolve_source
-    from analysis import fused
+    from analysis.model.loading import resolve_source
+    from analysis.measure import fused, pipeline  # noqa: F401 (pipeline imports, and so registers, every kernel)
     path, _ = resolve_source(args.model, progress)
     print(f"model ready at {path}")
     if fused.enabled():

@@ -39,7 +39,7 @@ def build(size: str, directory: str, dtype: str) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from analysis.loading import DTYPES, resolve_source
+    from analysis.model.loading import DTYPES, resolve_source
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("default")[0])
     config = LlamaConfig(vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **LADDER[size])
@@ -50,7 +50,7 @@ def build(size: str, directory: str, dtype: str) -> None:
 
 
 def _windows(tokenizer, n_ctx: int, seq_len: int, max_windows: int):
-    from analysis.corpus import load_file, make_windows
+    from analysis.data.corpus import load_file, make_windows
     return make_windows(tokenizer, load_file("builtin:all").text, seq_len, n_ctx, max_windows)
 
 
@@ -74,7 +74,7 @@ def resident(spec: str, dtype: str) -> dict:
     import transformers  # noqa: F401  (imported before the baseline: code, not the model)
     from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
 
-    from analysis.loading import get_model
+    from analysis.model.loading import get_model
     process = psutil.Process()
     before = process.memory_info().rss
     model = get_model(spec, "cpu", dtype)
@@ -85,7 +85,7 @@ def resident(spec: str, dtype: str) -> dict:
 
 def bench_dtypes(args) -> list[dict]:
     """Resident memory of `--model` loaded in each dtype, one fresh process per dtype."""
-    from analysis.loading import DTYPES
+    from analysis.model.loading import DTYPES
     rows = [{"dtype": dtype} | run_child(["load", args.model, dtype]) for dtype in DTYPES]
     base = rows[0]
     print(f"{'dtype':>9} {'weights':>10} {'RSS added by loading':>21} {'vs float32':>10}")
@@ -102,15 +102,15 @@ def measure(role: str, directory: str, dtype: str, seq_len: int, max_windows: in
 
     import torch
 
-    from analysis.collect import activation_bytes_per_token, batch_tokens_for
-    from analysis.loading import DTYPES, get_model
+    from analysis.measure.collect import activation_bytes_per_token, batch_tokens_for
+    from analysis.model.loading import DTYPES, get_model
     out = {}
     if role == "bare":
         from transformers import AutoModelForCausalLM, AutoTokenizer
         hf = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPES[dtype]).eval()
         windows = _windows(AutoTokenizer.from_pretrained(directory), hf.config.max_position_embeddings, seq_len,
                            max_windows)
-        from analysis import settings
+        from analysis.core import settings
         tokens = settings.batch_tokens(4 * hf.config.vocab_size)
         seconds = _timed(lambda: bare_forward(hf, windows, tokens), repeats)
     else:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from analysis.collect import Perplexity, batches, run_pass
-from analysis.lens import LensReducer
-from analysis.similarity import SimilarityReducer
-from analysis.sparsity import SparsityReducer
-from analysis.sublayers import SublayerReducer
+from analysis.measure.collect import Perplexity, batches, run_pass
+from analysis.measure.lens import LensReducer
+from analysis.measure.similarity import SimilarityReducer
+from analysis.measure.sparsity import SparsityReducer
+from analysis.measure.sublayers import SublayerReducer
 
 
 def bare_forward(hf, windows, batch_tokens: int) -> None:

@@ -247,8 +247,8 @@ def test_ten_thousand_tokens_cannot_be_requested(playground_app, tiny):
     assert 0 <= new <= 200 and at.session_state["_pg_new"] == new
     for text in continuations(at):
         assert len(tiny.tokenizer(text, add_special_tokens=False)["input_ids"]) <= 200
-    from analysis.pruning.ablation import Removal
-    from analysis.pruning.prompts import prompt_result
+    from analysis.model.removal import Removal
+    from analysis.playground.prompts import prompt_result
     with pytest.raises(ValueError, match=r"generation length must be 0\.\.200"):  # the page shows this as st.error
         prompt_result(tiny, "The cat", Removal(), 10_000)
 
@@ -270,8 +270,8 @@ def test_html_and_markdown_in_the_prompt_stay_text(playground_app):
 # ---- pruning plans imported on the playground ------------------------------------------
 
 def _plan(tiny, mutate=None) -> bytes:
-    from analysis.pruning.ablation import Removal
-    from analysis.pruning.plan import make_plan
+    from analysis.model.removal import Removal
+    from analysis.plans.schema import make_plan
     data = make_plan(tiny, Removal.of(blocks=[2], mlp=[0]), "manual", {}).to_dict()
     if mutate:
         mutate(data)

@@ -6,8 +6,8 @@ on the evaluation windows, and each point downloads as a valid plan."""
 import pytest
 
 from apptest import no_traceback, open_app, toggles
-from analysis import jobs
-from analysis.pruning.plan_check import parse_plan
+from analysis.core import jobs
+from analysis.plans.check import parse_plan
 
 SEQ, WINDOWS, TIMEOUT = 16, 10, 900
 
@@ -79,8 +79,8 @@ def check_intervals_and_warning(at, tiny, tiny_dir, removed):
     import statistics
 
     import reference
-    from analysis.corpus import load_corpus
-    from analysis.evaluation import windows_for
+    from analysis.data.corpus import load_corpus
+    from analysis.data.evaluation import windows_for
 
     assert any("Only 2 evaluation windows (32 predicted tokens)" in w.value for w in at.warning), \
         [w.value for w in at.warning]
@@ -109,7 +109,7 @@ def check_charts(at, result):
 
     import numpy as np
 
-    from analysis.figures.curves import RANGE_EXCLUDED
+    from analysis.reporting.figures.curves import RANGE_EXCLUDED
 
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     spec = charts[0]  # the blocks tab's curves

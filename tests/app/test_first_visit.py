@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from apptest import open_app
 
-from analysis.corpus import load_corpus
-from analysis.lens import LensReducer
-from analysis.pipeline import analyse
-from analysis.similarity import SimilarityReducer
+from analysis.data.corpus import load_corpus
+from analysis.measure.lens import LensReducer
+from analysis.measure.pipeline import analyse
+from analysis.measure.similarity import SimilarityReducer
 
 
 @pytest.fixture()

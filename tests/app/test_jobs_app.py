@@ -6,10 +6,10 @@ Attention vs MLP removal sweep). The sidebar's jobs area is checked in the brows
 import pytest
 
 from apptest import no_traceback, open_app
-from analysis import jobs
-from analysis.pruning import heal_run
-from analysis.pruning.ablation import Removal
-from analysis.pruning.heal import HealSettings
+from analysis.core import jobs
+from analysis.heal import run as heal_run
+from analysis.model.removal import Removal
+from analysis.heal.train import HealSettings
 
 TIMEOUT = 600
 
@@ -129,7 +129,7 @@ def test_healing_on_few_windows_warns_and_gives_intervals(tiny, tiny_dir, isolat
     import numpy as np
 
     import reference
-    from analysis.evaluation import windows_for
+    from analysis.data.evaluation import windows_for
 
     state = {"_pg_toggles": removed_block_1(tiny), "heal_steps": 4, "heal_batch": 2, "heal_rank": 2}
     at = open_app("healing", model=str(tiny_dir), seq_len=16, max_windows=10, state=state)

@@ -3,8 +3,8 @@ operating point a user would pick (the cheapest threshold whose agreement with t
 model reaches 0.9 on these windows), and the operating-point table shows enough digits
 to tell 0.9995 from 1 (issue 29, 9)."""
 from apptest import no_traceback, open_app
-from analysis.corpus import load_corpus
-from analysis.pipeline import analyse
+from analysis.data.corpus import load_corpus
+from analysis.measure.pipeline import analyse
 
 SEQ, WINDOWS = 16, 3
 

@@ -3,7 +3,7 @@ prompt and numbers; a preset sets the toggles; the MergeKit export names the mod
 import pytest
 import yaml
 
-from analysis.pruning.ablation import Removal
+from analysis.model.removal import Removal
 from apptest import toggles
 
 SEQ = 32
@@ -15,8 +15,8 @@ def _playground_app(tiny_dir, query: dict):
 
 
 def _expected_ppl(tiny, removal) -> str:
-    from analysis.corpus import load_corpus
-    from analysis.pruning.playground import get_playground
+    from analysis.data.corpus import load_corpus
+    from analysis.playground.live import get_playground
     return f"{get_playground(tiny, load_corpus('builtin:all'), SEQ, 3).evaluate(removal).perplexity:.3f}"
 
 
@@ -74,10 +74,10 @@ def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny,
     import threading
 
     import reference
-    from analysis.corpus import load_corpus
-    from analysis.evaluation import windows_for
-    from analysis.pruning import playground as pg_module
-    from analysis.pruning.progressive import batch_order
+    from analysis.data.corpus import load_corpus
+    from analysis.data.evaluation import windows_for
+    from analysis.playground import live as pg_module
+    from analysis.ablate.progressive import batch_order
     from ui import reruns
 
     release, real = threading.Event(), pg_module.Playground._batch_nll

@@ -11,10 +11,10 @@ import pytest
 from apptest import no_traceback, open_app
 
 from tiny import TEXT
-from analysis.corpus import Corpus
-from analysis.pipeline import analyse
-from analysis.pruning.removal import removal_cost
-from analysis.report import build_report, report_bytes, store_report
+from analysis.data.corpus import Corpus
+from analysis.measure.pipeline import analyse
+from analysis.ablate.sweep import removal_cost
+from analysis.reporting.report import build_report, report_bytes, store_report
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted(p.stem for p in (ROOT / "pages").glob("*.py"))

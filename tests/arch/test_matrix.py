@@ -27,9 +27,9 @@ PLAN = dict(blocks=[1], attn=[2], mlp=[3])  # one of each kind, on a 4-layer mod
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def fam(request, tmp_path_factory):
-    from analysis.corpus import load_file as load_corpus, make_windows
-    from analysis.loading import get_model
-    from analysis.pipeline import analyse
+    from analysis.data.corpus import load_file as load_corpus, make_windows
+    from analysis.model.loading import get_model
+    from analysis.measure.pipeline import analyse
 
     directory = build_family(request.param, tmp_path_factory.mktemp(request.param) / request.param)
     model = get_model(str(directory), "cpu")
@@ -45,7 +45,7 @@ def rel(a: float, b: float) -> float:
 
 
 def test_loads_as_its_family(fam):
-    from analysis.architectures import family_of
+    from analysis.model.architectures import family_of
     assert family_of(fam["hf"].config.model_type) is not None
     assert fam["model"].n_layers == 4 and fam["windows"].shape == (WINDOWS, SEQ + 1)
 
@@ -55,7 +55,7 @@ def test_perplexity(fam):
 
 
 def test_removal_at_first_middle_and_last_layer(fam):
-    from analysis.pruning.removal import exact_sweep
+    from analysis.ablate.sweep import exact_sweep
     model, hf, windows = fam["model"], fam["hf"], fam["windows"]
     sweep = exact_sweep(model, windows)
     for layer in (0, model.n_layers // 2, model.n_layers - 1):
@@ -73,7 +73,7 @@ def test_block_influence(fam):
 
 
 def test_readout_after_the_last_block_is_the_models_output(fam):
-    from analysis import hooks
+    from analysis.model import hooks
     model, windows = fam["model"], fam["windows"]
     last = hooks.resid_post(model.n_layers - 1)
     with torch.inference_mode(), hooks.capture(model, [last]) as got:
@@ -87,17 +87,17 @@ def test_readout_after_the_last_block_is_the_models_output(fam):
 
 
 def test_sparsity_reads_the_input_of_the_down_projection(fam):
-    from analysis import architectures, hooks
+    from analysis.model import architectures, hooks
     model, windows, analysis = fam["model"], fam["windows"], fam["analysis"]
     if model.moe:
-        assert analysis.sparsity is None and architectures.MOE_NOTE in architectures.notes_for(model)
+        assert analysis.measure.sparsity is None and architectures.MOE_NOTE in architectures.notes_for(model)
         return
     names = [hooks.mlp_post(l) for l in range(model.n_layers)]
     with torch.inference_mode(), hooks.capture(model, names) as got:
         model.bridge(windows, return_type=None)
         ours = [got[n].clone() for n in names]
     plain = reference.mlp_activations(fam["hf"], windows)
-    spa = analysis.sparsity.at_eps(1e-2)
+    spa = analysis.measure.sparsity.at_eps(1e-2)
     for l, (a, b) in enumerate(zip(ours, plain)):
         assert a.shape[-1] == model.d_mlp
         torch.testing.assert_close(a, b, rtol=TOL, atol=TOL * float(b.abs().max()))
@@ -107,15 +107,15 @@ def test_sparsity_reads_the_input_of_the_down_projection(fam):
 
 @pytest.fixture(scope="module")
 def pruned(fam):
-    from analysis.pruning.apply import apply_plan
-    from analysis.pruning.plan import make_plan
-    from analysis.pruning.ablation import Removal
+    from analysis.plans.apply import apply_plan
+    from analysis.plans.schema import make_plan
+    from analysis.model.removal import Removal
     plan = make_plan(fam["model"], Removal.of(**PLAN), "manual", {})
     return plan, apply_plan(plan, fam["dir"], fam["tmp"] / "pruned")
 
 
 def test_apply_writes_a_checkpoint_with_the_same_perplexity(fam, pruned):
-    from analysis.pruning.apply import evaluate
+    from analysis.plans.apply import evaluate
     plan, out = pruned
     windows = fam["windows"]
     from_checkpoint = reference.perplexity(reference.plain_model(out), windows)
@@ -126,7 +126,7 @@ def test_apply_writes_a_checkpoint_with_the_same_perplexity(fam, pruned):
 
 
 def test_generation_with_removals_equals_greedy_on_the_checkpoint(fam, pruned):
-    from analysis.pruning.prompts import run_prompt
+    from analysis.playground.prompts import run_prompt
     plan, out = pruned
     prompt = fam["windows"][:1, :40]
     got = run_prompt(fam["model"], prompt, plan.removal(), max_new=12).generated
@@ -157,13 +157,14 @@ def mergekit_passthrough(source: dict, config: dict) -> dict:
 
 
 def test_unwrapped_decoder_gives_the_bridge_logits_and_shares_its_weights(fam):
-    """Decoding runs on the bridge's HF model unwrapped (analysis/pruning/unwrapped.py):
+    """Decoding runs on the bridge's HF model unwrapped (analysis/model/unwrapped.py):
     with no removal its logits are plain transformers', with removals they are the
     bridge's with the sublayer outputs zeroed (naive_logits), and a KV-cached step gives
     what the full forward gives at that position. No parameter is copied."""
     from transformers import DynamicCache
-    from analysis.pruning.ablation import Removal, naive_logits
-    from analysis.pruning.unwrapped import unwrapped
+    from analysis.model.removal import Removal
+    from analysis.ablate.replay import naive_logits
+    from analysis.model.unwrapped import unwrapped
     model, hf, windows = fam["model"], fam["hf"], fam["windows"][:2]
     decoder = unwrapped(model)
     assert decoder is not None and unwrapped(model) is decoder
@@ -189,9 +190,10 @@ def test_instrumented_forward_on_the_unwrapped_model_captures_what_the_bridge_ho
     family maps all its sites, and each captured tensor (residual stream, resid_mid,
     sublayer outputs, the MLP activation), the logits and the recorded block arguments
     replayed on their own (ablation.run_blocks) give what the bridge gives."""
-    from analysis import hooks
-    from analysis.collect import instrumented
-    from analysis.pruning.ablation import Removal, clean_states, run_blocks
+    from analysis.model import hooks
+    from analysis.measure.collect import instrumented
+    from analysis.model.removal import Removal
+    from analysis.ablate.replay import clean_states, run_blocks
     model, windows = fam["model"], fam["windows"][:2]
     L = model.n_layers
     names = hooks.residual_stream(L) + [hooks.sublayer_out(k, l) for k in ("attn", "mlp") for l in range(L)]
@@ -220,7 +222,7 @@ def test_instrumented_forward_on_the_unwrapped_model_captures_what_the_bridge_ho
 
 
 def test_mergekit_yaml_builds_the_same_checkpoint(fam, pruned):
-    from analysis.pruning.mergekit import mergekit_yaml
+    from analysis.plans.mergekit import mergekit_yaml
     plan, out = pruned
     config = yaml.safe_load(mergekit_yaml(plan, str(fam["dir"]), fam["model"].hf_model))
     built = mergekit_passthrough(load_file(fam["dir"] / "model.safetensors"), config)
@@ -238,7 +240,7 @@ def test_iterative_greedy_resumed_and_bounded_equals_the_plain_re_measurement(fa
     same layers with bit-identical NLL sums as the same greedy restarting every candidate
     at its own layer with full unembeddings, over several batches, on every kind; the
     chosen removals' perplexities are plain transformers' (relative 1e-4)."""
-    from analysis.pruning.greedy import iterative_greedy
+    from analysis.search.greedy import iterative_greedy
     model, windows = fam["model"], fam["windows"]
     for kind in ("blocks", "attn", "mlp"):
         fast = iterative_greedy(model, windows, kind, 3, batch_windows=2)

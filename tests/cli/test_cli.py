@@ -11,10 +11,10 @@ from scipy.stats import spearmanr
 
 import reference
 from tiny import TEXT
-from analysis.corpus import Corpus, make_windows
-from analysis.pipeline import analyse
-from analysis.pruning.plan import PLAN_SCHEMA, PruningPlan
-from analysis.report import build_report
+from analysis.data.corpus import Corpus, make_windows
+from analysis.measure.pipeline import analyse
+from analysis.plans.schema import PLAN_SCHEMA, PruningPlan
+from analysis.reporting.report import build_report
 
 SEQ = 32
 

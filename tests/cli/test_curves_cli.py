@@ -9,7 +9,7 @@ import reference
 from plotly_json import figures
 from tiny import TEXT
 from analysis import cli
-from analysis.corpus import make_windows, split_windows
+from analysis.data.corpus import make_windows, split_windows
 
 SEQ, WINDOWS = 16, 10
 

@@ -12,13 +12,13 @@ import torch
 import reference
 from tiny import TEXT
 from analysis.cli import main
-from analysis.corpus import make_windows, split_windows
-from analysis.pruning.ablation import Removal
-from analysis.pruning.apply import PLAN_FILE
-from analysis.pruning.heal import hf_perplexity
-from analysis.pruning.heal_run import RECORD_FILE
-from analysis.pruning.plan import make_plan
-from analysis.pruning.plan_check import parse_plan
+from analysis.data.corpus import make_windows, split_windows
+from analysis.model.removal import Removal
+from analysis.plans.apply import PLAN_FILE
+from analysis.heal.train import hf_perplexity
+from analysis.heal.run import RECORD_FILE
+from analysis.plans.schema import make_plan
+from analysis.plans.check import parse_plan
 
 ROOT = reference.__file__.rsplit("/tests/", 1)[0]
 SHUFFLED = " ".join(random.Random(1).sample((TEXT * 3).split(" "), len((TEXT * 3).split(" "))))

@@ -7,7 +7,7 @@ import numpy as np
 from plotly_json import array, figures
 from tiny import TEXT
 from analysis import cli
-from analysis.report import open_report
+from analysis.reporting.report import open_report
 
 
 def test_report_writes_html_next_to_json(tiny_dir, tmp_path, isolated_cache, capsys):

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 import reference
-from analysis.corpus import make_windows
-from analysis.pruning.plan_check import parse_plan
+from analysis.data.corpus import make_windows
+from analysis.plans.check import parse_plan
 
 ROOT = reference.__file__.rsplit("/tests/", 1)[0]
 TEXT = (

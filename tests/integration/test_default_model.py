@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import reference
-from analysis.corpus import load_file, make_windows
+from analysis.data.corpus import load_file, make_windows
 
 ROOT = reference.__file__.rsplit("/tests/", 1)[0]
 FIXED_TEXT = reference.MIXED_TEXT * 3

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.corpus import load_file
-from analysis.loading import get_model
-from analysis.pipeline import analyse
+from analysis.data.corpus import load_file
+from analysis.model.loading import get_model
+from analysis.measure.pipeline import analyse
 
 WINDOWS, SEQ = 16, 128  # with 4 windows bf16's largest Block Influence shift is 1.1e-2 (plain transformers' too)
 
@@ -29,8 +29,8 @@ def plain_block_influence(dtype: str, batch: int) -> np.ndarray:
     import torch.nn.functional as F
 
     import reference
-    from analysis.corpus import make_windows
-    from analysis.loading import DTYPES, resolve_source
+    from analysis.data.corpus import make_windows
+    from analysis.model.loading import DTYPES, resolve_source
     directory = resolve_source("default")[0]
     hf = reference.plain_model(directory, DTYPES[dtype])
     model = get_model("default", "cpu", dtype)

@@ -6,9 +6,9 @@ transformers'."""
 import pytest
 
 import reference
-from analysis.corpus import make_windows
-from analysis.pruning import greedy
-from analysis.pruning.greedy import iterative_greedy
+from analysis.data.corpus import make_windows
+from analysis.search import greedy
+from analysis.search.greedy import iterative_greedy
 
 SEQ, N_WINDOWS, STEPS = 32, 3, 3
 

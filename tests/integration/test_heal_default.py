@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import reference
-from analysis.corpus import load_corpus, make_windows, split_windows
-from analysis.pruning.ablation import Removal
-from analysis.pruning.heal import HealSettings, heal, hf_perplexity, pruned_copy
-from analysis.pruning.heal_run import write_checkpoint
-from analysis.pruning.plan import make_plan
+from analysis.data.corpus import load_corpus, make_windows, split_windows
+from analysis.model.removal import Removal
+from analysis.heal.train import HealSettings, heal, hf_perplexity, pruned_copy
+from analysis.heal.run import write_checkpoint
+from analysis.plans.schema import make_plan
 
 REMOVAL = Removal.of(blocks=[14, 17, 25])  # lowest Block Influence on builtin:all, seq_len 128
 

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from apptest import open_app
 
 import reference
-from analysis import early_exit, lens, sparsity
-from analysis.corpus import Corpus, make_windows
-from analysis.pipeline import analyse
-from analysis.report import build_report
+from analysis.measure import early_exit, lens, sparsity
+from analysis.data.corpus import Corpus, make_windows
+from analysis.measure.pipeline import analyse
+from analysis.reporting.report import build_report
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = reference.MIXED_TEXT * 3

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from apptest import open_app
 
 import reference
-from analysis import jobs
-from analysis.corpus import Corpus, make_windows
-from analysis.pipeline import analyse
-from analysis.pruning.removal import removal_cost
-from analysis.similarity import block_influence
+from analysis.core import jobs
+from analysis.data.corpus import Corpus, make_windows
+from analysis.measure.pipeline import analyse
+from analysis.ablate.sweep import removal_cost
+from analysis.measure.similarity import block_influence
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = reference.MIXED_TEXT * 2

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from analysis import settings
-from analysis.collect import activation_bytes_per_token, batch_tokens_for, run_pass
+from analysis.core import settings
+from analysis.measure.collect import activation_bytes_per_token, batch_tokens_for, run_pass
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def test_derived_from_free_memory(monkeypatch, free_gib, per_token, want):
 
 
 def test_the_pass_uses_the_budget(tiny, monkeypatch):
-    from analysis.corpus import make_windows
+    from analysis.data.corpus import make_windows
     from tiny import TEXT
     windows = make_windows(tiny.tokenizer, TEXT, 32, max_windows=5)
     monkeypatch.setenv("LAYERLAB_BATCH_TOKENS", str(2 * windows.shape[1]))

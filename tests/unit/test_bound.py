@@ -5,9 +5,9 @@ elementwise)."""
 import pytest
 import torch
 
-from analysis import hooks
-from analysis.collect import token_nll
-from analysis.pruning import bound
+from analysis.model import hooks
+from analysis.measure.collect import token_nll
+from analysis.ablate import bound
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from tiny import TEXT
-from analysis.corpus import Corpus, make_windows
-from analysis.pipeline import analyse
-from analysis.pruning import unwrapped as unwrapped_mod
-from analysis.pruning.ablation import Removal, clean_states
-from analysis.pruning.greedy import iterative_greedy
-from analysis.pruning.playground import Playground
-from analysis.pruning.removal import exact_sweep
+from analysis.data.corpus import Corpus, make_windows
+from analysis.measure.pipeline import analyse
+from analysis.model import unwrapped as unwrapped_mod
+from analysis.model.removal import Removal
+from analysis.ablate.replay import clean_states
+from analysis.search.greedy import iterative_greedy
+from analysis.playground.live import Playground
+from analysis.ablate.sweep import exact_sweep
 
 
 def everything(tiny):
@@ -50,7 +51,7 @@ def test_hooked_sees_the_hidden_states_passed_by_keyword():
     """A module called with hidden_states as a keyword (some HF layers are) is observed
     through that keyword; one called positionally through its first argument."""
     import torch
-    from analysis.pruning.unwrapped import UnwrappedDecoder
+    from analysis.model.unwrapped import UnwrappedDecoder
 
     class Layer(torch.nn.Linear):
         def forward(self, mask=None, hidden_states=None):

@@ -8,12 +8,12 @@ import psutil
 import pytest
 
 from tiny import TEXT
-from analysis.pruning.ablation import Removal
-from analysis.pruning.apply import evaluate
-from analysis.corpus import Corpus, make_windows
-from analysis.lens import window_grid
-from analysis.pipeline import analyse
-from analysis.sparsity import token_density
+from analysis.model.removal import Removal
+from analysis.plans.apply import evaluate
+from analysis.data.corpus import Corpus, make_windows
+from analysis.measure.lens import window_grid
+from analysis.measure.pipeline import analyse
+from analysis.measure.sparsity import token_density
 
 SESSIONS = [
     Removal.of(blocks=[1]), Removal.of(attn=[0, 2]), Removal.of(mlp=[3]),

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from analysis import corpus as corpora
+from analysis.data import corpus as corpora
 from ui import links
-from analysis.corpus import CorpusError, make_windows
+from analysis.data.corpus import CorpusError, make_windows
 
 
 def test_windows_follow_protocol(tiny):
@@ -85,7 +85,7 @@ def test_allow_list(monkeypatch):
 
 def test_held_out_split_is_disjoint_and_every_fifth():
 
-    from analysis.corpus import CorpusError, split_windows
+    from analysis.data.corpus import CorpusError, split_windows
     windows = torch.arange(12).view(12, 1).repeat(1, 3)
     calibration, evaluation = split_windows(windows)
     assert evaluation[:, 0].tolist() == [4, 9]

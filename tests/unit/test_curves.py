@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 import reference
 from tiny import TEXT
-from analysis.corpus import Corpus, make_windows, split_windows
-from analysis.evaluation import EvalSpec, resolve
-from analysis.pruning.curves import methods_for, point_plan
-from analysis.pruning.greedy import iterative_greedy
-from analysis.pruning.plan_check import parse_plan
-from analysis.pruning.removal import exact_sweep
-from analysis.report import build_report
+from analysis.data.corpus import Corpus, make_windows, split_windows
+from analysis.data.evaluation import EvalSpec, resolve
+from analysis.search.curves import methods_for, point_plan
+from analysis.search.greedy import iterative_greedy
+from analysis.plans.check import parse_plan
+from analysis.ablate.sweep import exact_sweep
+from analysis.reporting.report import build_report
 
 SEQ, MAX_WINDOWS = 32, 10
 
@@ -34,7 +34,7 @@ def windows(tiny):
 
 @pytest.fixture(scope="module")
 def curves(tiny, tmp_path_factory):
-    from analysis.pruning.curves_run import pruning_curves
+    from analysis.search.curves_run import pruning_curves
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LAYERLAB_CACHE_DIR", str(tmp_path_factory.mktemp("curves-cache")))
         split = resolve(EvalSpec(), Corpus("tiny-text", TEXT), MAX_WINDOWS)
@@ -141,8 +141,8 @@ def test_point_plan_and_report_sections(tiny, curves, analysis_for_report):
         curves.curve("attn", "iterative_greedy").eval_ppl
     assert report["dynamic_depth"]["skipping"]["mean_fraction"] == curves.dynamic_depth.skipping.mean_fraction
     assert report["dynamic_depth"]["paper_skip_fraction"] == 0.233
-    from analysis.html_report import html_report
-    from analysis.report import open_report
+    from analysis.reporting.html import html_report
+    from analysis.reporting.report import open_report
     assert open_report(report).analysis.perplexity == analysis_for_report.perplexity  # still opens in the app
     page = html_report(report)
     assert "Pruning curves" in page and "Per-sequence dynamic-depth oracle" in page
@@ -151,22 +151,22 @@ def test_point_plan_and_report_sections(tiny, curves, analysis_for_report):
 
 @pytest.fixture(scope="module")
 def analysis_for_report(tiny):
-    from analysis.pipeline import analyse
+    from analysis.measure.pipeline import analyse
     return analyse(tiny, Corpus("tiny-text", TEXT), SEQ, max_windows=4, with_lens=False, use_cache=False)
 
 
 def test_progress_weights_count_batches_not_only_windows(tiny):
     """A forward costs a fixed amount per batch plus its tokens: 1 evaluation window is not
     4x cheaper than 4 calibration windows in one batch (the time left was too short)."""
-    from analysis.pruning.curves_run import RUN_OVERHEAD_TOKENS as c0, run_cost
+    from analysis.search.curves_run import RUN_OVERHEAD_TOKENS as c0, run_cost
     assert run_cost(tiny, 1, 16, batch_tokens=2048) == c0 + 16
     assert run_cost(tiny, 4, 16, batch_tokens=2048) == c0 + 64
     assert run_cost(tiny, 200, 16, batch_tokens=2048) == 2 * c0 + 3200  # 128 windows a batch
 
 
 def test_covering_keys_find_runs_of_more_kinds_or_a_larger_k(tiny):
-    from analysis.pruning.curves import KINDS
-    from analysis.pruning.curves_run import covering_keys, curves_key
+    from analysis.search.curves import KINDS
+    from analysis.search.curves_run import covering_keys, curves_key
     split = resolve(EvalSpec(), Corpus("t", TEXT), 10)
     L = tiny.n_layers
 
@@ -184,7 +184,7 @@ def test_covering_keys_find_runs_of_more_kinds_or_a_larger_k(tiny):
 def test_progress_says_the_time_left_once(tiny, isolated_cache):
     """Every message of a run (the removal sweep's too) carries one time left: the whole
     run's, not also the sweep's own."""
-    from analysis.pruning.curves_run import pruning_curves
+    from analysis.search.curves_run import pruning_curves
     got = []
     split = resolve(EvalSpec(), Corpus("tiny-text", TEXT), MAX_WINDOWS)
     pruning_curves(tiny, split, SEQ, MAX_WINDOWS, kinds=["blocks"], k_max=1, progress=lambda f, m: got.append((f, m)))

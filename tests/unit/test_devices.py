@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.corpus import Corpus, make_windows
-from analysis.pipeline import analyse
-from analysis.pruning.ablation import Removal
+from analysis.data.corpus import Corpus, make_windows
+from analysis.measure.pipeline import analyse
+from analysis.model.removal import Removal
 from tiny import TEXT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,10 +75,10 @@ class MoveRecorder:
 
 def test_hot_paths_move_no_activations_to_the_cpu(tiny, monkeypatch):
     from dataclasses import replace
-    from analysis.pruning.playground import Playground
+    from analysis.playground.live import Playground
     tiny = replace(tiny, device="cpu:0")
-    from analysis.pruning.prompts import run_prompt
-    from analysis.pruning.removal import exact_sweep
+    from analysis.playground.prompts import run_prompt
+    from analysis.ablate.sweep import exact_sweep
     windows = make_windows(tiny.tokenizer, TEXT, 32, max_windows=4)
     playground = Playground(tiny, windows).build()
     recorder = MoveRecorder(monkeypatch)
@@ -96,7 +96,7 @@ def test_device_map_goes_through_the_bridge(tiny, tiny_dir, monkeypatch):
     """LAYERLAB_DEVICE_MAP is handed to transformers' from_pretrained (accelerate's
     dispatch; the bridge then takes its device from the placed model, never moving it),
     here "auto" on the one device this machine has; the numbers equal the ordinary load's."""
-    from analysis import loading
+    from analysis.model import loading
     seen = []
     real = loading.load_with_attention
     monkeypatch.setattr(loading, "load_with_attention", lambda load, source, kwargs: seen.append(kwargs) or

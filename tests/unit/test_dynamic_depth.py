@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from analysis.pruning.dynamic_depth import dynamic_depth, min_total_weight, skip_patterns
+from analysis.search.dynamic_depth import dynamic_depth, min_total_weight, skip_patterns
 
 
 def brute_force(weights, values, budget):

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from analysis.corpus import Corpus, CorpusError, load_corpus, split_windows
-from analysis.evaluation import EvalSpec, part_windows, resolve
-from analysis.pruning.ablation import Removal
-from analysis.pruning.plan import evaluation_section, make_plan
-from analysis.pruning.plan_check import parse_plan
+from analysis.data.corpus import Corpus, CorpusError, load_corpus, split_windows
+from analysis.data.evaluation import EvalSpec, part_windows, resolve
+from analysis.model.removal import Removal
+from analysis.plans.schema import evaluation_section, make_plan
+from analysis.plans.check import parse_plan
 from ui import links
 
 
@@ -95,7 +95,7 @@ def test_intervals_over_windows_match_the_textbook_formulas():
 
     import numpy as np
 
-    from analysis.evaluation import evaluation_intervals, mean_interval
+    from analysis.data.evaluation import evaluation_intervals, mean_interval
 
     rng = np.random.default_rng(3)
     full = 3.0 + rng.normal(0, 0.3, 12)
@@ -133,7 +133,7 @@ def test_intervals_over_windows_match_the_textbook_formulas():
 def test_recovery_interval_covers_the_truth_about_95_percent_of_the_time():
     import numpy as np
 
-    from analysis.evaluation import evaluation_intervals
+    from analysis.data.evaluation import evaluation_intervals
 
     rng = np.random.default_rng(0)
     mu = np.array([3.0, 3.5, 3.2])  # full, pruned, healed mean NLL: truth (e^3.5 - e^3.2) / (e^3.5 - e^3)
@@ -149,7 +149,7 @@ def test_recovery_interval_covers_the_truth_about_95_percent_of_the_time():
 
 
 def test_too_few_evaluation_windows_or_tokens_warn():
-    from analysis.evaluation import MIN_EVAL_TOKENS, MIN_EVAL_WINDOWS, too_few_evaluation
+    from analysis.data.evaluation import MIN_EVAL_TOKENS, MIN_EVAL_WINDOWS, too_few_evaluation
 
     assert too_few_evaluation(MIN_EVAL_WINDOWS, MIN_EVAL_TOKENS) is None
     assert "Only 1 evaluation window (16 predicted tokens)" in too_few_evaluation(1, 16)

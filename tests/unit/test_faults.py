@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from tiny import TEXT
-from analysis import loading, store
-from analysis.corpus import Corpus
-from analysis.loading import ModelLoadError
-from analysis.pipeline import LENS_SCHEMA_VERSION, SCHEMA_VERSION, analyse, analysis_key, lens_key
+from analysis.model import loading
+from analysis.core import store
+from analysis.data.corpus import Corpus
+from analysis.model.loading import ModelLoadError
+from analysis.measure.pipeline import LENS_SCHEMA_VERSION, SCHEMA_VERSION, analyse, analysis_key, lens_key
 
 VERSIONS = {"analysis": SCHEMA_VERSION, "lens": LENS_SCHEMA_VERSION}
 
@@ -118,7 +119,7 @@ def test_failed_load_keeps_registry_model(tiny, tmp_path):
 
 
 def test_trust_remote_code_is_off_unless_operator_allows(monkeypatch):
-    from analysis import settings
+    from analysis.core import settings
 
     monkeypatch.delenv("LAYERLAB_TRUST_REMOTE_CODE", raising=False)
     assert settings.trust_remote_code() is False

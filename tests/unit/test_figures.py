@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from analysis.early_exit import ExitCurve
-from analysis.figures import lens as lens_figs
-from analysis.figures import scales
-from analysis.figures import similarity as sim_figs
-from analysis.figures import sublayers as sub_figs
+from analysis.measure.early_exit import ExitCurve
+from analysis.reporting.figures import lens as lens_figs
+from analysis.reporting.figures import scales
+from analysis.reporting.figures import similarity as sim_figs
+from analysis.reporting.figures import sublayers as sub_figs
 
 L = 30
 RNG = np.random.default_rng(0)
@@ -177,7 +177,7 @@ def test_pruning_curves_fit_the_useful_methods_and_write_clipped_values():
     """Issue 29 (5): reverse order runs to 1e144 at small k; the y axis spans the useful
     methods (and the full model), and each point above it sits at the top edge with its
     value written there and in its hover data."""
-    from analysis.figures import curves as curve_figs
+    from analysis.reporting.figures import curves as curve_figs
 
     ks = [1, 2, 3, 4]
     frac = [0.03, 0.06, 0.09, 0.12]
@@ -207,7 +207,7 @@ def test_dynamic_depth_chart_is_informative_at_tiny_sizes():
     """Issue 29 (5): 4 blocks and 2 windows. The x axis spans every possible number of
     blocks with labelled ticks, bars of both families stand side by side with their
     counts written, the y axis counts whole windows, and each family's mean is drawn."""
-    from analysis.figures import curves as curve_figs
+    from analysis.reporting.figures import curves as curve_figs
 
     fig = curve_figs.oracle_fractions([0.75, 1.0], [1.0, 1.0], 4)
     assert fig.layout.barmode == "group"

@@ -9,7 +9,7 @@ import torch
 def test_same_weights_in_two_folders_agree_and_a_changed_weight_differs(tiny_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from analysis.loading import get_model
+    from analysis.model.loading import get_model
     copy = tmp_path / "elsewhere" / "copy-of-tiny"
     shutil.copytree(tiny_dir, copy)
     changed = tmp_path / "changed"
@@ -25,7 +25,7 @@ def test_same_weights_in_two_folders_agree_and_a_changed_weight_differs(tiny_dir
 
 
 def test_folder_path_and_bookkeeping_do_not_enter_the_fingerprint():
-    from analysis.loading import fingerprint_model
+    from analysis.model.loading import fingerprint_model
     layer = torch.nn.Linear(4, 3)
     base = {"hidden_size": 4, "_name_or_path": "/a/b", "transformers_version": "5.0"}
     moved = base | {"_name_or_path": "/c/d", "transformers_version": "5.1"}

@@ -9,10 +9,10 @@ import yaml
 import reference
 from tiny import TEXT
 from analysis import cli
-from analysis.corpus import make_windows
-from analysis.pruning.ablation import Removal
-from analysis.pruning.mergekit import dropped_blocks, mergekit_yaml, read_passthrough
-from analysis.pruning.plan import make_plan
+from analysis.data.corpus import make_windows
+from analysis.model.removal import Removal
+from analysis.plans.mergekit import dropped_blocks, mergekit_yaml, read_passthrough
+from analysis.plans.schema import make_plan
 
 PRUNEME = """slices:
   - sources:

@@ -1,4 +1,4 @@
-"""Fused reductions (analysis/fused.py, issue 12): the compiled function gives the eager
+"""Fused reductions (analysis/measure/fused.py, issue 12): the compiled function gives the eager
 function's numbers, both agree with a plain computation, and a failed compile falls
 back to the eager function for good."""
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis import fused as fused_mod
-from analysis.lens import readout_signals
-from analysis.sparsity import EPS_GRID, P_GRID, threshold_counts
-from analysis.sublayers import layer_sums
+from analysis.measure import fused as fused_mod
+from analysis.measure.lens import readout_signals
+from analysis.measure.sparsity import EPS_GRID, P_GRID, threshold_counts
+from analysis.measure.sublayers import layer_sums
 
 
 def both(f, *args):
@@ -96,7 +96,7 @@ def test_a_failed_compile_falls_back_to_eager_for_good(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    f = fused_mod.Fused(lambda x: x * 2)  # not registered: the real kernels stay compiled
+    f = fused_mod.Fused(lambda x: x * 2, examples=list)  # not registered: the real kernels stay compiled
     assert torch.equal(f(torch.ones(3)), torch.full((3,), 2.0))
     assert f.failed.startswith("RuntimeError: no C++ compiler found")
     assert torch.equal(f(torch.ones(2)), torch.full((2,), 2.0)) and calls == ["compiled"]  # not tried again
@@ -105,11 +105,21 @@ def test_a_failed_compile_falls_back_to_eager_for_good(monkeypatch):
 def test_layerlab_compile_0_never_compiles(monkeypatch):
     monkeypatch.setenv("LAYERLAB_COMPILE", "0")
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: pytest.fail("compiled although LAYERLAB_COMPILE=0"))
-    f = fused_mod.Fused(lambda x: x + 1)
+    f = fused_mod.Fused(lambda x: x + 1, examples=list)
     assert torch.equal(f(torch.zeros(2)), torch.ones(2)) and f.compiled is None
 
 
-def test_warm_up_compiles_every_fused_reduction():
-    seconds = fused_mod.warm_up()
-    assert seconds >= 0 and len(fused_mod.KERNELS) >= 3
+def test_warm_up_compiles_every_fused_reduction(monkeypatch):
+    """Each measure module registers its kernel with its own example inputs (the registry
+    names no user), and warm_up runs every registered kernel on each of its examples."""
+    from analysis.measure import pipeline  # noqa: F401 (imports every module that defines a kernel)
+    names = sorted(k.__name__ for k in fused_mod.KERNELS)
+    assert names == ["layer_sums", "readout_signals", "threshold_counts"]
+    ran = []
+    for kernel in fused_mod.KERNELS:
+        examples = kernel.examples()
+        assert examples, kernel.__name__
+        monkeypatch.setattr(kernel, "examples", lambda ex=examples, name=kernel.__name__: ran.extend([name] * len(ex)) or ex)
+    fused_mod.warm_up()
+    assert sorted(set(ran)) == names and ran.count("layer_sums") == 2  # the sequential and the parallel-block variant
     assert all(k.compiled is not None for k in fused_mod.KERNELS) and fused_mod.failures() == ""

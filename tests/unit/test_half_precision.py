@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import reference
-from analysis.corpus import Corpus, make_windows
-from analysis.loading import DTYPES, get_model
-from analysis.pipeline import analyse
-from analysis.pruning.ablation import Removal
+from analysis.data.corpus import Corpus, make_windows
+from analysis.model.loading import DTYPES, get_model
+from analysis.measure.pipeline import analyse
+from analysis.model.removal import Removal
 from tiny import TEXT
 
 SEQ = 32
@@ -58,9 +58,9 @@ def test_single_pass_analyses_accumulate_in_float64(half, tiny, windows, plain_h
 
 
 def test_removals_playground_and_generation(half, windows, plain_half):
-    from analysis.pruning.playground import Playground
-    from analysis.pruning.prompts import run_prompt
-    from analysis.pruning.removal import exact_sweep
+    from analysis.playground.live import Playground
+    from analysis.playground.prompts import run_prompt
+    from analysis.ablate.sweep import exact_sweep
     sweep = exact_sweep(half, windows)
     assert rel(sweep["block_ppl"][1], reference.perplexity(reference.without_layers(plain_half, {1}), windows)) < 1e-3
     assert rel(sweep["mlp_ppl"][2], reference.perplexity(reference.with_zeroed(plain_half, mlp={2}), windows)) < 1e-3
@@ -73,8 +73,8 @@ def test_removals_playground_and_generation(half, windows, plain_half):
 
 
 def test_window_views(half, windows):
-    from analysis.lens import window_grid
-    from analysis.sparsity import token_density
+    from analysis.measure.lens import window_grid
+    from analysis.measure.sparsity import token_density
     grid = window_grid(half, windows[0])
     assert all(np.isfinite(grid[k]).all() for k in ("top_probs", "kl", "entropy"))
     density = token_density(half, windows[0], 0.01)

@@ -10,14 +10,14 @@ import torch
 
 import reference
 from tiny import TEXT
-from analysis import jobs, store
-from analysis.corpus import make_windows, split_windows
-from analysis.pruning import heal_run
-from analysis.pruning.ablation import Removal
-from analysis.pruning.apply import PLAN_FILE
-from analysis.pruning.heal import HealResult, HealSettings, add_lora, check_disjoint, heal, hf_perplexity, pruned_copy, train
-from analysis.pruning.plan import make_plan
-from analysis.pruning.plan_check import parse_plan
+from analysis.core import jobs, store
+from analysis.data.corpus import make_windows, split_windows
+from analysis.heal import run as heal_run
+from analysis.model.removal import Removal
+from analysis.plans.apply import PLAN_FILE
+from analysis.heal.train import HealResult, HealSettings, add_lora, check_disjoint, heal, hf_perplexity, pruned_copy, train
+from analysis.plans.schema import make_plan
+from analysis.plans.check import parse_plan
 
 REMOVAL = Removal.of(blocks=[1], attn=[2])
 FAST = HealSettings(steps=24, rank=4, alpha=8.0, lr=1e-2, batch_size=4, warmup_steps=2, seed=3)
@@ -117,7 +117,7 @@ def test_bad_settings_are_named():
 def test_cancel_then_restart_is_safe(tiny, isolated_cache, healed):
     """A job cancelled mid-training leaves no checkpoint, record or temporary directory; the
     same request afterwards runs afresh to the same result as an uninterrupted run."""
-    from analysis.corpus import Corpus
+    from analysis.data.corpus import Corpus
     corpus = Corpus("test:heal", SHUFFLED)
     plan = make_plan(tiny, REMOVAL, "manual", {})
     registry = jobs.Registry()

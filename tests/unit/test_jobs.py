@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from analysis import jobs, store
-from analysis.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Eta, Persist, Registry
+from analysis.core import jobs, store
+from analysis.core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Eta, Persist, Registry
 
 TIMEOUT = 30
 

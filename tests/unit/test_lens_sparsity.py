@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 import reference
 from tiny import TEXT
-from analysis import early_exit, lens, sparsity
-from analysis.collect import run_pass
-from analysis.corpus import Corpus, make_windows
-from analysis.figures import lens as lens_figures
-from analysis.figures import sparsity as sparsity_figures
-from analysis.pipeline import analyse
-from analysis.report import build_report
+from analysis.measure import early_exit, lens, sparsity
+from analysis.measure.collect import run_pass
+from analysis.data.corpus import Corpus, make_windows
+from analysis.reporting.figures import lens as lens_figures
+from analysis.reporting.figures import sparsity as sparsity_figures
+from analysis.measure.pipeline import analyse
+from analysis.reporting.report import build_report
 
 SEQ = 32
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tiny import TEXT
-from analysis import pipeline
-from analysis.corpus import Corpus
-from analysis.report import build_report
+from analysis.measure import pipeline
+from analysis.data.corpus import Corpus
+from analysis.reporting.report import build_report
 
 
 @pytest.fixture()

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import reference
-from analysis.corpus import Corpus, make_windows
-from analysis.loading import get_model
-from analysis.pipeline import analyse
-from analysis.pruning.removal import exact_sweep
+from analysis.data.corpus import Corpus, make_windows
+from analysis.model.loading import get_model
+from analysis.measure.pipeline import analyse
+from analysis.ablate.sweep import exact_sweep
 from tiny import TEXT, build_tiny_parallel_model
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 import reference
 from tiny import TEXT
-from analysis.corpus import Corpus, make_windows
-from analysis.pipeline import Analysis, analyse
-from analysis.similarity import best_blocks, block_influence, linear_cka
+from analysis.data.corpus import Corpus, make_windows
+from analysis.measure.pipeline import Analysis, analyse
+from analysis.measure.similarity import best_blocks, block_influence, linear_cka
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_round_trip_and_schema(result):
     again = Analysis.from_dict(result.to_dict())
     assert again.perplexity == result.perplexity
     bad = result.to_dict() | {"schema_version": 99}
-    from analysis.store import SchemaError
+    from analysis.core.store import SchemaError
     with pytest.raises(SchemaError, match="schema"):
         Analysis.from_dict(bad)
 
@@ -106,11 +106,11 @@ def test_no_tensor_of_a_batch_is_alive_during_the_next(tiny):
     import gc
     import weakref
 
-    from analysis.collect import Perplexity, run_pass
-    from analysis.lens import LensReducer
-    from analysis.similarity import SimilarityReducer
-    from analysis.sparsity import SparsityReducer
-    from analysis.sublayers import SublayerReducer
+    from analysis.measure.collect import Perplexity, run_pass
+    from analysis.measure.lens import LensReducer
+    from analysis.measure.similarity import SimilarityReducer
+    from analysis.measure.sparsity import SparsityReducer
+    from analysis.measure.sublayers import SublayerReducer
 
     windows = make_windows(tiny.tokenizer, TEXT, 16)
     L = tiny.n_layers
@@ -152,9 +152,9 @@ def test_public_tensor_functions_keep_their_shape_annotations(tiny):
     from jaxtyping import jaxtyped
     from jaxtyping import TypeCheckError
 
-    from analysis import hooks
-    from analysis.collect import token_nll
-    from analysis.pruning.ablation import clean_states, run_blocks
+    from analysis.model import hooks
+    from analysis.measure.collect import token_nll
+    from analysis.ablate.replay import clean_states, run_blocks
 
     windows = make_windows(tiny.tokenizer, TEXT, 16)[:2]
     checked = {f.__name__: jaxtyped(typechecker=beartype)(f) for f in (token_nll, hooks.readout, run_blocks,

@@ -10,15 +10,15 @@ import yaml
 import reference
 from tiny import TEXT
 from analysis import cli
-from analysis.loading import DEFAULT_HUB_NAME, weights_note
-from analysis.pruning.ablation import Removal
-from analysis.pruning.apply import PLAN_FILE, apply_plan, evaluate, evaluate_plan, measure_latency
-from analysis.corpus import make_windows
-from analysis.pruning.mergekit import mergekit_yaml
-from analysis.pruning.plan import PLAN_SCHEMA, PLAN_VERSION, make_plan
-from analysis.pruning.plan_check import parse_plan
-from analysis.pruning.presets import METHODS, suggest
-from analysis.pruning.removal import RemovalCost
+from analysis.model.loading import DEFAULT_HUB_NAME, weights_note
+from analysis.model.removal import Removal
+from analysis.plans.apply import PLAN_FILE, apply_plan, evaluate, evaluate_plan, measure_latency
+from analysis.data.corpus import make_windows
+from analysis.plans.mergekit import mergekit_yaml
+from analysis.plans.schema import PLAN_SCHEMA, PLAN_VERSION, make_plan
+from analysis.plans.check import parse_plan
+from analysis.search.presets import METHODS, suggest
+from analysis.ablate.sweep import RemovalCost
 
 MIXED = Removal.of(blocks=[1], attn=[2], mlp=[0, 3])
 
@@ -202,8 +202,8 @@ def test_evaluation_may_be_null(tiny):
 
 def _analysis(cos, ang, attn):
     """Hand-made typed sections (only the fields the presets read are meaningful)."""
-    from analysis.similarity import SimilarityResult
-    from analysis.sublayers import SublayerResult
+    from analysis.measure.similarity import SimilarityResult
+    from analysis.measure.sublayers import SublayerResult
     k = len(cos)
     nan = np.full((k, k), np.nan)
     sim = SimilarityResult(cos_all=np.asarray(cos, float), ang_all=nan, cka_all=nan, cos_last=nan,

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 
 import reference
 from tiny import TEXT
-from analysis.pruning.ablation import Removal, naive_logits
-from analysis.collect import batches, token_nll
-from analysis.corpus import make_windows
-from analysis.pruning.costs import component_costs, removed_fractions
-from analysis.pruning.playground import Playground, bench_toggles, describe
-from analysis.pruning.prompts import prompt_tokens, run_prompt
+from analysis.model.removal import Removal
+from analysis.ablate.replay import naive_logits
+from analysis.measure.collect import batches, token_nll
+from analysis.data.corpus import make_windows
+from analysis.ablate.costs import component_costs, removed_fractions
+from analysis.playground.live import Playground, bench_toggles, describe
+from analysis.playground.prompts import prompt_tokens, run_prompt
 
 SEQ = 32
 BATCH_TOKENS = 100
@@ -172,9 +173,9 @@ def test_bench_toggles_runs_every_single_toggle(tiny, windows, monkeypatch):  # 
 def test_sweep_seeds_the_shared_memo_so_a_toggle_is_a_lookup(tiny, isolated_cache, monkeypatch):
     """Issue 12: after the 3L sweep every single removal is served from the memo that all
     sessions share, and equals a fresh evaluation exactly."""
-    from analysis.corpus import Corpus
-    from analysis.pruning import playground as pg_module
-    from analysis.pruning.removal import removal_cost
+    from analysis.data.corpus import Corpus
+    from analysis.playground import live as pg_module
+    from analysis.ablate.sweep import removal_cost
 
     corpus = Corpus("seed", TEXT)
     removal_cost(tiny, corpus, SEQ, max_windows=3)
@@ -218,19 +219,19 @@ def test_every_session_joins_one_build_job_and_sees_its_failure(tiny, isolated_c
     page stops with it), and the next request builds again."""
     from streamlit.testing.v1 import AppTest
 
-    from analysis.corpus import Corpus
-    from analysis.loading import register_model
+    from analysis.data.corpus import Corpus
+    from analysis.model.loading import register_model
 
-    from analysis import store
-    from analysis.pruning import playground as pg_module
+    from analysis.core import store
+    from analysis.playground import live as pg_module
 
     register_model(tiny)
     monkeypatch.setattr(pg_module, "_PLAYGROUNDS", store.LRU(pg_module.KEEP_PLAYGROUNDS))  # none built yet
     script = f'''
 import streamlit as st
-from analysis.corpus import Corpus
-from analysis.loading import get_model
-from analysis.pruning import playground
+from analysis.data.corpus import Corpus
+from analysis.model.loading import get_model
+from analysis.playground import live as playground
 from ui import context
 model = get_model({tiny.name!r}, {tiny.device!r}, {tiny.dtype!r})
 ctx = context.Context(model, Corpus("join", {TEXT!r}), {SEQ}, 3)
@@ -254,6 +255,6 @@ st.write(f"built {{len(pg.states)}} batches, full {{pg.full.perplexity:.4f}}")
         Playground.build = original
     at = AppTest.from_string(script, default_timeout=120).run()
     assert not at.exception and not at.error
-    from analysis.pruning.playground import get_playground
+    from analysis.playground.live import get_playground
     full = get_playground(tiny, Corpus("join", TEXT), SEQ, 3).full.perplexity
     assert at.markdown[0].value.endswith(f"full {full:.4f}")

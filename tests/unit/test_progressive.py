@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tiny import TEXT
-from analysis.corpus import make_windows
-from analysis.pruning.ablation import Removal
-from analysis.pruning.playground import Playground
-from analysis.pruning.progressive import Progressive, batch_order
+from analysis.data.corpus import make_windows
+from analysis.model.removal import Removal
+from analysis.playground.live import Playground
+from analysis.ablate.progressive import Progressive, batch_order
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def test_sessions_take_turns_so_a_busy_one_cannot_starve_another(tiny):
     """Issue 31's soak: one session clicking on and on starved the others (LIFO over every
     request). With owners, a waiting session's removal gets every other batch however
     often another session asks for new removals, and its result equals a plain evaluation."""
-    from analysis.corpus import make_windows
-    from analysis.pruning.playground import Playground
+    from analysis.data.corpus import make_windows
+    from analysis.playground.live import Playground
     from tiny import TEXT
 
     pg = Playground(tiny, make_windows(tiny.tokenizer, TEXT, 16, max_windows=8), batch_tokens=32).build()

@@ -10,11 +10,11 @@ from scipy.stats import spearmanr
 
 import reference
 from tiny import TEXT
-from analysis.corpus import Corpus, make_windows
-from analysis.figures.similarity import layer_heatmap
-from analysis.pruning.removal import (RemovalCost, attribution_estimate, exact_sweep, predictors, rank_correlation, removal_cost, with_eta)
-from analysis.similarity import layer_groups, layer_map
-from analysis.sublayers import ranking_table
+from analysis.data.corpus import Corpus, make_windows
+from analysis.reporting.figures.similarity import layer_heatmap
+from analysis.ablate.sweep import RemovalCost, attribution_estimate, exact_sweep, predictors, rank_correlation, removal_cost, with_eta
+from analysis.measure.similarity import layer_groups, layer_map
+from analysis.measure.sublayers import ranking_table
 
 SEQ = 32
 N_WINDOWS = 6

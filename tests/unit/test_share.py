@@ -14,16 +14,15 @@ import pytest
 from plotly_json import array, figures
 from test_plans import _set
 from tiny import TEXT
-from analysis import compare
-from analysis.corpus import Corpus
-from analysis.html_report import html_report
-from analysis.pipeline import SCHEMA_VERSION, analyse
-from analysis.pruning.ablation import Removal
-from analysis.pruning.apply import apply_plan, checkpoint_plan
-from analysis.pruning.plan import make_plan
-from analysis.pruning.removal import removal_cost
-from analysis.report import (ReportError, build_report, open_report, report_bytes, store_report, stored_report,
-                             stored_reports)
+from analysis.reporting import compare
+from analysis.data.corpus import Corpus
+from analysis.reporting.html import html_report
+from analysis.measure.pipeline import SCHEMA_VERSION, analyse
+from analysis.model.removal import Removal
+from analysis.plans.apply import apply_plan, checkpoint_plan
+from analysis.plans.schema import make_plan
+from analysis.ablate.sweep import removal_cost
+from analysis.reporting.report import ReportError, build_report, open_report, report_bytes, store_report, stored_report, stored_reports
 
 SEQ, WINDOWS = 32, 4
 CORPUS = Corpus("builtin:test", TEXT)
@@ -52,13 +51,13 @@ def test_report_json_opens_as_the_exact_results(results, report):
     opened = open_report(raw)
     _same(opened.analysis, analysis)
     _same(opened.removal, removal)
-    assert np.array_equal(opened.analysis.sparsity.firing_frequency_grid, analysis.sparsity.firing_frequency_grid)
+    assert np.array_equal(opened.analysis.sparsity.firing_frequency_grid, analysis.measure.sparsity.firing_frequency_grid)
     assert opened.sha256 == hashlib.sha256(raw).hexdigest() and opened.plan is None
     # the documented summary and the typed results agree
     assert np.allclose(report["similarity"]["cosine_matrix"], opened.analysis.similarity.cos_all)
     assert report["sparsity"]["dead_neurons"] == opened.analysis.sparsity.at_eps(0.01)["dead_neurons"].tolist()
     counts = np.asarray(report["results"]["analysis"]["sparsity"]["firing_count_grid"])
-    assert counts.dtype.kind == "i" and counts.max() <= analysis.sparsity.n_positions
+    assert counts.dtype.kind == "i" and counts.max() <= analysis.measure.sparsity.n_positions
 
 
 def _changed(report, path, value):
@@ -152,7 +151,7 @@ def test_html_report_draws_a_curves_section_and_escapes_text(report):
 @pytest.fixture(scope="module")
 def pruned(tiny, tiny_dir, tmp_path_factory):
     """The tiny model without block 2, written by apply, and the analyses of both."""
-    from analysis.loading import get_model
+    from analysis.model.loading import get_model
 
     plan = make_plan(tiny, Removal.of(blocks=[2]), "manual", {})
     out = apply_plan(plan, tiny_dir, tmp_path_factory.mktemp("pruned") / "ckpt")

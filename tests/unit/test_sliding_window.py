@@ -21,7 +21,7 @@ SEQ = 64
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def family(request, tmp_path_factory):
-    from analysis.loading import get_model
+    from analysis.model.loading import get_model
     directory = build_family(request.param, tmp_path_factory.mktemp(request.param) / request.param)
     model = get_model(str(directory), "cpu")
     torch.manual_seed(3)
@@ -41,7 +41,7 @@ def test_attention_implementation_recorded(family):
 
 
 def test_sweep_equals_plain_transformers(family):
-    from analysis.pruning.removal import exact_sweep
+    from analysis.ablate.sweep import exact_sweep
     _, model, hf, windows = family
     sweep = exact_sweep(model, windows)
     assert rel(sweep["full_ppl"], reference.perplexity(hf, windows)) < 1e-4
@@ -53,7 +53,8 @@ def test_sweep_equals_plain_transformers(family):
 
 
 def test_prefix_path_equals_naive_path(family):
-    from analysis.pruning.ablation import Removal, removal_nll
+    from analysis.model.removal import Removal
+    from analysis.ablate.replay import removal_nll
     _, model, _, windows = family
     removals = [Removal.of(blocks=[1]), Removal.of(blocks=[0, 2], attn=[3]), Removal.of(mlp=[1], attn=[2])]
     _, fast, n = removal_nll(model, windows, removals)
@@ -63,8 +64,8 @@ def test_prefix_path_equals_naive_path(family):
 
 
 def test_playground_equals_plain_transformers(family):
-    from analysis.pruning.ablation import Removal
-    from analysis.pruning.playground import Playground
+    from analysis.model.removal import Removal
+    from analysis.playground.live import Playground
     _, model, hf, windows = family
     playground = Playground(model, windows, budget_bytes=1).build()  # stride > 1: restarts from kept layers
     for removal, ref in ((Removal.of(blocks=[1, 3]), reference.without_layers(hf, {1, 3})),
@@ -76,8 +77,8 @@ def test_playground_equals_plain_transformers(family):
 
 
 def test_generation_with_removals_equals_pruned_greedy(family):
-    from analysis.pruning.ablation import Removal
-    from analysis.pruning.prompts import run_prompt
+    from analysis.model.removal import Removal
+    from analysis.playground.prompts import run_prompt
     _, model, hf, windows = family
     prompt = windows[:1, :40]  # longer than the sliding window, and decoding runs past it
     got = run_prompt(model, prompt, Removal.of(blocks=[1]), max_new=12).generated

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis import architectures, hooks
-from analysis.loading import ModelLoadError, get_model
+from analysis.model import architectures, hooks
+from analysis.model.loading import ModelLoadError, get_model
 from families import build_family
 from ui.sidebar import plain
 

@@ -1,1 +1,0 @@
-"""Removing layers: measured cost, the live playground, presets, plans, apply."""
