@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from analysis.core import caches  # noqa: E402 (after the path setup)
+
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
@@ -52,12 +54,12 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def forget_finished_jobs():
-    """Jobs live in one registry per process (as in the server): after each test, forget
-    the finished ones, so a test never sees another test's jobs listed in the sidebar."""
+def clear_process_caches():
+    """Process caches (core.caches: finished jobs, playgrounds, the removal memo, prompts,
+    shared windows, ...) live once per process, as in the server: after each test, empty
+    them, so no test sees another's state. Loaded models stay (session fixtures own them)."""
     yield
-    from analysis.core import jobs
-    jobs.REGISTRY.clear()
+    caches.clear_all(keep=caches.MODELS)
 
 
 def pytest_addoption(parser):

@@ -72,7 +72,7 @@ def plain(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
-_SHARED = store.LRU(64)  # windows, lens grids, token densities: shared by every session
+_SHARED = store.LRU(64, name="ui.context.shared")  # windows, lens grids, token densities: shared by every session
 
 
 def shared(key: tuple, compute):

@@ -14,7 +14,7 @@ import numpy as np
 from analysis.core import store
 from analysis.model.removal import Removal
 
-EVALUATIONS = store.LRU(512)  # (playground key, Removal) -> Evaluation, for every session
+EVALUATIONS = store.LRU(512, name="ablate.memo.evaluations")  # (playground key, Removal) -> Evaluation, for every session
 
 
 @dataclass(frozen=True)

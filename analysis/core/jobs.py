@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from analysis.core import store
+from analysis.core import caches, store
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
@@ -281,6 +281,10 @@ class Registry:
         with self._lock:
             return next((j for j in self._jobs.values() if j.id == job_id), None)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
     def clear(self) -> None:
         """Forget every finished job (running and queued ones stay): what a restarted
         server knows, apart from live work."""
@@ -331,7 +335,7 @@ class Registry:
             self._jobs.pop((job.persist.kind, job.key), None)
 
 
-REGISTRY = Registry()
+REGISTRY = caches.register("core.jobs.registry", Registry())  # clear() forgets finished jobs only
 
 
 def submit(key: str, fn: Callable, *, label: str, lane: str = "default", persist: Persist = Persist(),

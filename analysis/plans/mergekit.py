@@ -17,8 +17,8 @@ import re
 
 import torch
 
-from analysis.model.anatomy import decoder_layers, output_params
-from analysis.plans.apply import plain_parameters
+from analysis.model.anatomy import decoder_layers, output_params, plain_parameters
+
 from analysis.plans.schema import PruningPlan, kept_ranges
 
 LEAVES = ("weight", "bias")

@@ -155,7 +155,7 @@ class Playground:
 
 KEEP_PLAYGROUNDS = 2
 PROGRESS_WINDOWS = 2  # windows per clean-state batch of a shared playground: the step of a progressive estimate
-_PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS)
+_PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS, name="playground.live.playgrounds")
 
 
 def memoized(model, corpus, seq_len: int, max_windows: int | None, part: str, removal: Removal):

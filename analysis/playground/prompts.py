@@ -100,7 +100,7 @@ def run_prompt(model, tokens: torch.Tensor, removal: Removal, max_new: int, k: i
     return PromptResult(top, list(stream))
 
 
-_PROMPTS = store.LRU(MEMO_SIZE)
+_PROMPTS = store.LRU(MEMO_SIZE, name="playground.prompts.texts")
 
 
 def prompt_key(model, prompt: str, removal: Removal, max_new: int) -> tuple:

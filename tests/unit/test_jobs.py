@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from analysis.core import jobs, store
+from analysis.core import caches, jobs, store
 from analysis.core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Eta, Persist, Registry
 
 TIMEOUT = 30
@@ -143,8 +143,21 @@ def test_time_left_comes_from_measured_progress_after_the_first_report():
     assert eta.left(130.0) == pytest.approx(60.0)
 
 
-def test_module_registry_is_shared():
-    assert jobs.REGISTRY is jobs.REGISTRY and isinstance(jobs.REGISTRY, Registry)
+def test_module_level_submit_and_lookup_share_one_process_registry(isolated_cache):
+    """jobs.submit and jobs.lookup (what the app and the CLI call) reach one registry for
+    the process: a second submit of a running key joins the first job, and the finished
+    job is in memory until the process caches are cleared (core.caches.clear_all); then,
+    as after a restart, only its stored result is found."""
+    gate, calls = threading.Event(), []
+    first = jobs.submit("shared-key", blocking(gate, calls), label="one", lane="test-shared")
+    second = jobs.submit("shared-key", blocking(gate, calls), label="two", lane="test-shared")
+    assert second is first and jobs.lookup("shared-key") is first and first in jobs.REGISTRY.active() + jobs.REGISTRY.recent()
+    gate.set()
+    assert first.wait(TIMEOUT) and first.state == DONE and calls == [1]
+    assert jobs.lookup("shared-key") is first and caches.sizes()["core.jobs.registry"] >= 1
+    assert "core.jobs.registry" in caches.clear_all(keep=caches.MODELS)
+    again = jobs.lookup("shared-key")
+    assert again is not first and again.from_disk and again.result == first.result == {"value": 1}
 
 
 def test_jobs_carry_their_first_details_and_are_listed_by_kind(registry):
