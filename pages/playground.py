@@ -16,7 +16,7 @@ from analysis.plans import mergekit, schema as plans, check as plan_check
 from analysis.playground import live as playground, prompts
 from analysis.search import presets
 from analysis.model.removal import KINDS, Removal
-from ui import context, reruns, toggles, urlstate
+from ui import context, internals, toggles, urlstate
 from ui.sidebar import plain
 
 LABELS = {"blocks": "Remove blocks", "attn": "Remove attention sublayers", "mlp": "Remove MLP sublayers"}
@@ -63,7 +63,7 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
               for kind in KINDS}
     removal = Removal.of(**chosen)
     toggles.remember(fp, removal)
-    job = pg.request(removal, owner=reruns.session_id())  # the worker starts now, while the rest is drawn
+    job = pg.request(removal, owner=internals.session_id())  # the worker starts now, while the rest is drawn
 
     with st.expander("Presets from the analyses"):
         methods = [m for m in presets.METHODS if (m != "cheapest_measured" or removal_cost is not None)
@@ -112,7 +112,7 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
         show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
         if job.error is not None:  # shown by show_numbers; nothing more will come
             return
-        if not shown_complete and reruns.rerun_pending():  # a new click waits for this run: end it now
+        if not shown_complete and internals.rerun_pending():  # a new click waits for this run: end it now
             return
     pruned = pg.evaluate(removal)  # from the memo the worker just filled
     with strip:
@@ -209,7 +209,7 @@ def stream_side_by_side(model, prompt: str, removal: Removal, new: int) -> list 
     generated, live = [[], []], [True, True]
     slots = [column.empty() for column in st.columns(2)]
     while any(live):
-        if reruns.rerun_pending():  # a new click waits for this run: stop streaming (nothing is memoised)
+        if internals.rerun_pending():  # a new click waits for this run: stop streaming (nothing is memoised)
             return None
         for i, stream in enumerate(streams):
             if live[i]:

@@ -25,6 +25,7 @@ from analysis.measure.pipeline import Analysis, analyse
 from analysis.ablate.sweep import SCHEMA_VERSION as removal_schema
 from analysis.ablate.sweep import RemovalCost, removal_cost, removal_key
 from analysis.reporting.report import OpenedReport
+from ui import internals
 from ui import jobs as jobs_ui
 from analysis.measure.sparsity import token_density as density
 from analysis.measure.pipeline import LENS_SCHEMA_VERSION, lens_key
@@ -123,16 +124,8 @@ def leave_pages_directory_mode() -> None:
     the mode off and rerun whenever this session's runs have not gone through app.py yet
     (and app.py is the main script: an AppTest of a page file is its own main script);
     the rerun executes app.py, which routes to the same page."""
-    from pathlib import Path
-
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    run = get_script_run_ctx()
-    outside_app = (run is not None and Path(run.main_script_path).name == "app.py"
-                   and not st.session_state.get(APP_RAN))
-    if PagesManager.uses_pages_directory or outside_app:
-        PagesManager.uses_pages_directory = False
+    outside_app = internals.main_script_name() == "app.py" and not st.session_state.get(APP_RAN)
+    if internals.leave_pages_directory_mode(force=outside_app):
         st.rerun()
 
 

@@ -78,7 +78,7 @@ def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny,
     from analysis.data.evaluation import windows_for
     from analysis.playground import live as pg_module
     from analysis.ablate.progressive import batch_order
-    from ui import reruns
+    from ui import internals
 
     release, real = threading.Event(), pg_module.Playground._batch_nll
     seen = []
@@ -90,7 +90,7 @@ def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny,
         return real(self, state, removal)
 
     monkeypatch.setattr(pg_module.Playground, "_batch_nll", held)
-    monkeypatch.setattr(reruns, "rerun_pending", lambda: True)  # the run ends with what is on screen
+    monkeypatch.setattr(internals, "rerun_pending", lambda: True)  # the run ends with what is on screen
     removal = Removal.of(blocks=[2])
     try:
         at = open_app_windows(tiny_dir, {"rm_blocks": "2"}, 4)

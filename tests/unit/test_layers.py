@@ -136,3 +136,15 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
     assert imports_of(known["analysis.search.b"], "analysis.search.b", known) == [("analysis.core.a", 1)]
     assert cycles({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}) == ["a -> b -> c -> a"]
     assert cycles({"a": ["b"], "b": [], "c": ["a", "b"]}) == []
+
+
+def test_streamlit_internals_are_read_in_one_module():
+    """Only ui/internals.py imports Streamlit's non-public modules (tests aside)."""
+    found = []
+    for path in [*ROOT.glob("ui/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py", ROOT / "server.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                      if n.startswith("streamlit.") and not n.startswith(("streamlit.testing", "streamlit.components.v1"))]
+    assert {f.split(":")[0] for f in found} <= {"ui/internals.py"}, found
