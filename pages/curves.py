@@ -2,18 +2,19 @@
 judged on windows the methods never saw, and the per-sequence dynamic-depth oracle.
 
 Widgets -> analysis.search.curves_run (cached; computed on request as a background job,
-ui/context.start_curves) -> analysis.reporting.figures.curves -> st.*. A clicked point (or the method / k
+ui/results.start_curves) -> analysis.reporting.figures.curves -> st.*. A clicked point (or the method / k
 pickers) opens the playground with exactly that removal or downloads it as a plan.
 """
 import pandas as pd
 import streamlit as st
 
+from analysis.core.kinds import Kind
 from analysis.data import evaluation
 from analysis.core import jobs
 from analysis.reporting.figures import curves as figs
 from analysis.search import curves as cv
 from analysis.search import curves_run
-from ui import context, toggles, urlstate
+from ui import context, results, toggles, urlstate
 from ui import jobs as jobs_ui
 from ui.context import plain
 
@@ -21,7 +22,7 @@ ctx = context.model_page("Pruning curves", "For k = 1..L-1 removed blocks (or at
                          "method picks what to remove on the calibration windows; the curve is the perplexity of its "
                          "choice on the evaluation windows.",
                          "Pruning curves")
-split = context.split_for(ctx)
+split = results.split_for(ctx)
 if not split.available:
     st.warning(plain(split.notice) + " Pruning curves need evaluation windows.")
     st.stop()
@@ -36,7 +37,7 @@ k_max = int(pick[1].number_input("k up to", 1, L - 1, L - 1, key="curves_k_max",
 if not chosen_kinds:
     st.warning("Pick at least one kind of removal.")
     st.stop()
-job = context.curves_job(ctx, split, chosen_kinds, k_max)
+job = results.curves_job(ctx, split, chosen_kinds, k_max)
 if job is None or job.state != jobs.DONE:
     if job is not None and not job.done:
         jobs_ui.watch(job)
@@ -51,12 +52,12 @@ if job is None or job.state != jobs.DONE:
             f"`python -m analysis curves --kinds {kinds_cli}` computes the same (and this page then reads it, as it "
             "reads a run of more kinds or a larger k).")
     if st.button("Compute pruning curves", key="curves_run"):
-        jobs_ui.start(lambda: context.start_curves(ctx, split, chosen_kinds, k_max))
+        jobs_ui.start(lambda: results.start_curves(ctx, split, chosen_kinds, k_max))
     st.stop()
 result = job.result
 
 
-def open_in_playground(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
+def open_in_playground(kind: Kind, method: str, k: int, c: cv.PruningCurves) -> None:
     """Switch to the playground with exactly this point's removals, on the evaluation windows."""
     removal = c.curve(kind, method).removal(k)
     toggles.set_toggles(ctx.model.fingerprint, removal, {"name": method, "parameters": {"k": k, "kind": kind}})
@@ -70,7 +71,7 @@ def removal_link(removal) -> dict:
                                                                   ("rm_mlp", "mlp"))}
 
 
-def chosen_point(kind: str, c: cv.PruningCurves):
+def chosen_point(kind: Kind, c: cv.PruningCurves):
     """(method, k) from the pickers. A click on a point of the chart opens the playground
     with that point's removals (and sets the pickers to it for when you come back)."""
     event = st.session_state.get(f"curves_chart_{kind}")
@@ -88,7 +89,7 @@ def chosen_point(kind: str, c: cv.PruningCurves):
     return method, k
 
 
-def show_point(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
+def show_point(kind: Kind, method: str, k: int, c: cv.PruningCurves) -> None:
     curve = c.curve(kind, method)
     i = curve.k.index(k)
     calib = curve.calib_ppl[i] if curve.calib_ppl else None
@@ -117,7 +118,7 @@ def show_point(kind: str, method: str, k: int, c: cv.PruningCurves) -> None:
         st.code(plan, language="json")
 
 
-def show_kind(kind: str, c: cv.PruningCurves) -> None:
+def show_kind(kind: Kind, c: cv.PruningCurves) -> None:
     calib = st.toggle("Also show calibration perplexity (dotted)", key=f"curves_calib_{kind}")
     lines = [c.curve(kind, m).to_dict() for m in cv.methods_for(kind)]
     st.plotly_chart(figs.pruning_curves(lines, c.full_ppl["evaluation"], kind, calib, c.full_ppl["calibration"]),

@@ -4,7 +4,7 @@ import streamlit as st
 from analysis.data.corpus import HOLDOUT_EVERY, plural
 from analysis.reporting.html import html_report
 from analysis.reporting.report import report_bytes
-from ui import context, report_source
+from ui import context, report_source, results
 from ui.context import plain
 
 st.title("Layer Lab")
@@ -57,8 +57,8 @@ st.caption("The HTML report is one file that opens offline in a browser: the mod
            "each number's definition. report.json is what `python -m analysis report` writes; open it with the "
            "sidebar's source 'Report file', here or on another server.")
 if ctx.report is None:
-    missing = [what for what, ready in (("the logit lens (Logit lens page)", context.lens_if_ready(ctx)),
+    missing = [what for what, ready in (("the logit lens (Logit lens page)", results.lens_if_ready(ctx)),
                                         ("the removal sweep (Attention vs MLP page)",
-                                         context.removal_for(ctx, run=False))) if ready is None]
+                                         results.removal_for(ctx, run=False))) if ready is None]
     if missing:
         st.caption(f"Not computed yet for this model and corpus, so not in the files: {' and '.join(missing)}.")

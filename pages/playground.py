@@ -8,6 +8,7 @@ and link state machine lives in ui/toggles.py.
 import numpy as np
 import streamlit as st
 
+from analysis.core.kinds import ShowOn
 from analysis.model import architectures
 from analysis.data.corpus import plural
 from analysis.reporting.figures import playground as figs
@@ -16,7 +17,7 @@ from analysis.plans import mergekit, schema as plans, check as plan_check
 from analysis.playground import live as playground, prompts
 from analysis.search import presets
 from analysis.model.removal import KINDS, Removal
-from ui import context, internals, toggles, urlstate
+from ui import context, internals, results, toggles, urlstate
 from ui.sidebar import plain
 
 LABELS = {"blocks": "Remove blocks", "attn": "Remove attention sublayers", "mlp": "Remove MLP sublayers"}
@@ -29,10 +30,10 @@ def main() -> None:
     for note in architectures.notes_for(ctx.model):
         st.caption(note)
     analysis = context.analysis_for(ctx)
-    removal_cost = context.removal_for(ctx, run=False)
-    greedy = context.greedy_for(ctx)
+    removal_cost = results.removal_for(ctx, run=False)
+    greedy = results.greedy_for(ctx)
     show_on = show_on_choice(ctx)
-    pg = context.playground_for(ctx, show_on)
+    pg = results.playground_for(ctx, show_on)
     toggles.seed_state(ctx.model.fingerprint, ctx.model.n_layers)
     for message in st.session_state.get("_pg_notices", []):
         st.warning(f"From the link: {message}")
@@ -123,7 +124,7 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
         show_prompt(model, prompt, removal, new)
 
 
-def windows_label(ctx, show_on: str) -> str:
+def windows_label(ctx, show_on: ShowOn) -> str:
     split = ctx.split
     if split is None:
         return "every window of the corpus"
@@ -243,14 +244,14 @@ def import_plan(model) -> None:
               args=(model.fingerprint, check.plan.removal(), check.plan.method))
 
 
-def export_plan(ctx, removal: Removal, full, pruned, show_on: str) -> None:
+def export_plan(ctx, removal: Removal, full, pruned, show_on: ShowOn) -> None:
     """Plan download (evaluation on the exact numbers of the windows shown, plus the
     other window set when it is already measured) and MergeKit YAML."""
     model = ctx.model
     method = (st.session_state.get("_pg_method") or {}).get(model.fingerprint)
     if not method or method.get("removal") != removal:
         method = {"name": "manual", "parameters": {}}
-    evaluation = context.plan_evaluation(ctx, removal, show_on, full, pruned)
+    evaluation = results.plan_evaluation(ctx, removal, show_on, full, pruned)
     try:
         plan = plans.make_plan(model, removal, method["name"], method["parameters"], evaluation)
     except ValueError as err:

@@ -7,7 +7,7 @@ from analysis.reporting.figures import similarity as figs
 from analysis.reporting.figures.scales import BAR_SCALE_HELP, BAR_SCALES
 from analysis.reporting.figures.sublayers import predictor_scatter, removal_costs
 from analysis.ablate.sweep import predictors
-from ui import context
+from ui import context, results
 
 ctx, analysis = context.page(
     "Hidden-state similarity",
@@ -78,8 +78,8 @@ st.caption("Each point is one layer's average hidden state (scaled to unit lengt
            "group of several consecutive layers is a run whose inner blocks change little.")
 
 st.subheader("Does Block Influence predict the damage?")
-removal = context.removal_on_request(
-    ctx, context.removal_for(ctx, run=False), "sim_measure_removal",
+removal = results.removal_on_request(
+    ctx, results.removal_for(ctx, run=False), "sim_measure_removal",
     "The ground truth is the corpus perplexity with each block removed, measured by running the "
     "model once per removal (the unchanged prefix is re-used).")
 if removal is not None:

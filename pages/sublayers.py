@@ -7,7 +7,7 @@ from analysis.measure import sublayers
 from analysis.reporting.figures import sublayers as figs
 from analysis.reporting.figures.scales import BAR_SCALE_HELP, BAR_SCALES
 from analysis.ablate.sweep import predictors
-from ui import context
+from ui import context, results
 
 ctx, analysis = context.page(
     "Attention vs MLP",
@@ -31,7 +31,7 @@ for note in architectures.notes_for(ctx.model) if ctx.model is not None else []:
 scale = st.radio("Bar scale", list(BAR_SCALES), format_func=BAR_SCALES.get, key="sub_scale", horizontal=True,
                  help=BAR_SCALE_HELP)
 st.plotly_chart(figs.sublayer_scores(attn, mlp, attn_ratio, mlp_ratio, sub.parallel, scale), key="sub_scores")
-removal = context.removal_for(ctx, run=False)
+removal = results.removal_for(ctx, run=False)
 
 left, right = st.columns(2)
 left.markdown("**Per layer, side by side**")
@@ -43,7 +43,7 @@ right.dataframe(sublayers.ranking_table(attn, mlp, removal.attn_ppl if removal e
                                         removal.mlp_ppl if removal else None), hide_index=True, height=420)
 
 st.subheader("Measured removal cost (the ground truth)")
-removal = context.removal_on_request(
+removal = results.removal_on_request(
     ctx, removal, "sub_measure_removal",
     f"Exact corpus perplexity with each of the {L} blocks, {L} attention and {L} MLP sublayers removed "
     f"({3 * L} runs of the model, each re-using the unchanged prefix), plus a first-order estimate of all "

@@ -13,7 +13,7 @@ from analysis.reporting import report as reports
 from analysis.reporting.compare import Side
 from analysis.model.loading import ModelLoadError, get_model
 from analysis.plans.apply import checkpoint_plan
-from ui import context, links, report_source
+from ui import context, links, report_source, results
 from ui.context import plain
 
 CURRENT, REPORT, MODEL = "Current view", "Stored report", "Another model"
@@ -34,7 +34,7 @@ class Picked:
         computed now; without it when none is ready and run is False."""
         if self.side.analysis.lens is not None or self.ctx is None:
             return self.side
-        lens = context.lens_if_ready(self.ctx) if not run else context.lens_for(self.ctx)
+        lens = results.lens_if_ready(self.ctx) if not run else context.lens_for(self.ctx)
         return replace(self.side, analysis=replace(self.side.analysis, lens=lens)) if lens is not None else self.side
 
 

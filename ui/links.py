@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from analysis.core import settings
+from analysis.core.kinds import SHOW_ON
 from analysis.data.corpus import MAX_SEQ_LEN, CorpusError
 from analysis.data.evaluation import EvalSpec
 from analysis.playground.live import KIND_WORDS
@@ -39,7 +40,6 @@ KEYS = ("model", "corpus", "seq_len", "max_windows", "eval", "page", "rm_blocks"
         "show_on", "report", "cmp_a", "cmp_b")
 COMPARE_KEYS = ("cmp_a", "cmp_b")
 CURRENT = "current"
-SHOW_ON = ("calibration", "evaluation")
 REMOVAL_KEYS = {"rm_blocks": "blocks", "rm_attn": "attn", "rm_mlp": "mlp"}
 MAX_VALUE_CHARS = 2000
 _CORPUS = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")

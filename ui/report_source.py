@@ -8,7 +8,7 @@ import streamlit as st
 
 from analysis.reporting import report as reports
 from analysis.core import settings
-from ui import context
+from ui import context, results
 from ui.context import plain
 from analysis.plans.apply import checkpoint_plan
 
@@ -65,10 +65,10 @@ def report_of(ctx: context.Context) -> dict:
     they have been computed, and the calibration/evaluation split)."""
     if ctx.report is not None:
         return ctx.report.data
-    analysis = replace(context.analysis_for(ctx), lens=context.lens_if_ready(ctx))
-    return reports.build_report(analysis, context.removal_for(ctx, run=False), eps=analysis.eps,
-                                plan=checkpoint_plan(ctx.model.source_dir), split=context.split_info(ctx),
-                                curves=context.curves_if_ready(ctx))
+    analysis = replace(context.analysis_for(ctx), lens=results.lens_if_ready(ctx))
+    return reports.build_report(analysis, results.removal_for(ctx, run=False), eps=analysis.eps,
+                                plan=checkpoint_plan(ctx.model.source_dir), split=results.split_info(ctx),
+                                curves=results.curves_if_ready(ctx))
 
 
 def file_stem(ctx: context.Context) -> str:

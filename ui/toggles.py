@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis.core.kinds import Kind
 from analysis.search import presets
 from analysis.model.removal import KINDS, Removal
 from ui import links
@@ -21,7 +22,7 @@ from ui import links
 DEFAULT_PROMPT = "The capital of France is"
 
 
-def toggle_key(kind: str, fp: str, generations: dict | None = None) -> str:
+def toggle_key(kind: Kind, fp: str, generations: dict | None = None) -> str:
     """The pills' key for this model's current generation (generation 0 has no suffix);
     `generations` is the session's map (read from it when not given)."""
     generation = (st.session_state.get("_pg_generation", {}) if generations is None else generations).get(fp, 0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.core.kinds import Part
 from analysis.core import store
 from analysis.model.removal import Removal
 
@@ -29,7 +30,7 @@ class Evaluation:
         return math.exp(float(self.nll.mean()))
 
 
-def playground_key(model, corpus, seq_len: int, max_windows: int | None, part: str = "all") -> tuple:
+def playground_key(model, corpus, seq_len: int, max_windows: int | None, part: Part = "all") -> tuple:
     """Key of the shared evaluation memo; `part` ("all", "calibration", "evaluation") names
     which of the corpus's windows (evaluation.part_windows)."""
     key = (model.fingerprint, model.device, model.dtype, corpus.sha256, seq_len, max_windows)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from analysis.core.results import Result
+from analysis.core.kinds import Kind, Part
 from analysis.model import hooks
 from analysis.core import store
 from analysis.core.jobs import Eta, format_duration
@@ -142,7 +144,7 @@ class RemovalCost(store.Record):
         store.require_version(data, SCHEMA_VERSION, "Removal-cost")
         return super().from_dict(data)
 
-    def ppl(self, kind: str) -> list:
+    def ppl(self, kind: Kind) -> list:
         """Perplexity with each single `kind` ("blocks", "attn", "mlp") removed."""
         return getattr(self, PPL_KEYS[kind])
 
@@ -164,25 +166,27 @@ def predictors(block_influence, attn_score, mlp_score, removal: "RemovalCost") -
              "rho": rank_correlation(score, ppl)} for kind, label, score, ppl in pairs]
 
 
-def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None, part: str = "all") -> str:
+REMOVAL = Result("removal", SCHEMA_VERSION, RemovalCost, lane="sweep")
+
+
+def removal_key(model, corpus: Corpus, seq_len: int, max_windows: int | None, part: Part = "all") -> str:
     parts = {} if part == "all" else {"part": part}
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
                           max_windows=max_windows, schema=SCHEMA_VERSION, **parts)
 
 
 def removal_cost(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None,
-                 use_cache: bool = True, progress=None, eta: bool = True, part: str = "all") -> RemovalCost:
+                 use_cache: bool = True, progress=None, eta: bool = True, part: Part = "all") -> RemovalCost:
     """Exact sweep + attribution estimate with Spearman correlations (cached on disk), over
     the `part` of the corpus's windows (evaluation.part_windows). With eta=False progress
     messages carry no time estimate (a background job adds its own)."""
     if progress and eta:
         progress = with_eta(progress)
-    return store.cached("removal", removal_key(model, corpus, seq_len, max_windows, part), SCHEMA_VERSION,
-                        lambda: _measure(model, corpus, seq_len, max_windows, progress, part),
-                        to_dict=RemovalCost.to_dict, from_dict=RemovalCost.from_dict, use_cache=use_cache)
+    return REMOVAL.cached(removal_key(model, corpus, seq_len, max_windows, part),
+                          lambda: _measure(model, corpus, seq_len, max_windows, progress, part), use_cache)
 
 
-def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress, part: str) -> RemovalCost:
+def _measure(model, corpus: Corpus, seq_len: int, max_windows: int | None, progress, part: Part) -> RemovalCost:
     windows = windows_for(model, corpus, seq_len, max_windows, part)
     per_token: dict = {}
     exact = exact_sweep(model, windows, progress=progress, per_token=per_token)

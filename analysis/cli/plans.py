@@ -174,19 +174,17 @@ def plan_evaluation(model, split, removal, args) -> dict:
     calibration windows next to it); on every window when nothing is held out."""
     from analysis.data.evaluation import split_windows_of
     from analysis.plans.apply import evaluate
-    from analysis.plans.schema import evaluation_section
+    from analysis.plans.schema import calibration_numbers, plan_evaluation as evaluation_of
 
     calibration_windows, evaluation_windows = split_windows_of(model, split, args.seq_len, args.max_windows)
     calib_full, calib_pruned = evaluate(model, removal, calibration_windows)
+    shape = (args.seq_len, args.max_windows)
     if evaluation_windows is None:
-        return evaluation_section(corpus_sha256=split.corpus.sha256, seq_len=args.seq_len, perplexity_full=calib_full,
-                                  perplexity_pruned=calib_pruned, n_windows=calibration_windows.shape[0])
+        return evaluation_of(split.corpus, split, *shape, "calibration", calib_full, calib_pruned,
+                             calibration_windows.shape[0])
     full, pruned = evaluate(model, removal, evaluation_windows)
-    calibration = {"corpus_sha256": split.corpus.sha256, "n_windows": int(calibration_windows.shape[0]),
-                   "perplexity_full": calib_full, "perplexity_pruned": calib_pruned}
-    return evaluation_section(corpus_sha256=split.eval_corpus.sha256, seq_len=args.seq_len, perplexity_full=full,
-                              perplexity_pruned=pruned, n_windows=evaluation_windows.shape[0], windows="evaluation",
-                              eval_spec=str(split.spec), calibration=calibration)
+    return evaluation_of(split.corpus, split, *shape, "evaluation", full, pruned, evaluation_windows.shape[0],
+                         calibration_numbers(split.corpus, calibration_windows.shape[0], calib_full, calib_pruned))
 
 
 def _model_for(args, plan):

@@ -25,11 +25,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
+from analysis.core.kinds import Lane
 from analysis.core import caches, store
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
-LANE_LIMITS = {"heal": 1, "sweep": 1, "pass": 2, "playground": 2}  # concurrent jobs per lane; other lanes: DEFAULT_LIMIT
+LANE_LIMITS: dict[Lane, int] = {"heal": 1, "sweep": 1, "pass": 2, "playground": 2}  # concurrent jobs per lane; other lanes: DEFAULT_LIMIT
 DEFAULT_LIMIT = 1
 KEEP_FINISHED = 32  # finished jobs remembered in memory (results also live on disk)
 
@@ -108,7 +109,7 @@ class JobContext:
 class Job:
     key: str
     label: str
-    lane: str
+    lane: Lane
     persist: Persist
     fn: Callable | None = None
     state: str = QUEUED
@@ -215,7 +216,7 @@ class Registry:
         self._running: dict[str, list[Job]] = {}
         self._lock = threading.RLock()
 
-    def limit(self, lane: str) -> int:
+    def limit(self, lane: Lane) -> int:
         return max(1, int(self.limits.get(lane, DEFAULT_LIMIT)))
 
     def _from_disk(self, key: str, persist: Persist) -> Job | None:
@@ -244,7 +245,7 @@ class Registry:
                 self._forget_old()
             return job
 
-    def submit(self, key: str, fn: Callable, *, label: str, lane: str = "default",
+    def submit(self, key: str, fn: Callable, *, label: str, lane: Lane = "default",
                persist: Persist = Persist(), details: dict | None = None) -> Job:
         """The job for `key`: the one queued, running or done (in memory or on disk), or a
         new one running `fn(ctx)` (also after an earlier one failed or was cancelled),
@@ -298,7 +299,7 @@ class Registry:
                 queue.remove(job)
                 job._finish(CANCELLED)
 
-    def _start_next(self, lane: str) -> None:
+    def _start_next(self, lane: Lane) -> None:
         with self._lock:
             queue, running = self._queues.setdefault(lane, []), self._running.setdefault(lane, [])
             while queue and len(running) < self.limit(lane):
@@ -338,7 +339,7 @@ class Registry:
 REGISTRY = caches.register("core.jobs.registry", Registry())  # clear() forgets finished jobs only
 
 
-def submit(key: str, fn: Callable, *, label: str, lane: str = "default", persist: Persist = Persist(),
+def submit(key: str, fn: Callable, *, label: str, lane: Lane = "default", persist: Persist = Persist(),
            details: dict | None = None) -> Job:
     return REGISTRY.submit(key, fn, label=label, lane=lane, persist=persist, details=details)
 

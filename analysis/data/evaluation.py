@@ -32,13 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from analysis.core.kinds import PARTS, Part
 from analysis.data.corpus import HOLDOUT_EVERY, Corpus, CorpusError, load_corpus, make_windows, plural, split_windows
 
 HOLDOUT = "holdout"
 MIN_EVAL_WINDOWS = 8  # fewer evaluation windows (or predicted tokens) than this: the page warns
 MIN_EVAL_TOKENS = 1000
 Z95 = 1.96  # two-sided 95% normal quantile
-PARTS = ("all", "calibration", "evaluation")
 _CORPUS_ID = re.compile(r"^(builtin:[a-z_]+|[0-9a-f]{64})$")
 
 
@@ -111,7 +111,7 @@ class Split:
         return out
 
 
-def part_windows(windows: torch.Tensor, part: str) -> torch.Tensor:
+def part_windows(windows: torch.Tensor, part: Part) -> torch.Tensor:
     """The `part` ("all", "calibration", "evaluation") of a corpus's windows."""
     if part not in PARTS:
         raise ValueError(f"unknown window part {part!r}; choose one of {', '.join(PARTS)}")
@@ -121,7 +121,7 @@ def part_windows(windows: torch.Tensor, part: str) -> torch.Tensor:
     return calibration if part == "calibration" else evaluation
 
 
-def windows_for(model, corpus: Corpus, seq_len: int, max_windows: int | None, part: str = "all") -> torch.Tensor:
+def windows_for(model, corpus: Corpus, seq_len: int, max_windows: int | None, part: Part = "all") -> torch.Tensor:
     """The corpus protocol's windows (at most max_windows of them), then the part."""
     return part_windows(make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows), part)
 

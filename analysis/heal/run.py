@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.core.results import Result
 from analysis.core import jobs, settings, store
 from analysis.heal import train as healing
 from analysis.model.removal import Removal
@@ -26,7 +27,8 @@ from analysis.playground.prompts import eos_ids, prompt_tokens
 
 RECORD_FILE = "layer-lab-heal.json"
 LATENCY_WINDOWS = 4
-PERSIST = jobs.Persist("heal", healing.SCHEMA_VERSION, HealResult.to_dict, HealResult.from_dict)
+HEAL = Result("heal", healing.SCHEMA_VERSION, HealResult, lane="heal")
+PERSIST = HEAL.persist
 
 
 def write_checkpoint(merged, model, plan, result: HealResult, out) -> Path:
@@ -73,7 +75,7 @@ def checkpoint_dir(key: str) -> Path:
 
 def lookup(key: str) -> jobs.Job | None:
     """The healing job or finished record for `key` (memory, then disk), or None."""
-    return jobs.lookup(key, PERSIST)
+    return HEAL.lookup(key)
 
 
 def run_healing(ctx: jobs.JobContext, model, removal: Removal, heal_settings: HealSettings, corpus, seq_len: int,
@@ -111,9 +113,9 @@ def submit_healing(model, removal: Removal, heal_settings: HealSettings, corpus,
     label = f"Healing {model.name} ({blocks} block{'s' if blocks != 1 else ''} removed, {heal_settings.steps} steps)"
     details = {"fingerprint": model.fingerprint, "removal": removal.to_dict(), "settings": heal_settings.to_dict(),
                "method": plan.method.get("name") if plan is not None else None}
-    return jobs.submit(key, lambda ctx: run_healing(ctx, model, removal, heal_settings, corpus, seq_len, max_windows,
+    return HEAL.submit(key, lambda ctx: run_healing(ctx, model, removal, heal_settings, corpus, seq_len, max_windows,
                                                     plan, checkpoint_dir(key)),
-                       label=label, lane="heal", persist=PERSIST, details=details)
+                       label=label, details=details)
 
 
 def server_jobs(fingerprint: str) -> list[jobs.Job]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from analysis.core.results import Result
+from analysis.core.kinds import Part
 from analysis.core import store
 from analysis.measure.collect import Perplexity, run_pass
 from analysis.data.corpus import Corpus
@@ -58,18 +60,22 @@ def corpus_info(corpus: Corpus, windows, seq_len: int, bos: bool) -> dict:
     }
 
 
-def _part(part: str) -> dict:
+def _part(part: Part) -> dict:
     """Key fields of a window part: none for "all", so those keys stay what they were."""
     return {} if part == "all" else {"part": part}
 
 
-def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float, part: str = "all") -> str:
+ANALYSIS = Result("analysis", SCHEMA_VERSION, Analysis, lane="pass")
+LENS = Result("lens", LENS_SCHEMA_VERSION, LensResult, lane="pass")
+
+
+def analysis_key(model, corpus: Corpus, seq_len: int, max_windows, eps: float, part: Part = "all") -> str:
     """Key of the lens-free part (cache kind "analysis")."""
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
                           max_windows=max_windows, eps=eps, schema=SCHEMA_VERSION, **_part(part))
 
 
-def lens_key(model, corpus: Corpus, seq_len: int, max_windows, part: str = "all") -> str:
+def lens_key(model, corpus: Corpus, seq_len: int, max_windows, part: Part = "all") -> str:
     """Key of the logit lens (cache kind "lens"); it does not depend on the sparsity eps."""
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
                           max_windows=max_windows, schema=LENS_SCHEMA_VERSION, **_part(part))
@@ -77,7 +83,7 @@ def lens_key(model, corpus: Corpus, seq_len: int, max_windows, part: str = "all"
 
 def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = None, eps: float = 0.01,
             with_lens: bool = True, use_cache: bool = True, progress=None, batch_tokens: int | None = None,
-            part: str = "all") -> Analysis:
+            part: Part = "all") -> Analysis:
     """The single-pass analysis of `corpus` on `model`, over the `part` of its windows
     (evaluation.part_windows: "all", or the "calibration" windows of the held-out split,
     which is what the app and the CLI analyse when it applies); with_lens=False leaves the
@@ -89,25 +95,24 @@ def analyse(model, corpus: Corpus, seq_len: int, *, max_windows: int | None = No
     """
     a_key = analysis_key(model, corpus, seq_len, max_windows, eps, part)
     l_key = lens_key(model, corpus, seq_len, max_windows, part)
-    base = store.load_record("analysis", a_key, SCHEMA_VERSION, Analysis.from_dict) if use_cache else None
+    base = ANALYSIS.load(a_key) if use_cache else None
     if base is not None and base.model.get("weights") != model.weights:  # stored before the card said it
         base = replace(base, model=base.model | {"weights": model.weights})
-    lens = store.load_record("lens", l_key, LENS_SCHEMA_VERSION, LensResult.from_dict) \
-        if use_cache and with_lens else None
+    lens = LENS.load(l_key) if use_cache and with_lens else None
     if base is None or (with_lens and lens is None):
         new_base, new_lens = _compute(model, corpus, seq_len, max_windows, eps, base is None,
                                       with_lens and lens is None, progress, batch_tokens, part)
         if use_cache and new_base is not None:
-            store.save("analysis", a_key, SCHEMA_VERSION, new_base.to_dict())
+            ANALYSIS.save(a_key, new_base)
         if use_cache and new_lens is not None:
-            store.save("lens", l_key, LENS_SCHEMA_VERSION, new_lens.to_dict())
+            LENS.save(l_key, new_lens)
         base = base if base is not None else new_base
         lens = lens if lens is not None else new_lens
     return replace(base, lens=lens) if with_lens else base
 
 
 def _compute(model, corpus: Corpus, seq_len: int, max_windows, eps: float, want_base: bool, want_lens: bool,
-             progress, batch_tokens: int | None, part: str) -> tuple[Analysis | None, LensResult | None]:
+             progress, batch_tokens: int | None, part: Part) -> tuple[Analysis | None, LensResult | None]:
     """One instrumented pass with the reducers of the wanted parts: (lens-free Analysis or
     None, LensResult or None)."""
     windows = windows_for(model, corpus, seq_len, max_windows, part)

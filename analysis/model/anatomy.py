@@ -5,6 +5,7 @@ unwrapped decoder, `plans.apply` (the checkpoint writer), MergeKit export and he
 from __future__ import annotations
 
 import torch
+from analysis.core.kinds import Kind
 
 LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers")
 ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
@@ -59,7 +60,7 @@ def plain_parameters(module: torch.nn.Module, prefix: str = ""):
             yield from plain_parameters(child, f"{prefix}{name}.")
 
 
-def sublayer_name(layer: torch.nn.Module, kind: str) -> str:
+def sublayer_name(layer: torch.nn.Module, kind: Kind) -> str:
     """The attribute of a decoder layer holding its attention (`kind` "attn") or MLP sublayer."""
     names = ATTN_NAMES if kind == "attn" else MLP_NAMES
     name = next((n for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
@@ -68,7 +69,7 @@ def sublayer_name(layer: torch.nn.Module, kind: str) -> str:
     return name
 
 
-def output_params(layer: torch.nn.Module, kind: str, hidden: int) -> list[tuple[str, torch.nn.Parameter]]:
+def output_params(layer: torch.nn.Module, kind: Kind, hidden: int) -> list[tuple[str, torch.nn.Parameter]]:
     """(name relative to the layer, parameter) of everything that writes the attention
     or MLP output into the residual stream: the output projection's weight and bias
     (`o_proj`, `c_proj`, `dense`, `down_proj`, `dense_4h_to_h`, ...); for a mixture of

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from analysis.core.kinds import Kind
 
 
 def resid_pre(l: int) -> str:
@@ -31,7 +32,7 @@ def resid_post(l: int) -> str:
     return f"blocks.{l}.hook_resid_post"
 
 
-def sublayer_out(kind: str, l: int) -> str:
+def sublayer_out(kind: Kind, l: int) -> str:
     """`kind` is "attn" or "mlp": what that sublayer of block l adds to the residual."""
     return f"blocks.{l}.hook_{kind}_out"
 

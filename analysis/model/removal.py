@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from analysis.core.kinds import KINDS  # noqa: F401 (the kinds of removal, re-exported)
 from analysis.model import hooks
 
-KINDS = ("blocks", "attn", "mlp")
 
 
 @dataclass(frozen=True)

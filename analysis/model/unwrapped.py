@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
+from analysis.core.kinds import Kind
 from analysis.core import caches
 from analysis.model.removal import Removal
 from analysis.model.anatomy import decoder_layers, sublayer_name
@@ -78,7 +79,7 @@ class UnwrappedDecoder:
             self._zero_bias = (own, own["bias"])
             own["bias"] = None
 
-    def _zero_if_removed(self, kind: str, layer: int):
+    def _zero_if_removed(self, kind: Kind, layer: int):
         def hook(_module, _args, output):
             removal = self.removal
             if layer not in removal.blocks and layer not in getattr(removal, kind):

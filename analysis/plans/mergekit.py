@@ -17,6 +17,7 @@ import re
 
 import torch
 
+from analysis.core.kinds import Kind
 from analysis.model.anatomy import decoder_layers, output_params, plain_parameters
 
 from analysis.plans.schema import PruningPlan, kept_ranges
@@ -50,7 +51,7 @@ def _filter(name: str, others: list[str]) -> str:
     raise ValueError(f"no MergeKit filter singles out {name}")
 
 
-def checkpoint_filters(hf, n_layers: int, layer: int, kind: str) -> list[str]:
+def checkpoint_filters(hf, n_layers: int, layer: int, kind: Kind) -> list[str]:
     """MergeKit filters matching exactly the checkpoint tensors of `layer` that
     `apply` zeroes to remove its `kind` ("attn" or "mlp") sublayer."""
     _, _, layers = decoder_layers(hf, n_layers)

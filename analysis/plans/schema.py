@@ -138,6 +138,27 @@ def evaluation_section(*, corpus_sha256: str, seq_len: int, perplexity_full, per
     return out | extra
 
 
+def plan_evaluation(corpus, split, seq_len: int, max_windows: int | None, on: str, full: float, pruned: float,
+                    n_windows: int, calibration: dict | None = None) -> dict:
+    """The one way a plan's `evaluation` is written, by the app and the CLI: perplexity
+    without (`full`) and with (`pruned`) the removals on `n_windows` windows. `on` says
+    which windows ("evaluation" or "calibration") of `split` (the calibration corpus
+    `corpus`'s split; None or nothing held out: every window of `corpus`); `calibration`
+    the same removal on the calibration windows, when measured (calibration_numbers)."""
+    held = split is not None and split.available
+    measured = split.eval_corpus if held and on == "evaluation" else corpus
+    return evaluation_section(corpus_sha256=measured.sha256, seq_len=seq_len, perplexity_full=full,
+                              perplexity_pruned=pruned, n_windows=n_windows, windows=on if held else "all",
+                              eval_spec=str(split.spec) if held else None, calibration=calibration,
+                              corpus=measured.corpus_id, max_windows=max_windows)
+
+
+def calibration_numbers(corpus, n_windows: int, full: float, pruned: float) -> dict:
+    """A plan evaluation's `calibration`: the removal on the calibration windows."""
+    return {"corpus_sha256": corpus.sha256, "n_windows": int(n_windows), "perplexity_full": full,
+            "perplexity_pruned": pruned}
+
+
 def kept_ranges(plan: PruningPlan) -> list[tuple[int, int]]:
     """Contiguous [start, end) ranges of the blocks that remain."""
     ranges, start = [], None

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from analysis.core.kinds import Part
 from analysis.core import store
 from analysis.model.removal import KINDS, Removal, RemovalHooks
 from analysis.ablate.replay import CleanStates, clean_states, removal_context, run_blocks, suffix_logits
@@ -158,7 +159,7 @@ PROGRESS_WINDOWS = 2  # windows per clean-state batch of a shared playground: th
 _PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS, name="playground.live.playgrounds")
 
 
-def memoized(model, corpus, seq_len: int, max_windows: int | None, part: str, removal: Removal):
+def memoized(model, corpus, seq_len: int, max_windows: int | None, part: Part, removal: Removal):
     """(full, pruned) Evaluations of `removal` when that playground exists and has it
     memoised; None otherwise (nothing is computed)."""
     key = playground_key(model, corpus, seq_len, max_windows, part)
@@ -169,7 +170,7 @@ def memoized(model, corpus, seq_len: int, max_windows: int | None, part: str, re
     return None if pruned is None else (playground.full, pruned)
 
 
-def shared_playground(model, corpus, seq_len: int, max_windows: int | None = None, part: str = "all") -> Playground:
+def shared_playground(model, corpus, seq_len: int, max_windows: int | None = None, part: Part = "all") -> Playground:
     """The playground shared by every session for (model, corpus, seq_len, max_windows)
     over the `part` of the corpus's windows (evaluation.part_windows), built or not: the
     app builds it once as a background job that every session joins (ui/context)."""
@@ -183,7 +184,7 @@ def shared_playground(model, corpus, seq_len: int, max_windows: int | None = Non
 
 
 def get_playground(model, corpus, seq_len: int, max_windows: int | None = None, progress=None,
-                   part: str = "all") -> Playground:
+                   part: Part = "all") -> Playground:
     """`shared_playground`, built here (in the caller's thread) when it is not yet."""
     return shared_playground(model, corpus, seq_len, max_windows, part).build(progress)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from analysis.core.kinds import KINDS, Kind
 from analysis.core import store
 from analysis.search import presets
 from analysis.model.removal import Removal
@@ -36,7 +37,6 @@ from analysis.search.dynamic_depth import DynamicDepth
 from analysis.plans.schema import evaluation_section, make_plan
 
 SCHEMA_VERSION = 2  # 2: each point keeps its per-window evaluation NLL (intervals)
-KINDS = ("blocks", "attn", "mlp")
 KIND_TITLES = {"blocks": "whole blocks", "attn": "attention sublayers only", "mlp": "MLP sublayers only"}
 BLOCK_METHODS = ("lowest_block_influence", "best_contiguous_block", "reverse_order", "cheapest_single",
                  "iterative_greedy", "random")
@@ -45,7 +45,7 @@ DEFAULT_SEEDS = 5
 BAND = (10, 90)
 
 
-def methods_for(kind: str) -> tuple:
+def methods_for(kind: Kind) -> tuple:
     return BLOCK_METHODS if kind == "blocks" else SUBLAYER_METHODS
 
 
@@ -54,7 +54,7 @@ def random_orders(n_layers: int, seeds: int) -> list[list[int]]:
     return [np.random.default_rng(seed).permutation(n_layers).tolist() for seed in range(seeds)]
 
 
-def selections(kind: str, n_layers: int, k_max: int, *, similarity=None, sublayers=None, removal_cost=None,
+def selections(kind: Kind, n_layers: int, k_max: int, *, similarity=None, sublayers=None, removal_cost=None,
                greedy_order=None) -> dict:
     """method -> [Removal for k = 1..k_max] for every deterministic method of `kind`."""
     L, ks = n_layers, range(1, k_max + 1)
@@ -109,7 +109,7 @@ class Curve(store.Record):
     `eval_window_nll` [k][W]: each evaluation window's mean NLL at that point (the
     perplexity is exp of their mean; the page's intervals come from them)."""
 
-    kind: str
+    kind: Kind
     method: str
     k: list
     removed: list
@@ -148,13 +148,13 @@ class PruningCurves(store.Record):
         store.require_version(data, SCHEMA_VERSION, "Pruning-curves")
         return super().from_dict(data)
 
-    def curve(self, kind: str, method: str) -> Curve:
+    def curve(self, kind: Kind, method: str) -> Curve:
         return self.curves[f"{kind}/{method}"]
 
     def kinds(self) -> list[str]:
         return [k for k in KINDS if any(key.startswith(k + "/") for key in self.curves)]
 
-    def winners(self, kind: str, k: int) -> list[dict]:
+    def winners(self, kind: Kind, k: int) -> list[dict]:
         """Methods at k removed, lowest evaluation perplexity first (random excluded)."""
         rows = [{"method": c.method, "eval_ppl": c.eval_ppl[c.k.index(k)],
                  "calib_ppl": c.calib_ppl[c.k.index(k)] if c.calib_ppl else None,
@@ -163,7 +163,7 @@ class PruningCurves(store.Record):
         return sorted(rows, key=lambda r: (r["eval_ppl"], r["method"]))
 
 
-def build_curves(kind: str, k_max: int, chosen: dict, rand_orders: list, eval_of: dict, calib_of: dict,
+def build_curves(kind: Kind, k_max: int, chosen: dict, rand_orders: list, eval_of: dict, calib_of: dict,
                  fraction_of) -> dict:
     """Curve records of one kind from the evaluated removals (eval_of: Removal -> per-window
     evaluation NLL [W]; calib_of: Removal -> calibration perplexity)."""
@@ -197,7 +197,7 @@ def fraction_function(model, seq_len: int):
     return lambda removal: removed_fractions(costs, removal)[0]
 
 
-def point_plan(model, result: PruningCurves, kind: str, method: str, k: int):
+def point_plan(model, result: PruningCurves, kind: Kind, method: str, k: int):
     """The pruning plan of one curve point: its removal, how it was chosen, and its
     perplexity on the evaluation windows (with the calibration windows' next to it)."""
 

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from analysis.core.results import Result
 from analysis.core import store
 from analysis.data.evaluation import Split, split_windows_of
 from analysis.measure.pipeline import analyse
@@ -25,6 +26,9 @@ from analysis.search.dynamic_depth import dynamic_depth, exit_nll, skip_patterns
 from analysis.search.greedy import greedy_order
 from analysis.ablate.sweep import removal_cost, with_eta
 from analysis.measure.collect import batch_tokens_for
+
+
+CURVES = Result("curves", cv.SCHEMA_VERSION, cv.PruningCurves, lane="sweep")
 
 
 def curves_key(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds,
@@ -56,12 +60,7 @@ def _subsets(items) -> list[tuple]:
 
 def cached_curves(model, split: Split, seq_len: int, max_windows, *, seeds: int = cv.DEFAULT_SEEDS,
                   tolerance: float = 0.0, kinds=cv.KINDS):
-    data = store.load("curves", curves_key(model, split, seq_len, max_windows, seeds, tolerance, kinds),
-                      cv.SCHEMA_VERSION)
-    try:
-        return cv.PruningCurves.from_dict(data) if data is not None else None
-    except (store.SchemaError, KeyError, TypeError, ValueError):
-        return None
+    return CURVES.load(curves_key(model, split, seq_len, max_windows, seeds, tolerance, kinds))
 
 
 def pruning_curves(model, split: Split, seq_len: int, max_windows: int | None = None, *,
@@ -79,10 +78,8 @@ def pruning_curves(model, split: Split, seq_len: int, max_windows: int | None = 
     if k_max is not None and not 1 <= k_max <= model.n_layers - 1:
         raise ValueError(f"k_max must be 1..{model.n_layers - 1} (the model has {model.n_layers} layers)")
     key = curves_key(model, split, seq_len, max_windows, seeds, tolerance, kinds, k_max)
-    return store.cached("curves", key, cv.SCHEMA_VERSION,
-                        lambda: _compute(model, split, seq_len, max_windows, seeds, tolerance, kinds, progress, eta,
-                                         k_max),
-                        to_dict=cv.PruningCurves.to_dict, from_dict=cv.PruningCurves.from_dict, use_cache=use_cache)
+    return CURVES.cached(key, lambda: _compute(model, split, seq_len, max_windows, seeds, tolerance, kinds, progress,
+                                               eta, k_max), use_cache)
 
 
 RUN_OVERHEAD_TOKENS = 128  # what a forward of one batch costs beyond its tokens (see run_cost)

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
+from analysis.core.results import Result
+from analysis.core.kinds import Kind, Part
 from analysis.model import hooks as hook_names
 from analysis.core import settings, store
 from analysis.measure.collect import batch_tokens_for, batches, token_nll
@@ -47,7 +49,7 @@ from analysis.data.evaluation import windows_for
 KIND_LIMIT = {"blocks": -1, "attn": 0, "mlp": 0}  # how many of the L may go: all blocks but one, every sublayer
 
 
-def max_removals(kind: str, n_layers: int) -> int:
+def max_removals(kind: Kind, n_layers: int) -> int:
     return n_layers + KIND_LIMIT[kind]
 
 
@@ -58,7 +60,7 @@ SCHEMA_VERSION = 2
 class GreedyResult(store.Record):
     """The greedy order and the exact NLL after each step, plus how much was measured."""
 
-    kind: str
+    kind: Kind
     order: list  # layer removed at step 1, 2, ...
     nll_sum: list  # NLL summed over all predicted tokens after each step
     n_tokens: int
@@ -161,7 +163,7 @@ def _keep_every(model, streams: list[_Stream]) -> int:
     return every if every <= 4 else 0
 
 
-def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict, hooks, result: GreedyResult,
+def _step(model, streams, kind: Kind, chosen: list, candidates: list, prior: dict, hooks, result: GreedyResult,
           keep_every: int, use_bound: bool):
     """Branch and bound: (winner, its NLL sum, per-batch NLL of the winner, estimates)."""
     order = sorted(range(len(streams)), key=lambda b: -streams[b].nll / streams[b].tokens)
@@ -210,7 +212,7 @@ def _step(model, streams, kind: str, chosen: list, candidates: list, prior: dict
     return best, best_total, per_batch[best], estimates
 
 
-def iterative_greedy(model, windows: torch.Tensor, kind: str = "blocks", steps: int | None = None, *,
+def iterative_greedy(model, windows: torch.Tensor, kind: Kind = "blocks", steps: int | None = None, *,
                      initial: list | None = None, batch_windows: int | None = None, progress=None,
                      resume: bool = True, vocabulary_bound: bool = True) -> GreedyResult:
     """The greedy order of `kind` ("blocks", "attn" or "mlp") removals over `windows`.
@@ -257,21 +259,20 @@ def iterative_greedy(model, windows: torch.Tensor, kind: str = "blocks", steps: 
     return result
 
 
-def greedy_key(model, corpus, seq_len: int, max_windows: int | None, part: str, kind: str) -> str:
+GREEDY = Result("greedy", SCHEMA_VERSION, GreedyResult, lane="sweep")
+
+
+def greedy_key(model, corpus, seq_len: int, max_windows: int | None, part: Part, kind: Kind) -> str:
     return store.make_key(fingerprint=model.fingerprint, corpus=corpus.sha256, seq_len=seq_len,
                           max_windows=max_windows, part=part, kind=kind, schema=SCHEMA_VERSION)
 
 
-def cached_greedy(model, corpus, seq_len: int, max_windows: int | None, part: str, kind: str) -> GreedyResult | None:
+def cached_greedy(model, corpus, seq_len: int, max_windows: int | None, part: Part, kind: Kind) -> GreedyResult | None:
     """The stored greedy order for these windows, or None (nothing is computed)."""
-    data = store.load("greedy", greedy_key(model, corpus, seq_len, max_windows, part, kind), SCHEMA_VERSION)
-    try:
-        return GreedyResult.from_dict(data) if data is not None else None
-    except (store.SchemaError, KeyError, TypeError, ValueError):
-        return None
+    return GREEDY.load(greedy_key(model, corpus, seq_len, max_windows, part, kind))
 
 
-def greedy_order(model, corpus, seq_len: int, max_windows: int | None, part: str, kind: str = "blocks",
+def greedy_order(model, corpus, seq_len: int, max_windows: int | None, part: Part, kind: Kind = "blocks",
                  steps: int | None = None, *, initial: list | None = None, progress=None,
                  use_cache: bool = True) -> GreedyResult:
     """`iterative_greedy` over the `part` of the corpus's windows, stored on disk; a
@@ -284,6 +285,5 @@ def greedy_order(model, corpus, seq_len: int, max_windows: int | None, part: str
     windows = windows_for(model, corpus, seq_len, max_windows, part)
     result = iterative_greedy(model, windows, kind, want, initial=initial, progress=progress)
     if use_cache:
-        store.save("greedy", greedy_key(model, corpus, seq_len, max_windows, part, kind), SCHEMA_VERSION,
-                   result.to_dict())
+        GREEDY.save(greedy_key(model, corpus, seq_len, max_windows, part, kind), result)
     return result

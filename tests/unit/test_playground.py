@@ -232,14 +232,14 @@ import streamlit as st
 from analysis.data.corpus import Corpus
 from analysis.model.loading import get_model
 from analysis.playground import live as playground
-from ui import context
+from ui import context, results
 model = get_model({tiny.name!r}, {tiny.device!r}, {tiny.dtype!r})
 ctx = context.Context(model, Corpus("join", {TEXT!r}), {SEQ}, 3)
 if st.session_state.get("fail"):
     def broken(self, progress=None):
         raise RuntimeError("no memory left for the residuals")
     playground.Playground.build = broken
-pg = context.playground_for(ctx, "calibration")
+pg = results.playground_for(ctx, "calibration")
 st.write(f"built {{len(pg.states)}} batches, full {{pg.full.perplexity:.4f}}")
 '''
     original = Playground.build

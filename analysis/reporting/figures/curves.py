@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from analysis.core.kinds import Kind
 from analysis.reporting.figures import scales
 
 COLOURS = {"lowest_block_influence": "#1a73e8", "lowest_redundancy": "#1a73e8", "best_contiguous_block": "#e37400",
@@ -25,7 +26,7 @@ def _pct(values) -> list:
     return [100.0 * float(v) for v in values]
 
 
-def pruning_curves(curves: list, full_ppl: float, kind: str, show_calibration: bool = False,
+def pruning_curves(curves: list, full_ppl: float, kind: Kind, show_calibration: bool = False,
                    full_calibration: float | None = None) -> go.Figure:
     """One line per method: x = % of parameters removed, y = evaluation perplexity
     (log axis); random: its lower-median line and 10-90% band. Top axis: k. Dotted lines:
