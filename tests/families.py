@@ -50,7 +50,7 @@ UNSUPPORTED: dict[str, tuple[str, dict, str]] = {
 def default_tokenizer():
     from transformers import AutoTokenizer
 
-    from analysis.model.loading import resolve_source
+    from analysis.model.sources import resolve_source
     path, _ = resolve_source("default")
     return AutoTokenizer.from_pretrained(path)
 

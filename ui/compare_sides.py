@@ -11,7 +11,8 @@ import streamlit as st
 
 from analysis.reporting import report as reports
 from analysis.reporting.compare import Side
-from analysis.model.loading import ModelLoadError, get_model
+from analysis.model.sources import ModelLoadError
+from analysis.model.loading import get_model
 from analysis.plans.apply import checkpoint_plan
 from ui import context, links, report_source, results
 from ui.context import plain

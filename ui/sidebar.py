@@ -12,7 +12,7 @@ import streamlit as st
 
 from analysis.data import corpus as corpora
 from analysis.data import evaluation
-from analysis.model import loading
+from analysis.model import loading, sources
 from ui import context, links, report_source
 from ui import jobs as jobs_ui
 from ui.context import plain
@@ -32,7 +32,7 @@ def seed_from_url() -> None:
     st.session_state["_link_notices"] = [n for n in state.notices if not refused or n != refused[2]]
     st.session_state["_link_refused_model"] = refused
     values = state.values
-    if "model" in values and values["model"] != loading.DEFAULT_MODEL:
+    if "model" in values and values["model"] != sources.DEFAULT_MODEL:
         st.session_state["model_choice"] = OTHER
         st.session_state["model_other"] = values["model"]
     if "corpus" in values:
@@ -59,7 +59,7 @@ def refused_model_banner(spec: str) -> None:
     if not refused or spec == refused[0]:
         return
     name, why, _ = refused
-    shown = loading.DEFAULT_DISPLAY_NAME if spec == loading.DEFAULT_MODEL else spec
+    shown = sources.DEFAULT_DISPLAY_NAME if spec == sources.DEFAULT_MODEL else spec
     st.warning(f"**The numbers here are for another model than the link's.** The link named the model "
                f"“{plain(name)}”, but {plain(why)}. Every page shows **{plain(shown)}** instead, with the "
                "link's other settings (corpus, windows, removals). Pick a model in the sidebar to change it.",
@@ -78,7 +78,7 @@ def _load_model(spec: str, device: str | None, dtype: str):
     bar = status.progress(0.0)
     try:
         model = loading.get_model(spec, device, dtype, progress=lambda f, m: bar.progress(f, text=m))
-    except loading.ModelLoadError as err:
+    except sources.ModelLoadError as err:
         status.update(label="Model failed to load", state="error", expanded=False)
         st.error(plain(str(err)))
         return None
@@ -196,10 +196,10 @@ def _draw_settings() -> context.Context | None:
         context.set_current(ctx)
         return ctx
     sb.header("Model")
-    choice = sb.selectbox("Model", [f"default ({loading.DEFAULT_DISPLAY_NAME})", OTHER], key="model_choice")
-    spec = loading.DEFAULT_MODEL
+    choice = sb.selectbox("Model", [f"default ({sources.DEFAULT_DISPLAY_NAME})", OTHER], key="model_choice")
+    spec = sources.DEFAULT_MODEL
     if choice == OTHER:
-        spec = sb.text_input("Hub name, local directory or .gguf file", key="model_other").strip() or loading.DEFAULT_MODEL
+        spec = sb.text_input("Hub name, local directory or .gguf file", key="model_other").strip() or sources.DEFAULT_MODEL
     device = sb.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device")
     dtype = sb.selectbox("dtype", list(loading.DTYPES), key="dtype")
     refused_model_banner(spec)

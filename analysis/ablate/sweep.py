@@ -16,7 +16,7 @@ from analysis.core.results import Result
 from analysis.core.kinds import Kind, Part
 from analysis.model import hooks
 from analysis.core import store
-from analysis.core.jobs import Eta, format_duration
+from analysis.core.progress import Eta, format_duration
 from analysis.model.removal import KINDS, Removal
 from analysis.ablate.replay import PPL_KEYS, removal_nll
 from analysis.measure.collect import batch_tokens_for, batches, token_nll

@@ -23,7 +23,7 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     from analysis.data.corpus import CorpusError
-    from analysis.model.loading import ModelLoadError
+    from analysis.model.sources import ModelLoadError
 
     try:
         args = build_parser().parse_args(argv)

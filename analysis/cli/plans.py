@@ -208,7 +208,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from analysis.model.loading import resolve_source
+    from analysis.model.sources import resolve_source
     from analysis.plans.apply import apply_plan, measure_latency
 
     _check_mergekit(args)

@@ -68,7 +68,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from analysis.model.loading import resolve_source
+    from analysis.model.sources import resolve_source
     from analysis.measure import fused, pipeline  # noqa: F401 (pipeline imports, and so registers, every kernel)
     path, _ = resolve_source(args.model, progress)
     print(f"model ready at {path}")

@@ -39,7 +39,8 @@ def build(size: str, directory: str, dtype: str) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from analysis.model.loading import DTYPES, resolve_source
+    from analysis.model.loading import DTYPES
+    from analysis.model.sources import resolve_source
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("default")[0])
     config = LlamaConfig(vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **LADDER[size])

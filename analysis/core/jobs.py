@@ -27,6 +27,7 @@ from typing import Callable
 
 from analysis.core.kinds import Lane
 from analysis.core import caches, store
+from analysis.core.progress import Eta, format_duration
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
@@ -53,31 +54,6 @@ class Persist:
     to_dict: Callable = _identity
     from_dict: Callable = _identity
     save: bool = True  # False: the job's function caches its own result (e.g. through store.cached)
-
-
-class Eta:
-    """Time left from measured progress: the rate between the first report above 0 (after
-    the first batch, so start-up costs are left out) and the latest one."""
-
-    def __init__(self) -> None:
-        self.first: tuple | None = None  # (time, fraction)
-        self.last: tuple | None = None
-
-    def report(self, fraction: float, now: float) -> None:
-        if fraction <= 0:  # set-up phases report 0: they do not count towards the rate
-            return
-        if self.first is None:
-            self.first = (now, fraction)
-        self.last = (now, fraction)
-
-    def left(self, now: float) -> float | None:
-        """Seconds left, counted from `now`; None until two reports show progress."""
-        if self.first is None or self.last is None:
-            return None
-        (t0, f0), (t1, f1) = self.first, self.last
-        if f1 <= f0 or t1 <= t0:
-            return None
-        return max(0.0, (1.0 - f1) * (t1 - t0) / (f1 - f0) - (now - t1))
 
 
 class JobContext:
@@ -191,11 +167,6 @@ class Job:
         if self.state == FAILED:
             return f"failed: {self.error}"
         return self.state
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def describe_error(err: BaseException) -> str:

@@ -31,13 +31,13 @@ from analysis.model.removal import Removal
 from analysis.search.curves import ppl, window_nll
 from analysis.model.anatomy import decoder_layers, output_params
 from analysis.plans.apply import evaluate, prune_model
-from analysis.model.loading import resolve_source
+from analysis.model.sources import resolve_source
 from analysis.core.settings import trust_remote_code
 from analysis.core import settings
 
 SCHEMA_VERSION = 2  # 2: window_nll (per evaluation window, for intervals)
 METHOD = "lora"
-TRAIN_SPAN = (0.0, 0.92)  # training's share of a healing run's progress (set-up reports 0: see jobs.Eta)
+TRAIN_SPAN = (0.0, 0.92)  # training's share of a healing run's progress (set-up reports 0: see core.progress.Eta)
 
 
 def step_fraction(step: int, steps: int) -> float:

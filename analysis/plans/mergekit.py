@@ -70,7 +70,7 @@ def mergekit_yaml(plan: PruningPlan, source_model: str, hf, *, dtype: str = "flo
     """A MergeKit passthrough config building the pruned model from `source_model`
     (`hf`: the model the plan was made on, for its tensor names; `weights`: what the
     measured model's weights were when not what `source_model` names, written as a
-    comment, e.g. the default model's dequantised GGUF, see loading.weights_note).
+    comment, e.g. the default model's dequantised GGUF, see sources.weights_note).
 
     Each slice is a contiguous range of kept blocks, layer_range [start, end). A kept
     block with a zeroed sublayer gets a one-layer slice of its own whose output

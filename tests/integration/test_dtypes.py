@@ -30,7 +30,8 @@ def plain_block_influence(dtype: str, batch: int) -> np.ndarray:
 
     import reference
     from analysis.data.corpus import make_windows
-    from analysis.model.loading import DTYPES, resolve_source
+    from analysis.model.loading import DTYPES
+    from analysis.model.sources import resolve_source
     directory = resolve_source("default")[0]
     hf = reference.plain_model(directory, DTYPES[dtype])
     model = get_model("default", "cpu", dtype)

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from tiny import TEXT
-from analysis.model import loading
+from analysis.model import loading, sources
 from analysis.core import store
 from analysis.data.corpus import Corpus
-from analysis.model.loading import ModelLoadError
+from analysis.model.sources import ModelLoadError
 from analysis.measure.pipeline import LENS_SCHEMA_VERSION, SCHEMA_VERSION, analyse, analysis_key, lens_key
 
 VERSIONS = {"analysis": SCHEMA_VERSION, "lens": LENS_SCHEMA_VERSION}
@@ -67,7 +67,7 @@ def test_interrupted_conversion_leaves_no_model(tmp_path):
     gguf.write_bytes(b"GGUF" + b"\x00" * 64)
     out = tmp_path / "models" / "m"
     with pytest.raises(ModelLoadError, match="Could not read GGUF"):
-        loading.convert_gguf(gguf, out)
+        sources.convert_gguf(gguf, out)
     assert not out.exists() and list((tmp_path / "models").iterdir()) == []
 
 
@@ -88,7 +88,7 @@ def test_interrupted_save_leaves_no_model(tmp_path, monkeypatch, tiny_dir):
     gguf.write_bytes(b"GGUF")
     out = tmp_path / "models" / "m"
     with pytest.raises(KeyboardInterrupt):
-        loading.convert_gguf(gguf, out)
+        sources.convert_gguf(gguf, out)
     assert not out.exists() and list((tmp_path / "models").iterdir()) == []
 
 

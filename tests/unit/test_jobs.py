@@ -5,7 +5,8 @@ import threading
 import pytest
 
 from analysis.core import caches, jobs, store
-from analysis.core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Eta, Persist, Registry
+from analysis.core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Persist, Registry
+from analysis.core.progress import Eta
 
 TIMEOUT = 30
 

@@ -10,7 +10,7 @@ import yaml
 import reference
 from tiny import TEXT
 from analysis import cli
-from analysis.model.loading import DEFAULT_HUB_NAME, weights_note
+from analysis.model.sources import DEFAULT_HUB_NAME, weights_note
 from analysis.model.removal import Removal
 from analysis.plans.apply import PLAN_FILE, apply_plan, evaluate, evaluate_plan, measure_latency
 from analysis.data.corpus import make_windows

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from analysis.model import architectures, hooks
-from analysis.model.loading import ModelLoadError, get_model
+from analysis.model.sources import ModelLoadError
+from analysis.model.loading import get_model
 from families import build_family
 from ui.sidebar import plain
 
