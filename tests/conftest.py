@@ -67,14 +67,33 @@ def pytest_addoption(parser):
                      help="also run the long soak tests (marked soak; `make soak`, before each release)")
 
 
+MARKERS = {
+    "soak": "a long soak or release measurement, run only with --soak (make soak, make coldstart)",
+    "browser": "drives a real server in headless Chromium (every test under tests/e2e/; set by this conftest)",
+    "default_model": "loads the embedded default model (every test using the default_model fixture; set here)",
+    "slow": "a tier that takes minutes: integration (default model) and the architecture matrix (set here)",
+}
+SLOW_TIERS = ("integration", "arch", "e2e")
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "soak: a long soak test, run only with --soak (make soak)")
+    config.addinivalue_line("markers", "soak: " + MARKERS["soak"])
+    for name in ("browser", "default_model", "slow"):
+        config.addinivalue_line("markers", f"{name}: {MARKERS[name]}")
+    config.option.strict_markers = True  # a misspelt marker is an error, not a silent no-op
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--soak"):
-        return
+    """Mark each test by what it needs (so `-m "not browser"` or `-m "not slow"` select
+    a quick subset; `make test` runs everything), and skip soak tests without --soak."""
     skip = pytest.mark.skip(reason="soak test: run with --soak (make soak)")
     for item in items:
-        if "soak" in item.keywords:
+        tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if tier == "e2e":
+            item.add_marker(pytest.mark.browser)
+        if tier in SLOW_TIERS:
+            item.add_marker(pytest.mark.slow)
+        if "default_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.default_model)
+        if "soak" in item.keywords and not config.getoption("--soak"):
             item.add_marker(skip)

@@ -1,6 +1,6 @@
 """The pruning-curves page in AppTest on the tiny model: the curves run as a background
 job started from the page; once done, the page shows the numbers of the computed curves
-(checked against `pruning_curves` itself, whose values tests/unit/test_curves.py checks
+(checked against `pruning_curves` itself, whose values tests/unit/search/test_curves.py checks
 against plain transformers), a point opens the playground with exactly its toggles and
 on the evaluation windows, and each point downloads as a valid plan."""
 import pytest

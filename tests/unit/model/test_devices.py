@@ -26,7 +26,7 @@ from analysis.measure.pipeline import analyse
 from analysis.model.removal import Removal
 from tiny import TEXT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ANALYSIS = ROOT / "analysis"
 STORES = {"Playground.build",  # keeps the clean residuals on the CPU on purpose (its memory budget)
           "SimilarityReducer._fold"}  # the CKA sample: at most 1,024 positions, kept for the result

@@ -17,7 +17,7 @@ from analysis.measure.pipeline import analyse
 from analysis.ablate.sweep import exact_sweep
 from tiny import TEXT, build_tiny_parallel_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

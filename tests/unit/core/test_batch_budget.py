@@ -12,7 +12,7 @@ import pytest
 from analysis.core import settings
 from analysis.measure.collect import activation_bytes_per_token, batch_tokens_for, run_pass
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_environment_decides(monkeypatch):
