@@ -1,47 +1,50 @@
-"""Layer Lab's computation (never imports streamlit). Where each number is computed:
+"""Layer Lab's computation (never imports streamlit), in packages by layer, bottom to top:
+core, model, data, measure, ablate, playground, plans, search, heal, reporting, cli. A
+module imports its own package and the ones below it (tests/unit/test_layers.py).
+
+Where each number of report.json is computed:
 
 report.json field                    computed by
 -----------------------------------  ------------------------------------------------------------
-model (card, fingerprint)            loading.LoadedModel.card, loading.fingerprint_model
-corpus (windows, tokens)             corpus.make_windows (protocol), pipeline.corpus_info
-evaluation (the split)               evaluation.resolve -> Split.info (calibration / evaluation windows)
-perplexity                           collect.Perplexity (reducer) <- collect.token_nll
-similarity.cosine_matrix, cka        similarity.SimilarityReducer -> SimilarityResult.cos_all / cka_all
-similarity.block_influence           similarity.block_influence (SimilarityResult.block_influence)
-similarity.angular_best_block        similarity.best_blocks (on SimilarityResult.ang_last)
-sublayers.*                          sublayers.SublayerReducer -> SublayerResult
-sparsity.*                           sparsity.SparsityReducer (in-hook counts) -> SparsityResult.at_eps/at_p
-logit_lens.*                         lens.LensReducer (lens.layer_signals, hooks.readout) -> LensResult
-early_exit.*                         early_exit.ExitAccumulator -> ExitResult; early_exit.per_window_tolerance_exit
-removal.block/attn/mlp_ppl           pruning.removal.exact_sweep <- pruning.ablation.removal_nll
-removal.estimate                     pruning.removal.attribution_estimate (gradient x activation)
-plan (of a pruned checkpoint)        pruning.apply.checkpoint_plan (its layer-lab-plan.json)
-curves.*                             pruning.curves_run.pruning_curves -> pruning.curves.PruningCurves
-                                     (selections, window_nll, build_curves; greedy.iterative_greedy);
-                                     report.curves_section
-dynamic_depth.*                      pruning.dynamic_depth.dynamic_depth (min_total_weight: the exact
+model (card, fingerprint)            model.loading.LoadedModel.card, model.loading.fingerprint_model
+                                     (weights: model.sources.weights_note)
+corpus (windows, tokens)             data.corpus.make_windows (protocol), measure.pipeline.corpus_info
+evaluation (the split)               data.evaluation.resolve -> Split.info (calibration / evaluation windows)
+perplexity                           measure.collect.Perplexity (reducer) <- measure.collect.token_nll
+similarity.cosine_matrix, cka        measure.similarity.SimilarityReducer -> SimilarityResult.cos_all / cka_all
+similarity.block_influence           measure.similarity.block_influence (SimilarityResult.block_influence)
+similarity.angular_best_block        measure.similarity.best_blocks (on SimilarityResult.ang_last)
+sublayers.*                          measure.sublayers.SublayerReducer -> SublayerResult
+sparsity.*                           measure.sparsity.SparsityReducer (in-hook counts) -> SparsityResult
+logit_lens.*                         measure.lens.LensReducer (lens.layer_signals, model.hooks.readout)
+early_exit.*                         measure.early_exit.ExitAccumulator -> ExitResult;
+                                     early_exit.per_window_tolerance_exit
+removal.block/attn/mlp_ppl           ablate.sweep.exact_sweep <- ablate.replay.removal_nll
+removal.estimate                     ablate.sweep.attribution_estimate (gradient x activation)
+plan (of a pruned checkpoint)        plans.apply.checkpoint_plan (its layer-lab-plan.json)
+curves.*                             search.curves_run.pruning_curves -> search.curves.PruningCurves
+                                     (selections, window_nll, build_curves; search.greedy.iterative_greedy);
+                                     reporting.report.curves_section
+dynamic_depth.*                      search.dynamic_depth.dynamic_depth (min_total_weight: the exact
                                      multiple-choice knapsack; exit_nll: per-window early-exit NLL)
-results (typed, for the app)         report.build_report; report.open_report is the one converter back
+results (typed, for the app)         reporting.report.build_report; reporting.report.open_report is the
+                                     one converter back
 
 Which architectures are verified, what a removal means in each and the load-time checks:
-architectures (FAMILIES, structure, removal_notes, check_model). Batch sizes: the memory
-budget settings.batch_tokens <- collect.batch_tokens_for.
+model.architectures (FAMILIES, structure, removal_notes, check_model). Batch sizes: the
+memory budget core.settings.batch_tokens <- measure.collect.batch_tokens_for.
 
-How it flows: loading (model, once per name/device/dtype) -> corpus (token windows) ->
-collect.run_pass (the ONE instrumented forward; hooks.capture records the residual
-stream, sublayer outputs and MLP activations) -> reducers (similarity, sublayers,
-sparsity, lens, perplexity: running sums per batch) -> frozen results (pipeline.Analysis,
-cached on disk; the lens as its own entry, so a lens-free pass can come first and the
-lens later without redoing it) -> report (report.build_report) and figures/ (plotly,
-figures/scales for log axes, clipped bars, non-overlapping labels) -> the app's pages.
+How it flows: model.loading (once per name/device/dtype) -> data.corpus (token windows)
+-> measure.collect.run_pass (the ONE instrumented forward; model.hooks.capture records
+the residual stream, sublayer outputs and MLP activations) -> reducers (similarity,
+sublayers, sparsity, lens, perplexity: running sums per batch) -> frozen results
+(measure.pipeline.Analysis, cached on disk through core.results.Result; the lens as its
+own entry) -> reporting (report.json, the HTML report, figures/) -> the app's pages.
 
-Pruning (analysis/): ablation (Removal, zeroing hooks, replaying blocks with the
-arguments the model's forward gave them), removal (exact 3L sweep, attribution estimate),
-playground (live evaluation from cached clean residuals), prompts (top-k, greedy
-generation), costs (parameters, FLOPs), presets (suggested removals), plan / plan_check /
-mergekit (pruning-plan JSON, validation, MergeKit YAML), apply (a real smaller checkpoint),
-greedy (exact iterative greedy), curves / curves_run (pruning curves on held-out windows),
-dynamic_depth (the per-sequence oracle). Which windows calibrate and which evaluate:
-evaluation (EvalSpec, Split, part_windows).
+Removals (ablate/): replay keeps one clean forward's residuals and replays blocks with
+the arguments the model's forward gave them; sweep measures every single removal
+exactly; memo shares measured removals across sessions; progressive gives an estimate
+first. On top: playground/ (live toggles, generation), plans/ (JSON, checks, apply,
+MergeKit), search/ (presets, greedy, curves, dynamic depth), heal/ (LoRA healing).
 Command line: analysis/cli/ (`python -m analysis ...`).
 """

@@ -156,7 +156,7 @@ def per_window_tolerance_exit(seq_mean_ce: np.ndarray, tolerance_pct: float) -> 
     """Per window on its own, the fewest blocks (early-exit depth 1..L) whose logit-lens
     perplexity on that window is within tolerance_pct % of the full model's on that
     window. Each window must meet its own bound: this is not the Glavas et al. oracle,
-    which only bounds the mean NLL over all windows (pruning/dynamic_depth.py)."""
+    which only bounds the mean NLL over all windows (search/dynamic_depth.py)."""
     ce = np.asarray(seq_mean_ce)
     limit = ce[:, -1:] + math.log1p(tolerance_pct / 100.0)
     ok = ce <= limit + 1e-12

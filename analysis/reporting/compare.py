@@ -23,7 +23,7 @@ class Side:
 
     label: str
     analysis: object  # pipeline.Analysis
-    plan: object | None = None  # pruning.plan.PruningPlan the checkpoint was written from
+    plan: object | None = None  # plans.schema.PruningPlan the checkpoint was written from
 
     @property
     def n_layers(self) -> int:

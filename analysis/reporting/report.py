@@ -136,8 +136,8 @@ class OpenedReport:
     data: dict
     sha256: str
     analysis: object  # pipeline.Analysis
-    removal: object | None  # pruning.removal.RemovalCost
-    plan: object | None  # pruning.plan.PruningPlan of the checkpoint the report was made on
+    removal: object | None  # ablate.sweep.RemovalCost
+    plan: object | None  # plans.schema.PruningPlan of the checkpoint the report was made on
 
     @property
     def title(self) -> str:

@@ -1,4 +1,4 @@
-"""The vocabulary bound (pruning/bound.py) on the tiny model: never above the exact NLL,
+"""The vocabulary bound (analysis/ablate/bound.py) on the tiny model: never above the exact NLL,
 equal to it (less the margin) when the subset is the whole vocabulary, and switched off
 where rounding could make it wrong (half precision, a logit transform that is not
 elementwise)."""
