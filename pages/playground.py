@@ -58,6 +58,9 @@ def show_on_choice(ctx) -> str:
 
 
 def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
+    """The playground's fragment: toggles, then the full and pruned numbers, refined until
+    exact unless a new click waits. Long because it is one fragment: everything a toggle
+    changes must rerun together, and nothing outside it."""
     model = ctx.model
     L, fp = model.n_layers, model.fingerprint
     chosen = {kind: st.pills(LABELS[kind], list(range(L)), selection_mode="multi", key=toggles.toggle_key(kind, fp))

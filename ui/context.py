@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import streamlit as st
 
 from analysis.core import jobs, store
-from analysis.data.corpus import Corpus, CorpusError, make_windows, plural
-from analysis.data.evaluation import Split, part_windows
+from analysis.data.corpus import Corpus, CorpusError, plural
+from analysis.data.evaluation import Split, part_windows, windows_for
 from analysis.measure.lens import LensResult, window_grid
 from analysis.measure.pipeline import Analysis, analyse
 from analysis.measure.sparsity import token_density as density
@@ -74,7 +74,7 @@ def shared(key: tuple, compute):
 def corpus_windows(model, corpus: Corpus, seq_len: int, max_windows: int | None):
     """Every window of a corpus [n_windows, T] (tokenised once, shared by all sessions)."""
     return shared(("windows", model.fingerprint, corpus.sha256, seq_len, max_windows),
-                  lambda: make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows))
+                  lambda: windows_for(model, corpus, seq_len, max_windows))
 
 
 def windows(ctx: Context):

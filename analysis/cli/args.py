@@ -73,10 +73,11 @@ def load_model(args):
 
 def corpus_windows(model, args):
     """(corpus, token windows) named by --corpus / --seq-len / --max-windows."""
-    from analysis.data.corpus import load_file, make_windows
+    from analysis.data.corpus import load_file
+    from analysis.data.evaluation import windows_for
 
     corpus = load_file(args.corpus)
-    return corpus, make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows)
+    return corpus, windows_for(model, corpus, args.seq_len, args.max_windows)
 
 
 def write_text(path: str, text: str) -> None:
@@ -93,10 +94,11 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 def split_for(model, args, corpus):
     """The calibration/evaluation split named by --eval-corpus for `corpus` (a warning
     line when nothing can be held out, see evaluation.resolve)."""
-    from analysis.data.corpus import load_file, make_windows
+    from analysis.data.corpus import load_file
+    from analysis.data.evaluation import windows_for
     from analysis.data.evaluation import HOLDOUT, EvalSpec, resolve
 
-    n = make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, args.max_windows).shape[0]
+    n = windows_for(model, corpus, args.seq_len, args.max_windows).shape[0]
     if args.eval_corpus.strip() == HOLDOUT:
         split = resolve(EvalSpec(), corpus, n)
     else:

@@ -33,7 +33,8 @@ from analysis.cli.args import add_model_args, load_model, positive_int
 from analysis.cli.scale import bench_dtypes, bench_scale
 from analysis.cli.workloads import bare_forward, instrumented
 from analysis.measure.collect import batch_tokens_for, batches
-from analysis.data.corpus import load_file, make_windows
+from analysis.data.corpus import load_file
+from analysis.data.evaluation import windows_for
 from analysis.ablate.sweep import exact_sweep
 
 
@@ -88,7 +89,7 @@ def run_bench(args) -> int:
     torch.manual_seed(0)
     corpus = load_file(args.corpus)
     max_windows = args.max_windows or 8
-    windows = make_windows(model.tokenizer, corpus.text, args.seq_len, model.n_ctx, max_windows)
+    windows = windows_for(model, corpus, args.seq_len, max_windows)
     print(f"model {model.name} ({model.n_layers} layers) on {model.device}, {torch.get_num_threads()} threads; "
           f"{windows.shape[0]} windows x {windows.shape[1]} tokens")
     if "pass" in parts:

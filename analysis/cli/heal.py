@@ -25,7 +25,8 @@ DEFAULTS = HealSettings()
 
 def _windows(model, args):
     """(calibration, evaluation, info) from --corpus and the held-out split or --eval-corpus."""
-    from analysis.data.corpus import load_file, make_windows, split_windows
+    from analysis.data.corpus import load_file, split_windows
+    from analysis.data.evaluation import windows_for
     from analysis.heal.train import check_disjoint
 
     corpus, windows = corpus_windows(model, args)
@@ -34,7 +35,7 @@ def _windows(model, args):
         calibration, evaluation = split_windows(windows)
         return calibration, evaluation, info | {"evaluation_source": "every 5th window held out"}
     other = load_file(args.eval_corpus)
-    evaluation = make_windows(model.tokenizer, other.text, args.seq_len, model.n_ctx, args.max_windows)
+    evaluation = windows_for(model, other, args.seq_len, args.max_windows)
     check_disjoint(windows, evaluation)
     return windows, evaluation, info | {"evaluation_source": "evaluation corpus",
                                         "eval_corpus_sha256": other.sha256}

@@ -22,7 +22,8 @@ from analysis.heal import train as healing
 from analysis.model.removal import Removal
 from analysis.plans.apply import PLAN_FILE, _is_our_checkpoint, time_models
 from analysis.heal.train import HealResult, HealSettings
-from analysis.data.corpus import make_windows, split_windows
+from analysis.data.corpus import split_windows
+from analysis.data.evaluation import windows_for
 from analysis.playground.prompts import eos_ids, prompt_tokens
 
 RECORD_FILE = "layer-lab-heal.json"
@@ -82,7 +83,7 @@ def run_healing(ctx: jobs.JobContext, model, removal: Removal, heal_settings: He
                 max_windows: int | None, plan, out: Path) -> HealResult:
     """Split the corpus, heal, evaluate, time and write the checkpoint, reporting to `ctx`."""
 
-    windows = make_windows(model.tokenizer, corpus.text, seq_len, model.n_ctx, max_windows)
+    windows = windows_for(model, corpus, seq_len, max_windows)
     calibration, evaluation = split_windows(windows)
     curve: list = []
 

@@ -137,6 +137,10 @@ def fingerprint_model(model: torch.nn.Module, config: dict) -> str:
 
 
 def _load(name: str, device: str, dtype: str, progress: Progress | None) -> LoadedModel:
+    """Build the LoadedModel for (name, device, dtype): check the allow-list, resolve the
+    source, load the config, refuse unsupported architectures, boot the bridge with the
+    preferred attention, fingerprint the weights. Long because each step turns its own
+    failures into one ModelLoadError message, in the order a user would fix them."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 

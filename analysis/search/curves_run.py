@@ -118,6 +118,9 @@ class _Phases:
 
 def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, tolerance: float, kinds, progress,
              eta: bool = True, k_max: int | None = None):
+    """The whole curves computation: the analysis and sweep on the calibration windows,
+    the greedy orders, every selection's evaluation, the dynamic-depth oracle. Long
+    because its phases share one progress budget (run_cost weights) and one Eta."""
     started = time.monotonic()
     L = model.n_layers
     corpus, part = split.corpus, split.calibration_part

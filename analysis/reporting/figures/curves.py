@@ -30,7 +30,8 @@ def pruning_curves(curves: list, full_ppl: float, kind: Kind, show_calibration: 
                    full_calibration: float | None = None) -> go.Figure:
     """One line per method: x = % of parameters removed, y = evaluation perplexity
     (log axis); random: its lower-median line and 10-90% band. Top axis: k. Dotted lines:
-    the same methods' calibration perplexity (when asked and measured).
+    the same methods' calibration perplexity (when asked and measured). Long because the
+    lines, the random band, the clipped outliers and both x axes share one y range.
 
     The y range spans the useful methods (every line but those in RANGE_EXCLUDED, and
     not the random band) and the full model; a point above it is drawn at the top edge as
