@@ -55,6 +55,7 @@ def test_four_sessions_toggle_random_blocks(fresh_url, browser):
     clicked_at = [None] * SESSIONS
     to_exact = []
     clicks = [0] * SESSIONS
+    exacts = [0] * SESSIONS  # clicks that reached their exact number within the soak
     start = time.monotonic()
     warm_rss = None
     while time.monotonic() - start < SECONDS:
@@ -65,6 +66,7 @@ def test_four_sessions_toggle_random_blocks(fresh_url, browser):
                 continue
             if clicked_at[i] is not None:
                 to_exact.append(time.monotonic() - clicked_at[i])
+                exacts[i] += 1
             layer = rng.choice(sorted(removed[i])) if len(removed[i]) >= MAX_REMOVED else rng.randrange(30)
             removed[i] ^= {layer}
             page.get_by_role("toolbar", name="Remove blocks").get_by_role("button", name=str(layer), exact=True).click()
@@ -94,12 +96,15 @@ def test_four_sessions_toggle_random_blocks(fresh_url, browser):
     for c in contexts:
         c.close()
     growth = end_rss / warm_rss - 1 if warm_rss else float("nan")
-    print(f"\nsoak {SECONDS:.0f} s, {SESSIONS} sessions: clicks {clicks}; click to exact median "
-          f"{statistics.median(to_exact):.2f} s (max {max(to_exact):.2f} s); server RSS after the first minute "
-          f"{warm_rss / 2**30:.2f} GiB, at the end {end_rss / 2**30:.2f} GiB ({100 * growth:+.1f}%); exceptions "
+    timing = (f"median {statistics.median(to_exact):.2f} s (max {max(to_exact):.2f} s)" if to_exact
+              else "never (no click reached its exact number)")
+    print(f"\nsoak {SECONDS:.0f} s, {SESSIONS} sessions: clicks {clicks}, exact {exacts}; click to exact {timing}; "
+          f"server RSS after the first minute "
+          f"{(warm_rss or 0) / 2**30:.2f} GiB, at the end {end_rss / 2**30:.2f} GiB ({100 * growth:+.1f}%); exceptions "
           f"{exceptions}; console errors {sum(map(len, errors.values()))}; finals {finals}, from the links {reopened}")
     assert exceptions == 0
     assert all(not e for e in errors.values()), errors
     assert warm_rss is not None and abs(growth) <= 0.10
     assert finals == reopened
     assert all(re.fullmatch(r"\d+\.\d{3}", v) for v in finals) and min(clicks) > 0
+    assert min(exacts) > 0, f"a session never got an exact number while the others clicked: {exacts}"
