@@ -87,7 +87,12 @@ def test_every_page_renders_on_the_default_model(page, name, title, ready):
     expect(page.get_by_text(ready, exact=False).first).to_be_visible(timeout=SWEEP_MS)
     settle(page)
     no_failure(page)
-    assert page.locator('[data-testid="stPlotlyChart"]').count() >= (0 if name == "overview" else 2)
+    charts = page.locator('[data-testid="stPlotlyChart"]').count()
+    assert charts >= (0 if name == "overview" else 2)
+    # every chart drew data: each plotly div holds traces, and each has points (x, y or z)
+    points = page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+        el => (el.data || []).map(t => Math.max((t.x || []).length, (t.y || []).length, (t.z || []).length)))""")
+    assert len(points) == charts and all(traces and max(traces) > 0 for traces in points), points
     shoot(page, name)
 
 

@@ -172,3 +172,25 @@ def test_jobs_carry_their_first_details_and_are_listed_by_kind(registry):
     gate.set()
     assert heal.wait(TIMEOUT) and heal.state == DONE
     assert registry.recent("heal") == [heal] and heal.details["removal"] == {"blocks": [14, 17]}
+
+
+def test_every_module_level_cache_is_registered():
+    """A process cache made at module level (store.LRU) names itself, so core.caches can
+    clear it: an unnamed one would keep state between tests and sessions unseen."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[3]
+    unnamed = []
+    for path in [*root.glob("analysis/**/*.py"), *root.glob("ui/*.py")]:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            value = getattr(node, "value", None)
+            if isinstance(value, ast.Call) and getattr(value.func, "attr", getattr(value.func, "id", "")) == "LRU" \
+                    and not any(k.arg == "name" for k in value.keywords):
+                unnamed.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not unnamed, unnamed
+    names = set(caches.sizes())
+    from analysis.playground import live, prompts  # noqa: F401 (importing registers their caches)
+    from analysis.heal import run  # noqa: F401
+    from ui import context  # noqa: F401
+    assert {"ablate.memo.evaluations", "playground.live.playgrounds", "playground.prompts.texts", "heal.run.models",
+            "ui.context.shared", "core.jobs.registry", *caches.MODELS} <= set(caches.sizes()) | names
