@@ -27,7 +27,7 @@ st.markdown(
 )
 if card.get("weights"):
     st.caption(f"Weights: {plain(card['weights'])}.")
-corpus = analysis.data.corpus
+corpus = analysis.corpus
 st.subheader("Corpus perplexity")
 st.metric("Perplexity", f"{analysis.perplexity:.3f}")
 st.caption(

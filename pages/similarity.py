@@ -13,7 +13,7 @@ ctx, analysis = context.page(
     "Hidden-state similarity",
     "How much does each block change the residual stream h_0..h_L? Near-identical neighbours are "
     "candidates for removal; the measured removal cost at the bottom says whether that holds.")
-sim = analysis.measure.similarity
+sim = analysis.similarity
 L = analysis.model["n_layers"]
 positions_count = {"all": sim.n_positions, "last": sim.n_last}
 
@@ -83,7 +83,7 @@ removal = results.removal_on_request(
     "The ground truth is the corpus perplexity with each block removed, measured by running the "
     "model once per removal (the unchanged prefix is re-used).")
 if removal is not None:
-    panels = predictors(bi, analysis.measure.sublayers.attn_score, analysis.measure.sublayers.mlp_score, removal)
+    panels = predictors(bi, analysis.sublayers.attn_score, analysis.sublayers.mlp_score, removal)
     st.metric("Spearman(Block Influence, perplexity with the block removed)", f"{panels[0]['rho']:.3f}")
     left, right = st.columns(2)
     left.plotly_chart(predictor_scatter(panels[:1], removal.full_ppl), key="sim_predictor")

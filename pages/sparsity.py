@@ -12,7 +12,7 @@ ctx, analysis = context.page(
     "The MLP hidden activation a that enters the down projection (act(gate) · up for gated MLPs), over every "
     "position except the BOS. All thresholds were counted exactly in the one instrumented pass.")
 card = analysis.model
-result = analysis.measure.sparsity
+result = analysis.sparsity
 if result is None:
     st.info(architectures.MOE_SPARSITY_NOTE)
     st.stop()
@@ -53,7 +53,7 @@ if context.needs_model(ctx, "The per-token density of one window"):
 model = ctx.model
 windows = context.windows(ctx)
 w = int(st.number_input("Window", 0, windows.shape[0] - 1, 0, key="sparsity_window"))
-first = 1 if analysis.data.corpus["bos"] else 0
+first = 1 if analysis.corpus["bos"] else 0
 with st.spinner("Counting the activations of this window...", show_time=True):
     density = context.token_density(ctx, w, eps)[first:]
 positions = np.arange(first, windows.shape[1])

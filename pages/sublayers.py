@@ -13,7 +13,7 @@ ctx, analysis = context.page(
     "Attention vs MLP",
     "Is it the attention or the MLP sublayers that do little? LLM-Drop-style scores per sublayer, "
     "checked against the perplexity the model actually loses when each one is removed.")
-sub = analysis.measure.sublayers
+sub = analysis.sublayers
 L = analysis.model["n_layers"]
 attn, mlp, attn_ratio, mlp_ratio = sub.attn_score, sub.mlp_score, sub.attn_norm_ratio, sub.mlp_norm_ratio
 
@@ -65,7 +65,7 @@ if removal is not None:
     st.plotly_chart(figs.estimate_vs_exact(exact, removal.estimate, rho), key="sub_estimate")
 
     st.markdown("**Does similarity predict damage on this model?**")
-    panels = predictors(analysis.measure.similarity.block_influence(), attn, mlp, removal)
+    panels = predictors(analysis.similarity.block_influence(), attn, mlp, removal)
     st.plotly_chart(figs.predictor_scatter(panels, removal.full_ppl), key="sub_predictors")
     st.caption("Each point is one removal: its redundancy score against the measured perplexity ratio. "
                "Spearman rank correlation near +1 means the score orders removals by their real cost; "

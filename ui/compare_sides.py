@@ -116,8 +116,8 @@ def _stored(col, letter: str):
 def _snapshot(analysis, plan) -> str:
     """sha256 of a stored report of `analysis` (for links that cannot name the model)."""
     memo = st.session_state.setdefault("_cmp_snapshots", {})
-    key = (analysis.model["fingerprint"], analysis.data.corpus["sha256"], analysis.data.corpus["seq_len"],
-           analysis.data.corpus["n_windows"])
+    key = (analysis.model["fingerprint"], analysis.corpus["sha256"], analysis.corpus["seq_len"],
+           analysis.corpus["n_windows"])
     if key not in memo:
         raw = reports.report_bytes(reports.build_report(analysis, eps=analysis.eps, plan=plan))
         memo[key] = reports.store_report(raw).sha256

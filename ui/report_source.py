@@ -75,5 +75,5 @@ def file_stem(ctx: context.Context) -> str:
     """A file name for the view's report: layer-lab-<model>-<corpus sha256 prefix>."""
     analysis = context.analysis_for(ctx)
     model = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(analysis.model["name"]).split("/")[-1])
-    return f"layer-lab-{model[:40]}-{analysis.data.corpus['sha256'][:8]}"
+    return f"layer-lab-{model[:40]}-{analysis.corpus['sha256'][:8]}"
 

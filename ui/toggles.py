@@ -72,8 +72,8 @@ def seed_state(fp: str, n_layers: int) -> None:
 def apply_preset(fp: str, n_layers: int, analysis, removal_cost, greedy_order=None) -> None:
     method, k = st.session_state["pg_preset"], int(st.session_state["pg_k"])
     try:
-        removal = presets.suggest(method, k, n_layers, similarity=analysis.measure.similarity,
-                                  sublayers=analysis.measure.sublayers, removal_cost=removal_cost, greedy_order=greedy_order)
+        removal = presets.suggest(method, k, n_layers, similarity=analysis.similarity,
+                                  sublayers=analysis.sublayers, removal_cost=removal_cost, greedy_order=greedy_order)
     except ValueError as err:
         st.session_state["_pg_preset_error"] = str(err)
         return

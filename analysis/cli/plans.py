@@ -110,8 +110,8 @@ def cmd_plan(args) -> int:
         from analysis.search.greedy import greedy_order
         greedy = greedy_order(model, split.corpus, args.seq_len, args.max_windows, split.calibration_part, "blocks",
                               args.target, progress=progress).order
-    removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.measure.similarity,
-                      sublayers=analysis and analysis.measure.sublayers, removal_cost=cost, greedy_order=greedy)
+    removal = suggest(args.method, args.target, model.n_layers, similarity=analysis and analysis.similarity,
+                      sublayers=analysis and analysis.sublayers, removal_cost=cost, greedy_order=greedy)
     parameters = {"k": args.target}
     if args.corpus is not None:
         parameters |= {"corpus": split.corpus.corpus_id if split.corpus.corpus_id.startswith("builtin:")

@@ -75,7 +75,7 @@ class _Doc:
 
 
 def _card(doc: _Doc, report: dict, analysis) -> None:
-    model, corpus = analysis.model, analysis.data.corpus
+    model, corpus = analysis.model, analysis.corpus
     doc.heading("Model and corpus")
     doc.add(table([{"model": model["name"], "architecture": model["architecture"], "layers": model["n_layers"],
                     "d_model": model["d_model"], "d_mlp": model["d_mlp"],
@@ -93,7 +93,7 @@ def _card(doc: _Doc, report: dict, analysis) -> None:
 
 
 def _similarity(doc: _Doc, analysis) -> None:
-    sim, L = analysis.measure.similarity, analysis.model["n_layers"]
+    sim, L = analysis.similarity, analysis.model["n_layers"]
     doc.heading("Hidden-state similarity")
     blocks = sim.best_blocks()
     block = (blocks[0]["start"], 1) if blocks else None
@@ -113,7 +113,7 @@ def _similarity(doc: _Doc, analysis) -> None:
 
 
 def _sublayers(doc: _Doc, analysis, removal) -> None:
-    sub = analysis.measure.sublayers
+    sub = analysis.sublayers
     doc.heading("Attention vs MLP")
     doc.figure(sub_figs.sublayer_scores(sub.attn_score, sub.mlp_score, sub.attn_norm_ratio, sub.mlp_norm_ratio,
                                         sub.parallel))
@@ -126,13 +126,13 @@ def _sublayers(doc: _Doc, analysis, removal) -> None:
     doc.figure(sub_figs.removal_costs(removal.block_ppl, removal.attn_ppl, removal.mlp_ppl, removal.full_ppl))
     exact = {k: getattr(removal, k) for k in ("block_ppl", "attn_ppl", "mlp_ppl")}
     doc.figure(sub_figs.estimate_vs_exact(exact, removal.estimate, removal.estimate["spearman"]))
-    panels = predictors(analysis.measure.similarity.block_influence(), sub.attn_score, sub.mlp_score, removal)
+    panels = predictors(analysis.similarity.block_influence(), sub.attn_score, sub.mlp_score, removal)
     doc.figure(sub_figs.predictor_scatter(panels, removal.full_ppl), "Each point is one removal: its redundancy "
                "score against the measured perplexity ratio, with the Spearman rank correlation.")
 
 
 def _sparsity(doc: _Doc, analysis) -> None:
-    spa, model = analysis.measure.sparsity, analysis.model
+    spa, model = analysis.sparsity, analysis.model
     doc.heading("Activation sparsity")
     if spa is None:
         doc.para(architectures.MOE_SPARSITY_NOTE, "caption")
@@ -147,7 +147,7 @@ def _sparsity(doc: _Doc, analysis) -> None:
 
 def _lens(doc: _Doc, analysis) -> None:
     doc.heading("Logit lens & early exit")
-    result, L = analysis.measure.lens, analysis.model["n_layers"]
+    result, L = analysis.lens, analysis.model["n_layers"]
     if result is None:
         doc.para("Not in this report (written with --skip-lens).", "caption")
         return

@@ -37,14 +37,14 @@ def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: f
     """report.json (README, "report.json") from a frozen Analysis, an optional RemovalCost,
     for a pruned checkpoint the PruningPlan that made it, and optionally the calibration /
     evaluation split (evaluation.Split.info) and the PruningCurves."""
-    sim, sub, spa = analysis.measure.similarity, analysis.measure.sublayers, analysis.measure.sparsity
+    sim, sub, spa = analysis.similarity, analysis.sublayers, analysis.sparsity
     report = {
         "schema": REPORT_SCHEMA,
         "version": REPORT_VERSION,
         "model": {k: analysis.model[k] for k in ("name", "architecture", "n_layers", "d_model", "d_mlp",
                                                  "n_params", "fingerprint")}
         | ({"weights": analysis.model["weights"]} if analysis.model.get("weights") else {}),
-        "corpus": {k: analysis.data.corpus[k] for k in ("sha256", "seq_len", "n_windows", "n_predicted_tokens")},
+        "corpus": {k: analysis.corpus[k] for k in ("sha256", "seq_len", "n_windows", "n_predicted_tokens")},
         "perplexity": analysis.perplexity,
         "similarity": {
             "cosine_matrix": sim.cos_all,
@@ -65,8 +65,8 @@ def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: f
             "frac_exact_zero": spa.frac_exact_zero,
             "dead_neurons": at["dead_neurons"],
         }
-    if analysis.measure.lens is not None:
-        lens = analysis.measure.lens
+    if analysis.lens is not None:
+        lens = analysis.lens
         report["logit_lens"] = {"ce": lens.ce, "kl_to_final": lens.kl_to_final, "entropy": lens.entropy,
                                 "top1_agree": lens.top1_agree, "median_rank_final_top1": lens.median_rank_final_top1}
         depths = early_exit.per_window_tolerance_exit(lens.seq_mean_ce, seq_oracle_pct)

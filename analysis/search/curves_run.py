@@ -148,7 +148,7 @@ def _compute(model, split: Split, seq_len: int, max_windows, seeds: int, toleran
                         "batches_measured": result.batches_measured, "batches_naive": result.batches_naive,
                         "batches_bounded": result.batches_bounded, "suffix_blocks": result.suffix_blocks,
                         "suffix_blocks_restart": result.suffix_blocks_restart}
-        chosen[kind] = cv.selections(kind, L, k_max, similarity=analysis.measure.similarity, sublayers=analysis.measure.sublayers,
+        chosen[kind] = cv.selections(kind, L, k_max, similarity=analysis.similarity, sublayers=analysis.sublayers,
                                      removal_cost=cost, greedy_order=result.order)
         rand[kind] = cv.random_orders(L, seeds)
     calib_sets = {r for kind in kinds for m, rs in chosen[kind].items() if m != "iterative_greedy" for r in rs}

@@ -90,14 +90,14 @@ def test_sparsity_reads_the_input_of_the_down_projection(fam):
     from analysis.model import architectures, hooks
     model, windows, analysis = fam["model"], fam["windows"], fam["analysis"]
     if model.moe:
-        assert analysis.measure.sparsity is None and architectures.MOE_NOTE in architectures.notes_for(model)
+        assert analysis.sparsity is None and architectures.MOE_NOTE in architectures.notes_for(model)
         return
     names = [hooks.mlp_post(l) for l in range(model.n_layers)]
     with torch.inference_mode(), hooks.capture(model, names) as got:
         model.bridge(windows, return_type=None)
         ours = [got[n].clone() for n in names]
     plain = reference.mlp_activations(fam["hf"], windows)
-    spa = analysis.measure.sparsity.at_eps(1e-2)
+    spa = analysis.sparsity.at_eps(1e-2)
     for l, (a, b) in enumerate(zip(ours, plain)):
         assert a.shape[-1] == model.d_mlp
         torch.testing.assert_close(a, b, rtol=TOL, atol=TOL * float(b.abs().max()))

@@ -51,13 +51,13 @@ def test_report_json_opens_as_the_exact_results(results, report):
     opened = open_report(raw)
     _same(opened.analysis, analysis)
     _same(opened.removal, removal)
-    assert np.array_equal(opened.analysis.sparsity.firing_frequency_grid, analysis.measure.sparsity.firing_frequency_grid)
+    assert np.array_equal(opened.analysis.sparsity.firing_frequency_grid, analysis.sparsity.firing_frequency_grid)
     assert opened.sha256 == hashlib.sha256(raw).hexdigest() and opened.plan is None
     # the documented summary and the typed results agree
     assert np.allclose(report["similarity"]["cosine_matrix"], opened.analysis.similarity.cos_all)
     assert report["sparsity"]["dead_neurons"] == opened.analysis.sparsity.at_eps(0.01)["dead_neurons"].tolist()
     counts = np.asarray(report["results"]["analysis"]["sparsity"]["firing_count_grid"])
-    assert counts.dtype.kind == "i" and counts.max() <= analysis.measure.sparsity.n_positions
+    assert counts.dtype.kind == "i" and counts.max() <= analysis.sparsity.n_positions
 
 
 def _changed(report, path, value):
