@@ -9,7 +9,6 @@ link and the sidebar never disagree:
 """
 import re
 
-import pytest
 from playwright.sync_api import expect
 
 from test_browser_playground import LOAD_MS, STEP_MS, metric
@@ -47,9 +46,12 @@ def test_source_switch_keeps_the_window_settings(tiny_url, tiny_dir, browser, tm
     assert logs and not any("created with a default value but also had its value set" in log for log in logs)
 
 
-@pytest.mark.xfail(strict=False, reason="open in issue 29 (2): passes alone and with its file, but in one full-suite "
-                   "run the playground showed 352.215 against the curve's 334.641 (cause not found yet)")
 def test_curve_point_opened_here_uses_the_curves_windows(tiny_url, tiny_dir, browser):
+    """The number is read once the page has drawn all of it: while the run that shows the
+    finished curves is still drawing the tabs (slow under load), the first "Evaluation
+    perplexity" in the page was once the attention tab's (334.641 = attention 1, 2, 3 on
+    the held-out window), while the blocks point (1, 2, 3) it opened is 352.215 on the
+    same window, in the playground as on the curve (issue 29 item 2)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.goto(f"{tiny_url}/curves?model={tiny_dir}&{VIEW}")
@@ -58,6 +60,9 @@ def test_curve_point_opened_here_uses_the_curves_windows(tiny_url, tiny_dir, bro
     curve_ppl = metric(page, "Evaluation perplexity").first
     expect(curve_ppl).to_have_text(re.compile(r"^\d+\.\d{3}$"), timeout=CURVES_MS)
     expect(page.get_by_text(re.compile(r"removes blocks \d+, \d+, \d+"))).to_be_visible(timeout=STEP_MS)  # k = 3, blocks tab
+    # the end of the page (the oracle, after every tab): the run that draws the curves is over
+    expect(metric(page, "Layer skipping: mean fraction of blocks")).to_have_text(re.compile(r"\S"), timeout=STEP_MS)
+    expect(metric(page, "Evaluation perplexity")).to_have_count(3)  # one point per kind: blocks, attention, MLP
     shown = curve_ppl.inner_text()
 
     page.get_by_role("button", name="Open in the playground here").first.click()
