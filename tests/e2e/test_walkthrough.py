@@ -89,9 +89,11 @@ def test_every_page_renders_on_the_default_model(page, name, title, ready):
     no_failure(page)
     charts = page.locator('[data-testid="stPlotlyChart"]').count()
     assert charts >= (0 if name == "overview" else 2)
-    # every chart drew data: each plotly div holds traces, and each has points (x, y or z)
+    # every chart drew data: plotly computed points for each chart's traces (calcdata: one
+    # list per trace; x/y/z themselves arrive base64-encoded, so their length says nothing)
     points = page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-        el => (el.data || []).map(t => Math.max((t.x || []).length, (t.y || []).length, (t.z || []).length)))""")
+        el => (el.calcdata || []).map(trace => trace.filter(p => p && ([p.x, p.y, p.s].some(
+            v => typeof v === "number" && isFinite(v)) || (p.z && p.z.length > 0))).length))""")
     assert len(points) == charts and all(traces and max(traces) > 0 for traces in points), points
     shoot(page, name)
 
