@@ -111,7 +111,7 @@ def live(ctx, pg, analysis, removal_cost, greedy, show_on) -> None:
     generation = st.container()
 
     while not shown_complete:  # refine the estimate; the worker goes on when this run ends
-        job.wait(batches=len(job.parts) + 1, timeout=0.25)
+        job.wait(windows=job.windows_done + 1, timeout=0.25)
         shown_complete = job.complete
         show_numbers(numbers, pg, job, param_frac, flop_frac, ctx.seq_len, label)
         if job.error is not None:  # shown by show_numbers; nothing more will come

@@ -94,14 +94,15 @@ class _BlockInputRecorder:
 
 def run_blocks(model, resid: Float[Tensor, "batch pos d_model"], start: int, inputs: BlockInputs,
                removal: Removal | None = None, *, keep: dict | None = None,
-               keep_every: int = 1) -> Float[Tensor, "batch pos d_model"]:
+               keep_every: int = 1, check=None) -> Float[Tensor, "batch pos d_model"]:
     """Run blocks start..L-1 on `resid` (the residual entering block `start`), each with
     the arguments the model's own forward gave it, on the modules that forward called.
     Removed blocks are not computed (their output is their input). Removed attention and
     MLP sublayers: on the unwrapped model the decoder's switch zeroes them here; on the
     bridge the caller runs this inside a RemovalHooks context set to `removal`.
     `keep` (a dict) receives the residual entering each later layer l > start with
-    l % keep_every == 0 (the tensors the run makes anyway, not copies)."""
+    l % keep_every == 0 (the tensors the run makes anyway, not copies). `check()` is
+    called before each block and may raise to stop the run (the playground's preemption)."""
     removal = removal or Removal()
     decoder = inputs.decoder
     if decoder is not None:
@@ -112,6 +113,8 @@ def run_blocks(model, resid: Float[Tensor, "batch pos d_model"], start: int, inp
                 keep[layer] = resid
             if layer in removal.blocks:
                 continue
+            if check is not None:
+                check()
             args, kwargs = inputs.for_layer(layer)
             out = block(resid, *args, **kwargs)
             resid = out[0] if isinstance(out, tuple) else out

@@ -106,6 +106,18 @@ def run_bench(args) -> int:
         toggle, full = bench_toggles(model, windows)
         print(f"single toggle (median, all {3 * model.n_layers}) {toggle:8.2f} s")
         print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
+        from analysis.playground.live import bench_exact
+        shown = windows_for(model, corpus, args.seq_len, args.max_windows, "calibration")
+        got = bench_exact(model, shown)
+        print(f"playground at the app's default windows ({shown.shape[0]} x {shown.shape[1]}), "
+              f"{got['toggles']} single toggles, medians:")
+        print(f"toggle to first estimate         {got['first']:8.2f} s   ({got['sample']} windows)")
+        print(f"  its 95% interval, off the exact   {100 * got['width']:5.1f} %   (widest {100 * got['widest']:.1f} %, "
+              f"held the exact number {got['covered']} of {got['toggles']}; target: within 10 %)")
+        print(f"toggle to exact number           {got['exact']:8.2f} s")
+        print(f"its floor (suffix + readout)     {got['floor']:8.2f} s")
+        print(f"exact toggle / its floor         {got['exact'] / got['floor']:8.2f}     "
+              f"ratio {got['exact'] / got['floor']:.2f}  (target <= 1.5)")
     if "memory" in parts:
         bench_memory(args)
     if "curves" in parts:

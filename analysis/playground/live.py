@@ -1,10 +1,11 @@
 """The live layer playground: any set of removals, evaluated fast, next to the full model.
 
 A `Playground` holds, per (model, corpus, seq_len, max_windows), the clean residuals of
-every corpus window (`ablation.clean_states` per batch, kept on the CPU) and the full
-model's per-token losses, built once. A removal is evaluated with
-`ablation.suffix_logits`, restarting from the residual entering the first changed layer
-(DESIGN.md section 5), and its per-token losses are memoised (LRU). When the residuals
+every corpus window (`replay.clean_states` per group of windows, kept on the CPU) and the
+full model's per-token losses, built once. A removal is evaluated group by group,
+restarting from the residual entering the first changed layer (`replay.restart_point`,
+DESIGN.md section 5), and its per-token losses are memoised (LRU); the groups and the
+running estimate are `progressive.py`'s. When the residuals
 would exceed a memory budget, the streams between attention and MLP are dropped first
 and then only every s-th layer's residual is kept; a removal then restarts from the
 nearest kept layer at or before its first change, which gives the same numbers.
@@ -26,31 +27,42 @@ import torch
 from analysis.core.kinds import Part
 from analysis.core import store
 from analysis.model.removal import KINDS, Removal, RemovalHooks
-from analysis.ablate.replay import CleanStates, clean_states, removal_context, run_blocks, suffix_logits
+from analysis.ablate.replay import CleanStates, clean_states, removal_context, restart_point, run_blocks
 from analysis.model.hooks import readout
 from analysis.measure.collect import batch_tokens_for, batches, token_nll
 from analysis.data.evaluation import windows_for
 from analysis.ablate.memo import EVALUATIONS, Evaluation, playground_key
-from analysis.ablate.progressive import Progressive, Scheduler
+from analysis.ablate.progressive import Progressive, Scheduler, group_windows
 
 CLEAN_BUDGET_BYTES = 2 * 1024 ** 3
 MEMO_SIZE = 64
+SAMPLE_WINDOWS = 4  # the stratified sample every removal is evaluated on first: the first estimate
+READOUT_WINDOWS = 4  # windows read out at a time: the step of the estimate within a group, and of preemption
 KIND_WORDS = {"blocks": "blocks", "attn": "attention sublayers", "mlp": "MLP sublayers"}
 _SERIALS = itertools.count(1)
 
 
 class Playground:
-    """Clean residuals of the corpus windows, built once, and memoised evaluations."""
+    """Clean residuals of the corpus windows, built once, and memoised evaluations.
+
+    The windows sit in groups (`progressive.group_windows`): a stratified sample of
+    `sample_size` windows first, then the rest in groups of about `batch_tokens` tokens.
+    Every group is one forward with the arguments (masks, positions) the model built for
+    it, so a window's losses do not depend on which group it is in."""
 
     def __init__(self, model, windows: torch.Tensor, *, batch_tokens: int | None = None,
-                 budget_bytes: int = CLEAN_BUDGET_BYTES, memo_size: int = MEMO_SIZE, key: tuple | None = None) -> None:
+                 budget_bytes: int = CLEAN_BUDGET_BYTES, memo_size: int = MEMO_SIZE, key: tuple | None = None,
+                 sample_size: int | None = None) -> None:
         self.model = model
         self.windows = windows.cpu()
         self.batch_tokens = batch_tokens or batch_tokens_for(model)
         self.budget_bytes = budget_bytes
         self.memo_size = memo_size
-        self.states: list[CleanStates] = []
+        group = max(1, self.batch_tokens // self.windows.shape[1])
+        self.groups = group_windows(key, self.windows.shape[0], sample_size or min(SAMPLE_WINDOWS, group), group)
+        self.states: list[CleanStates] = []  # per group
         self.full: Evaluation | None = None
+        self.window_loss: np.ndarray | None = None  # the full model's mean NLL per window
         self.stride = 1
         self.keep_mid = not model.parallel_attn_mlp
         self.key = key  # with a key, evaluations go to the memo shared by all sessions (and the sweep)
@@ -69,7 +81,7 @@ class Playground:
             self.stride = math.ceil((L + 1) * per_layer / max(1, self.budget_bytes))
 
     def build(self, progress=None) -> "Playground":
-        """One clean forward per batch, keeping the residuals on the CPU (idempotent).
+        """One clean forward per group, keeping the residuals on the CPU (idempotent).
         Atomic: the states and the full model's losses appear together at the end, so a
         build that stops half-way (an error, a cancelled job) leaves the playground
         unbuilt, and the next build starts from nothing, not from its leftovers."""
@@ -78,21 +90,26 @@ class Playground:
                 return self
             self._plan_storage()
             model, total = self.model, self.windows.shape[0]
-            parts, states = [], []
-            for offset, chunk in batches(self.windows, self.batch_tokens):
+            nll, states, done = None, [], 0
+            for windows in self.groups:
+                chunk = self.windows[windows]
                 tokens = chunk.to(model.device)
                 with model.lock:
                     clean = clean_states(model, tokens)
-                parts.append(token_nll(clean.logits, tokens).cpu().numpy())
+                part = token_nll(clean.logits, tokens).cpu().numpy().astype(np.float64)
+                if nll is None:
+                    nll = np.zeros((total, part.shape[1]), dtype=np.float64)
+                nll[windows] = part
                 resid = [t.cpu() if l % self.stride == 0 else None for l, t in enumerate(clean.resid)]
                 mid = [t.cpu() if self.keep_mid and t is not None else None for t in clean.mid]
                 states.append(CleanStates(chunk, resid, mid, None, clean.inputs))
                 del clean
+                done += len(windows)
                 if progress:
-                    done = min(total, offset + chunk.shape[0])
                     progress(done / total, f"Keeping the clean residuals: {done}/{total} windows")
             self.states = states
-            self.full = Evaluation(Removal(), np.concatenate(parts).astype(np.float64))
+            self.window_loss = nll.mean(axis=1)
+            self.full = Evaluation(Removal(), nll)
         return self
 
     def remember(self, removal: Removal, nll: np.ndarray) -> Evaluation:
@@ -102,12 +119,12 @@ class Playground:
 
     def request(self, removal: Removal, owner=None):
         """A `progressive.Progressive` for `removal` (complete at once when memoised):
-        the caller reads its running estimate while a worker fills it in, batch by batch."""
+        the caller reads its running estimate while a worker fills it in, group by group."""
         self.build()
         done = self.full if removal.is_empty() else self._memo.get((self.key, removal))
         if done is not None:
-            job = Progressive(removal, 1, self.windows.shape[0])
-            job.add(0, done.nll)
+            job = Progressive(removal, self.windows.shape[0])
+            job.add(slice(None), done.nll)
             return job
         with self._lock:
             if self._scheduler is None:
@@ -122,40 +139,46 @@ class Playground:
             return self.full
         result = self._memo.get((self.key, removal)) if memo else None
         if result is None:
-            parts = [self._batch_nll(state, removal) for state in self.states]
-            result = Evaluation(removal, np.concatenate(parts).astype(np.float64))
+            job = Progressive(removal, self.windows.shape[0])
+            for group in range(len(self.groups)):
+                self.group_nll(group, removal, job.add)
+            result = Evaluation(removal, job.nll())
             if memo:
                 self.remember(removal, result.nll)
         return result
 
-    def _batch_nll(self, state: CleanStates, removal: Removal) -> np.ndarray:
-        model, device = self.model, self.model.device
+    def group_nll(self, group: int, removal: Removal, add, done: np.ndarray | None = None, check=None) -> None:
+        """Per-token losses of group `group`'s windows under `removal`, passed to
+        add(window indices, nll [n, T-1]) a few windows at a time (READOUT_WINDOWS), the
+        windows marked in `done` skipped. `check()` runs before each block and each
+        chunk's readout and may raise to stop (the chunks already added stay)."""
+        windows = self.groups[group]
+        rows = np.arange(len(windows)) if done is None else np.flatnonzero(~done[windows])
+        if rows.size == 0:
+            return
+        state, model, device = self.states[group], self.model, self.model.device
         k = removal.first_layer()
         attn_zero, mlp_zero = removal.zeroed()
         mid_path = k not in removal.blocks and k in mlp_zero and k not in attn_zero and not model.parallel_attn_mlp
-        resid = [None] * len(state.resid)
-        mid = [None] * len(state.mid)
-        if state.resid[k] is not None:
-            resid[k] = state.resid[k].to(device)
-        if mid_path and state.mid[k] is not None:
-            mid[k] = state.mid[k].to(device)
-        tokens = state.tokens.to(device)
         hooks = RemovalHooks(model.n_layers)
-        with model.lock, removal_context(model, state.inputs, hooks):
-            if resid[k] is not None and (not mid_path or mid[k] is not None):
-                logits = suffix_logits(model, CleanStates(tokens, resid, mid, None, state.inputs), removal, hooks)
+        with model.lock, removal_context(model, state.inputs, hooks), torch.inference_mode():
+            hooks.set(removal)
+            if state.resid[k] is not None and (not mid_path or state.mid[k] is not None):
+                start, h = restart_point(model, state, removal, k)
             else:  # restart from the nearest kept residual at or before layer k
                 start = max(l for l in range(k + 1) if state.resid[l] is not None)
-                hooks.set(removal)
-                with torch.inference_mode():
-                    h = state.resid[start].to(device)
-                    logits = readout(model, run_blocks(model, h, start, state.inputs, removal))
-            nll = token_nll(logits, tokens)
-        return nll.cpu().numpy()
+                h = state.resid[start]
+            h = run_blocks(model, h.to(device), start, state.inputs, removal, check=check)
+            tokens = state.tokens.to(device)
+            for chunk in np.array_split(rows, math.ceil(rows.size / READOUT_WINDOWS)):
+                if check is not None:
+                    check()
+                index = torch.as_tensor(chunk, device=h.device)
+                nll = token_nll(readout(model, h[index]), tokens[index])
+                add(windows[chunk], nll.cpu().numpy())
 
 
 KEEP_PLAYGROUNDS = 2
-PROGRESS_WINDOWS = 2  # windows per clean-state batch of a shared playground: the step of a progressive estimate
 _PLAYGROUNDS = store.LRU(KEEP_PLAYGROUNDS, name="playground.live.playgrounds")
 
 
@@ -178,7 +201,7 @@ def shared_playground(model, corpus, seq_len: int, max_windows: int | None = Non
 
     def create() -> Playground:
         windows = windows_for(model, corpus, seq_len, max_windows, part)
-        return Playground(model, windows, key=key, batch_tokens=PROGRESS_WINDOWS * windows.shape[1])
+        return Playground(model, windows, key=key)
 
     return _PLAYGROUNDS.get_or_create(key, create)
 
@@ -239,3 +262,38 @@ def bench_toggles(model, windows: torch.Tensor, full_every: int = 6, seed: int =
             full_forward()
             full.append(time.perf_counter() - start)
     return statistics.median(toggles), statistics.median(full)
+
+
+def bench_exact(model, windows: torch.Tensor, toggles: int = 10, seed: int = 0) -> dict:
+    """Medians over `toggles` single removals at varied layers, on a playground laid out
+    as the app's shared one: seconds from a request to the first estimate ("first"), to
+    the exact number ("exact"), and of its floor ("floor": the removal's suffix of blocks
+    and the readout over all windows in one batch, from the same restart point); and the
+    first estimate's 95% interval against the exact number: "width" (the median of the
+    larger of low/exact and high/exact off 1, a fraction), "widest" and "covered" (how
+    many intervals held the exact number). Both sides alternate per removal; timing is
+    printed, never tested."""
+    playground = Playground(model, windows).build()  # laid out as the shared one, with a private memo
+    floor = Playground(model, windows, batch_tokens=windows.numel(), sample_size=windows.shape[0]).build()
+    L = model.n_layers
+    singles = [Removal.of(**{kind: [l]}) for kind in KINDS for l in range(L)]
+    chosen = random.Random(seed).sample(singles, min(toggles + 1, len(singles)))
+    firsts, exacts, floors, widths, covered = [], [], [], [], 0
+    for i, removal in enumerate(chosen):  # the first is a warm-up
+        start = time.perf_counter()
+        job = playground.request(removal)
+        job.wait(windows=1)
+        first = time.perf_counter() - start
+        estimate = job.snapshot()
+        job.wait(windows=job.n_windows)
+        exact = time.perf_counter() - start
+        start = time.perf_counter()
+        floor.group_nll(0, removal, lambda *a: None)
+        if i:
+            firsts.append(first), exacts.append(exact), floors.append(time.perf_counter() - start)
+            value = job.snapshot().perplexity
+            widths.append(max(1 - estimate.low / value, estimate.high / value - 1))
+            covered += estimate.low <= value <= estimate.high
+    return {"first": statistics.median(firsts), "exact": statistics.median(exacts),
+            "floor": statistics.median(floors), "width": statistics.median(widths), "widest": max(widths),
+            "covered": covered, "toggles": len(widths), "sample": len(playground.groups[0])}

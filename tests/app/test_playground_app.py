@@ -71,25 +71,26 @@ def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny,
     """Issue 29 (7): the first number is an estimate over the windows done so far; the metric
     itself says so ("~" and an "estimate" badge) until every window is in, then renders the
     exact number plainly with an "exact" badge. With nothing removed there is no delta."""
+    import math
     import threading
 
     import reference
     from analysis.data.corpus import load_corpus
     from analysis.data.evaluation import windows_for
     from analysis.playground import live as pg_module
-    from analysis.ablate.progressive import batch_order
     from ui import internals
 
-    release, real = threading.Event(), pg_module.Playground._batch_nll
+    release, real = threading.Event(), pg_module.Playground.group_nll
     seen = []
 
-    def held(self, state, removal):  # a removal's first batch (2 of the 4 windows) goes through, the rest wait
+    def held(self, group, removal, *args, **kwargs):  # a removal's first group (2 of the 4 windows) goes through
         seen.append(removal)
         if seen.count(removal) > 1:
             release.wait(120)
-        return real(self, state, removal)
+        return real(self, group, removal, *args, **kwargs)
 
-    monkeypatch.setattr(pg_module.Playground, "_batch_nll", held)
+    monkeypatch.setattr(pg_module.Playground, "group_nll", held)
+    monkeypatch.setattr(pg_module, "SAMPLE_WINDOWS", 2)
     monkeypatch.setattr(internals, "rerun_pending", lambda: True)  # the run ends with what is on screen
     removal = Removal.of(blocks=[2])
     try:
@@ -97,11 +98,14 @@ def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny,
         shown = {m.label: m.value for m in at.metric}
         windows = windows_for(tiny, load_corpus("builtin:all"), SEQ, 4)
         pg = pg_module.get_playground(tiny, load_corpus("builtin:all"), SEQ, 4)
-        first = batch_order(pg.key, len(pg.states))[0]
-        size = pg.states[first].tokens.shape[0]
-        assert len(pg.states) == 2 and size == 2
-        pruned_hf = reference.without_layers(reference.plain_model(tiny_dir), {2})
-        estimate = reference.perplexity(pruned_hf, windows[first * size:(first + 1) * size])
+        sample = pg.groups[0].tolist()
+        assert len(sample) == 2 and sample[0] < 2 <= sample[1]  # one window from each half of the corpus
+        hf = reference.plain_model(tiny_dir)
+        pruned_hf = reference.without_layers(hf, {2})
+        # the full model's loss over all windows, plus the mean change on the sample (the control variate)
+        change = [math.log(reference.perplexity(pruned_hf, windows[[w]]) / reference.perplexity(hf, windows[[w]]))
+                  for w in sample]
+        estimate = reference.perplexity(hf, windows) * math.exp(sum(change) / 2)
         assert shown["Pruned perplexity"].startswith("~")
         assert float(shown["Pruned perplexity"][1:]) == pytest.approx(estimate, abs=1.5e-3)
         assert any("badge" in m.value and "estimate (2 of 4 windows)" in m.value for m in at.markdown)
@@ -109,7 +113,7 @@ def test_estimate_is_marked_until_exact_and_nothing_removed_shows_no_delta(tiny,
     finally:
         release.set()
     job = pg.request(removal)
-    assert job.wait(batches=len(pg.states), timeout=120) and job.complete
+    assert job.wait(windows=4, timeout=120) and job.complete
     at.run()
     shown = {m.label: m.value for m in at.metric}
     assert shown["Pruned perplexity"] == f"{reference.perplexity(pruned_hf, windows):.3f}"

@@ -1,5 +1,6 @@
-"""Progressive playground evaluation (issue 17): a running estimate with an interval that
-refines to exactly the full evaluation, served most-recent-first, never blocking."""
+"""Progressive playground evaluation (issues 17 and 30): a running estimate with an
+interval that refines to exactly the full evaluation, served most-recent-first, never
+blocking, preempted by a new request."""
 import math
 import threading
 
@@ -10,7 +11,8 @@ from tiny import TEXT
 from analysis.data.corpus import make_windows
 from analysis.model.removal import Removal
 from analysis.playground.live import Playground
-from analysis.ablate.progressive import Progressive, batch_order
+from analysis.ablate.progressive import Progressive, group_windows, sample_windows
+from analysis.ablate.replay import removal_nll
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def pg(tiny):
 def test_estimate_refines_to_the_exact_evaluation(pg):
     removal = Removal.of(blocks=[1], mlp=[3])
     job = pg.request(removal)
-    assert job.wait(batches=job.n_batches, timeout=120)
+    assert job.wait(windows=pg.windows.shape[0], timeout=120)
     snap = job.snapshot()
     exact = pg.evaluate(removal, memo=False)
     assert snap.complete and snap.windows_total == pg.windows.shape[0]
@@ -31,10 +33,22 @@ def test_estimate_refines_to_the_exact_evaluation(pg):
     assert pg.request(removal).complete  # now served from the shared memo at once
 
 
+def test_groups_give_the_numbers_of_one_plain_batch_bit_for_bit(tiny, pg):
+    """Issue 30 (5): the grouped, chunked evaluation equals the sweep's suffix replay over
+    the windows in one batch, bit for bit (a window's losses do not depend on its group)."""
+    removals = [Removal.of(blocks=[1], mlp=[3]), Removal.of(attn=[0]), Removal.of(mlp=[2]), Removal.of(blocks=[3])]
+    got = {}
+    removal_nll(tiny, pg.windows, removals, batch_tokens=pg.windows.numel(),
+                on_tokens=lambda i, offset, nll: got.setdefault(i, nll.numpy()))
+    assert np.array_equal(pg.full.nll, got[-1].astype(np.float64))
+    for i, removal in enumerate(removals):
+        assert np.array_equal(pg.evaluate(removal, memo=False).nll, got[i].astype(np.float64))
+
+
 def test_partial_snapshot_is_the_mean_of_the_windows_done_with_an_interval():
-    job = Progressive(Removal.of(attn=[0]), n_batches=3, n_windows=6)
-    job.add(2, np.array([[1.0, 1.0], [2.0, 2.0]]))
-    job.add(0, np.array([[3.0, 3.0], [4.0, 4.0]]))
+    job = Progressive(Removal.of(attn=[0]), n_windows=6)
+    job.add([4, 5], np.array([[1.0, 1.0], [2.0, 2.0]]))
+    job.add([0, 1], np.array([[3.0, 3.0], [4.0, 4.0]]))
     snap = job.snapshot()
     means = np.array([3.0, 4.0, 1.0, 2.0])
     se = means.std(ddof=1) / 2 * math.sqrt(1 - 4 / 6)
@@ -44,53 +58,107 @@ def test_partial_snapshot_is_the_mean_of_the_windows_done_with_an_interval():
     assert "estimate (4 of 6 windows)" in snap.label()
 
 
-def test_order_is_a_fixed_permutation_per_corpus():
-    assert sorted(batch_order("a", 7)) == list(range(7))
-    assert batch_order("a", 7) == batch_order("a", 7)
-    assert batch_order("a", 7) != batch_order("b", 7)
+def test_the_full_models_losses_are_the_control_variate():
+    """Issue 30 (2): estimate = the full model's mean over all windows + the mean change over
+    the windows done; the interval is the standard error of the changes."""
+    baseline = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    job = Progressive(Removal.of(attn=[0]), n_windows=6, baseline=baseline)
+    job.add([0, 5], np.array([[1.5, 1.5], [6.7, 6.7]]))
+    snap = job.snapshot()
+    change = np.array([0.5, 0.7])
+    se = change.std(ddof=1) / math.sqrt(2) * math.sqrt(1 - 2 / 6)
+    assert snap.perplexity == pytest.approx(math.exp(3.5 + 0.6))
+    assert snap.low == pytest.approx(math.exp(3.5 + 0.6 - 1.96 * se)) and snap.high == pytest.approx(math.exp(4.1 + 1.96 * se))
+    job.add([1, 2, 3, 4], np.array([[2.1] * 2, [3.4] * 2, [4.4] * 2, [5.9] * 2]))
+    exact = job.snapshot()
+    assert exact.complete and exact.low == exact.high == exact.perplexity
+    assert exact.perplexity == pytest.approx(math.exp(np.mean([1.5, 2.1, 3.4, 4.4, 5.9, 6.7])))
+
+
+def test_groups_are_a_stratified_sample_then_the_rest_spread_over_the_corpus():
+    sample = sample_windows("a", 36, 4)
+    assert [int(w) // 9 for w in sample] == [0, 1, 2, 3]  # one window from each quarter of the corpus
+    assert np.array_equal(sample, sample_windows("a", 36, 4))
+    groups = group_windows("a", 36, 4, 12)
+    assert np.array_equal(groups[0], sample[[0, 2]]) and np.array_equal(groups[1], sample[[1, 3]])
+    assert [len(g) for g in groups] == [2, 2, 11, 11, 10]
+    assert np.array_equal(np.sort(np.concatenate(groups)), np.arange(36))
+    assert all(np.ptp(g) >= 18 for g in groups)  # every group reaches across the corpus
+    assert [g.tolist() for g in group_windows("b", 36, 4, 12)] != [g.tolist() for g in groups]  # fixed per key
+    assert [len(g) for g in group_windows(None, 3, 4, 2)] == [3]
 
 
 def test_most_recent_request_is_served_first(pg):
     first, second = Removal.of(blocks=[0]), Removal.of(blocks=[2])
     a = pg.request(first)
     b = pg.request(second)
-    assert b.wait(batches=b.n_batches, timeout=120)
-    assert a.wait(batches=a.n_batches, timeout=120)
+    assert b.wait(windows=b.n_windows, timeout=120)
+    assert a.wait(windows=a.n_windows, timeout=120)
     assert np.array_equal(b.nll(), pg.evaluate(second, memo=False).nll)
     assert np.array_equal(a.nll(), pg.evaluate(first, memo=False).nll)
 
 
 def test_a_failing_evaluation_reports_its_error(pg, monkeypatch):
-    def boom(self, state, removal):
+    def boom(self, *args, **kwargs):
         raise RuntimeError("broken block")
-    monkeypatch.setattr(Playground, "_batch_nll", boom)
+    monkeypatch.setattr(Playground, "group_nll", boom)
     job = pg.request(Removal.of(mlp=[1, 2]))
     assert job.wait(timeout=60)
     with pytest.raises(RuntimeError, match="broken block"):
         job.snapshot()
 
 
+def test_a_new_request_stops_the_running_group_and_keeps_what_is_done(tiny):
+    """Issue 30 (3): a group under way stops at the next block or readout chunk when a new
+    request comes; its chunks already read out stay, and the removal, asked again, resumes
+    and ends with the exact numbers."""
+    windows = make_windows(tiny.tokenizer, TEXT * 3, 16)
+    pg = Playground(tiny, windows, batch_tokens=windows.numel(), sample_size=1).build()
+    assert len(pg.groups) == 2 and len(pg.groups[1]) > 4, [len(g) for g in pg.groups]
+    first, other = Removal.of(blocks=[0]), Removal.of(mlp=[3])
+    entered, release = threading.Event(), threading.Event()
+    real = pg.group_nll
+
+    def held(group, removal, add, done=None, check=None):
+        def slow_add(idx, nll):  # the big group of `first` pauses after its first chunk
+            add(idx, nll)
+            if removal == first and group == 1:
+                entered.set()
+                release.wait(60)
+        return real(group, removal, slow_add, done, check)
+
+    pg.group_nll = held
+    a = pg.request(first, owner="s")
+    assert entered.wait(60)
+    done_before = a.windows_done
+    b = pg.request(other, owner="s")  # preempts: `first`'s group stops at its next check
+    release.set()
+    assert b.wait(windows=b.n_windows, timeout=120) and b.complete
+    assert not a.complete and a.windows_done == done_before  # stopped, what was done kept
+    pg.group_nll = real
+    again = pg.request(first, owner="s")
+    assert again is a and a.wait(windows=a.n_windows, timeout=120)
+    assert np.array_equal(a.nll(), pg.evaluate(first, memo=False).nll)
+    assert np.array_equal(b.nll(), pg.evaluate(other, memo=False).nll)
+
+
 def test_sessions_take_turns_so_a_busy_one_cannot_starve_another(tiny):
     """Issue 31's soak: one session clicking on and on starved the others (LIFO over every
-    request). With owners, a waiting session's removal gets every other batch however
+    request). With owners, a waiting session's removal gets every other group however
     often another session asks for new removals, and its result equals a plain evaluation."""
-    from analysis.data.corpus import make_windows
-    from analysis.playground.live import Playground
-    from tiny import TEXT
-
     pg = Playground(tiny, make_windows(tiny.tokenizer, TEXT, 16, max_windows=8), batch_tokens=32).build()
     gate = threading.Event()
-    real = pg._batch_nll
+    real = pg.group_nll
     served = []
-    pg._batch_nll = lambda state, removal: (gate.wait(60), served.append(removal), real(state, removal))[2]
+    pg.group_nll = lambda group, removal, *a, **k: (gate.wait(60), served.append(removal), real(group, removal, *a, **k))[2]
     a = Removal.of(blocks=[1])
     waiting = pg.request(a, owner="a")
     busy = [pg.request(Removal.of(attn=[i % 4], mlp=[(i + 1) % 4]), owner="b") for i in range(6)]
     gate.set()
-    assert waiting.wait(batches=waiting.n_batches, timeout=120) and waiting.complete
+    assert waiting.wait(windows=waiting.n_windows, timeout=120) and waiting.complete
     last_a = max(i for i, r in enumerate(served) if r == a)
     before = served[:last_a + 1]
-    assert before.count(a) == waiting.n_batches
+    assert before.count(a) == len(pg.groups)
     assert set(before) <= {a, busy[-1].removal}  # b's replaced requests wait; b's latest only had its turns
-    assert before.count(busy[-1].removal) <= waiting.n_batches
+    assert before.count(busy[-1].removal) <= len(pg.groups)
     assert np.allclose(waiting.nll(), pg.evaluate(Removal.of(blocks=[1]), memo=False).nll, rtol=1e-6, atol=1e-7)

@@ -181,8 +181,8 @@ def test_sweep_seeds_the_shared_memo_so_a_toggle_is_a_lookup(tiny, isolated_cach
     removal_cost(tiny, corpus, SEQ, max_windows=3)
     pg = pg_module.get_playground(tiny, corpus, SEQ, 3)
     computed = []
-    real = Playground._batch_nll
-    monkeypatch.setattr(Playground, "_batch_nll", lambda self, *a: computed.append(a) or real(self, *a))
+    real = Playground.group_nll
+    monkeypatch.setattr(Playground, "group_nll", lambda self, *a, **k: computed.append(a) or real(self, *a, **k))
     singles = [Removal.of(**{kind: [l]}) for kind in ("blocks", "attn", "mlp") for l in range(tiny.n_layers)]
     served = [pg.evaluate(r) for r in singles]
     assert computed == []  # all 3L served from the sweep's per-token losses
