@@ -44,7 +44,7 @@ own entry) -> reporting (report.json, the HTML report, figures/) -> the app's pa
 Removals (ablate/): replay keeps one clean forward's residuals and replays blocks with
 the arguments the model's forward gave them; sweep measures every single removal
 exactly; memo shares measured removals across sessions; progressive gives an estimate
-first. On top: playground/ (live toggles, generation), plans/ (JSON, checks, apply,
+first. On top: playground/ (live toggles, generation, their bench), plans/ (JSON, checks, apply,
 MergeKit), search/ (presets, greedy, curves, dynamic depth), heal/ (LoRA healing).
 Command line: analysis/cli/ (`python -m analysis ...`).
 """

@@ -161,7 +161,9 @@ def show_numbers(slot, pg, job, param_frac: float, flop_frac: float, seq_len: in
         cols[3].metric("FLOPs per token removed", f"{100 * flop_frac:.2f}%")
         st.caption(f"Corpus: {plural(pg.windows.shape[0], 'window')} ({label}), {full.nll.size} predicted tokens. Both "
                    "perplexities are measured on these windows. Pruned perplexity: "
-                   f"{snap.label()} (first estimate after {job.first_seconds or 0:.2f} s). FLOPs per token count the attention q/k/v/o and MLP weights, attention "
+                   f"{snap.label()} (first estimate after {job.first_seconds or 0:.2f} s"
+                   + (f", exact after {job.exact_seconds:.2f} s" if job.exact_seconds is not None else "")
+                   + "). FLOPs per token count the attention q/k/v/o and MLP weights, attention "
                    f"over {seq_len} tokens and the unembedding.")
 
 

@@ -69,6 +69,7 @@ class Progressive:
         self.error: BaseException | None = None
         self.requested = time.monotonic()
         self.first_seconds: float | None = None  # from the request to the first estimate (backend time)
+        self.exact_seconds: float | None = None  # from the request to the exact number
         self._changed = threading.Condition()
 
     def add(self, windows, nll: np.ndarray) -> None:
@@ -81,6 +82,8 @@ class Progressive:
             self.done[windows] = True
             if self.first_seconds is None:
                 self.first_seconds = time.monotonic() - self.requested
+            if self.exact_seconds is None and self.done.all():
+                self.exact_seconds = time.monotonic() - self.requested
             self._changed.notify_all()
 
     def fail(self, err: BaseException) -> None:
@@ -140,7 +143,7 @@ def sample_windows(key, n_windows: int, size: int) -> np.ndarray:
 
 def group_windows(key, n_windows: int, sample_size: int, group_size: int) -> list[np.ndarray]:
     """Window indices of each group of clean states: the stratified sample first (in two
-    halves when it has 4 windows or more: every other stretch, so the first estimate comes
+    halves when it has 4 windows or more and is not every window: every other stretch, so the first estimate comes
     from half the windows, spread over the whole corpus), then the other windows in groups
     of at most `group_size`, each group every n-th of them (spread over the corpus), the
     groups in an order fixed per key."""
@@ -148,7 +151,7 @@ def group_windows(key, n_windows: int, sample_size: int, group_size: int) -> lis
     rest = np.setdiff1d(np.arange(n_windows), sample)
     n_groups = math.ceil(rest.size / max(1, group_size))
     groups = [rest[g::n_groups] for g in seeded(key, "groups").permutation(n_groups)] if rest.size else []
-    return ([sample[0::2], sample[1::2]] if sample.size >= 4 else [sample]) + groups
+    return ([sample[0::2], sample[1::2]] if 4 <= sample.size < n_windows else [sample]) + groups
 
 
 class Scheduler:

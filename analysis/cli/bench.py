@@ -102,16 +102,17 @@ def run_bench(args) -> int:
         print(f"removal sweep, prefix re-use     {fast:8.2f} s")
         print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
     if "toggle" in parts:
-        from analysis.playground.live import bench_toggles
+        from analysis.playground.bench import bench_toggles
         toggle, full = bench_toggles(model, windows)
         print(f"single toggle (median, all {3 * model.n_layers}) {toggle:8.2f} s")
         print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
-        from analysis.playground.live import bench_exact
+        from analysis.playground.bench import bench_exact
         shown = windows_for(model, corpus, args.seq_len, args.max_windows, "calibration")
         got = bench_exact(model, shown)
         print(f"playground at the app's default windows ({shown.shape[0]} x {shown.shape[1]}), "
-              f"{got['toggles']} single toggles, medians:")
+              f"the browser test's {got['toggles']} clicks, medians:")
         print(f"toggle to first estimate         {got['first']:8.2f} s   ({got['sample']} windows)")
+        print(f"estimate 1 s after the toggle     {got['windows_at_1s']:5.0f} windows (median)")
         print(f"  its 95% interval, off the exact   {100 * got['width']:5.1f} %   (widest {100 * got['widest']:.1f} %, "
               f"held the exact number {got['covered']} of {got['toggles']}; target: within 10 %)")
         print(f"toggle to exact number           {got['exact']:8.2f} s")

@@ -187,6 +187,11 @@ class LRU:
                 self._items.popitem(last=False)
             return value
 
+    def items(self) -> list:
+        """(key, value) pairs, most recently used last (a copy)."""
+        with self._lock:
+            return list(self._items.items())
+
     def __contains__(self, key) -> bool:
         with self._lock:
             return key in self._items

@@ -34,6 +34,12 @@ class Removal:
         layers = set(self.blocks) | set(self.attn) | set(self.mlp)
         return min(layers) if layers else None
 
+    def first_difference(self, other: "Removal") -> int | None:
+        """The first layer at which the two removals differ (None: they are equal); before
+        it, both run the same model."""
+        layers = (self.blocks ^ other.blocks) | (self.attn ^ other.attn) | (self.mlp ^ other.mlp)
+        return min(layers) if layers else None
+
     def is_empty(self) -> bool:
         return self.first_layer() is None
 

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
-import statistics
 import threading
-import time
 
 import numpy as np
 import torch
@@ -29,7 +26,7 @@ from analysis.core import store
 from analysis.model.removal import KINDS, Removal, RemovalHooks
 from analysis.ablate.replay import CleanStates, clean_states, removal_context, restart_point, run_blocks
 from analysis.model.hooks import readout
-from analysis.measure.collect import batch_tokens_for, batches, token_nll
+from analysis.measure.collect import batch_tokens_for, token_nll
 from analysis.data.evaluation import windows_for
 from analysis.ablate.memo import EVALUATIONS, Evaluation, playground_key
 from analysis.ablate.progressive import Progressive, Scheduler, group_windows
@@ -37,6 +34,7 @@ from analysis.ablate.progressive import Progressive, Scheduler, group_windows
 CLEAN_BUDGET_BYTES = 2 * 1024 ** 3
 MEMO_SIZE = 64
 SAMPLE_WINDOWS = 4  # the stratified sample every removal is evaluated on first: the first estimate
+STREAMS_KEPT = 2  # removals whose residual streams are kept, for a toggle that adds a later layer to them
 READOUT_WINDOWS = 4  # windows read out at a time: the step of the estimate within a group, and of preemption
 KIND_WORDS = {"blocks": "blocks", "attn": "attention sublayers", "mlp": "MLP sublayers"}
 _SERIALS = itertools.count(1)
@@ -67,6 +65,8 @@ class Playground:
         self.keep_mid = not model.parallel_attn_mlp
         self.key = key  # with a key, evaluations go to the memo shared by all sessions (and the sweep)
         self._memo = EVALUATIONS if key is not None else store.LRU(memo_size)
+        # (removal, group) -> {layer: residual entering it}: the streams of the removals evaluated last
+        self._streams = store.LRU(STREAMS_KEPT * len(self.groups))
         self._lock = threading.Lock()
         self._scheduler = None
         self.serial = next(_SERIALS)  # names this object's build job (a rebuilt playground gets a new one)
@@ -157,18 +157,14 @@ class Playground:
         if rows.size == 0:
             return
         state, model, device = self.states[group], self.model, self.model.device
-        k = removal.first_layer()
-        attn_zero, mlp_zero = removal.zeroed()
-        mid_path = k not in removal.blocks and k in mlp_zero and k not in attn_zero and not model.parallel_attn_mlp
         hooks = RemovalHooks(model.n_layers)
         with model.lock, removal_context(model, state.inputs, hooks), torch.inference_mode():
             hooks.set(removal)
-            if state.resid[k] is not None and (not mid_path or state.mid[k] is not None):
-                start, h = restart_point(model, state, removal, k)
-            else:  # restart from the nearest kept residual at or before layer k
-                start = max(l for l in range(k + 1) if state.resid[l] is not None)
-                h = state.resid[start]
-            h = run_blocks(model, h.to(device), start, state.inputs, removal, check=check)
+            start, h, stream = self._restart(group, removal)
+            kept: dict = {}
+            h = run_blocks(model, h.to(device), start, state.inputs, removal, check=check, keep=kept,
+                           keep_every=self.stride)
+            self._streams.put((removal, group), stream | {l: t.cpu() for l, t in kept.items()})
             tokens = state.tokens.to(device)
             for chunk in np.array_split(rows, math.ceil(rows.size / READOUT_WINDOWS)):
                 if check is not None:
@@ -176,6 +172,31 @@ class Playground:
                 index = torch.as_tensor(chunk, device=h.device)
                 nll = token_nll(readout(model, h[index]), tokens[index])
                 add(windows[chunk], nll.cpu().numpy())
+
+    def _restart(self, group: int, removal: Removal) -> tuple[int, torch.Tensor, dict]:
+        """(first block to run, the residual entering it, {layer: residual entering it} of
+        `removal` up to that block) for group `group`: from the clean residual entering the
+        removal's first changed layer (`replay.restart_point`; or the nearest kept one
+        before it), or, when later, from the stream of a removal evaluated just before
+        that agrees with this one up to some layer (a toggle that adds a layer after the
+        ones already removed then runs only the blocks from that layer on)."""
+        state, model = self.states[group], self.model
+        k = removal.first_layer()
+        attn_zero, mlp_zero = removal.zeroed()
+        mid_path = k not in removal.blocks and k in mlp_zero and k not in attn_zero and not model.parallel_attn_mlp
+        if state.resid[k] is not None and (not mid_path or state.mid[k] is not None):
+            start, h = restart_point(model, state, removal, k)
+        else:  # restart from the nearest kept residual at or before layer k
+            start = max(l for l in range(k + 1) if state.resid[l] is not None)
+            h = state.resid[start]
+        best = (start, h, {l: r for l, r in enumerate(state.resid[:start]) if r is not None} | {start: h})
+        for (other, g), stream in self._streams.items():
+            agree = other.first_difference(removal)
+            later = [l for l in stream if g == group and agree is not None and best[0] < l <= agree]
+            if later:
+                at = max(later)
+                best = (at, stream[at], {l: r for l, r in stream.items() if l <= at})
+        return best
 
 
 KEEP_PLAYGROUNDS = 2
@@ -230,70 +251,3 @@ def changed_percent(full: float, pruned: float) -> float:
 
 def link_values(removal: Removal) -> dict:
     return {"rm_blocks": sorted(removal.blocks), "rm_attn": sorted(removal.attn), "rm_mlp": sorted(removal.mlp)}
-
-
-
-# ---- benchmark -----------------------------------------------------------------------
-
-def bench_toggles(model, windows: torch.Tensor, full_every: int = 6, seed: int = 0) -> tuple[float, float]:
-    """(median seconds of a single toggle from a warm playground, over every one of the 3L
-    single removals in a random order; median seconds of one full bridge forward + loss
-    over the same windows, timed after every `full_every`-th toggle so that a change in
-    machine load hits both sides alike). Timing is printed, never tested."""
-    playground = Playground(model, windows).build()
-    L = model.n_layers
-    singles = [Removal.of(**{kind: [l]}) for kind in KINDS for l in range(L)]
-    random.Random(seed).shuffle(singles)
-
-    def full_forward() -> None:
-        for _, chunk in batches(windows, playground.batch_tokens):
-            with model.lock, torch.inference_mode():
-                token_nll(model.bridge(chunk.to(model.device), return_type="logits"), chunk)
-
-    playground.evaluate(singles[-1], memo=False)  # warm-up
-    full_forward()
-    toggles, full = [], []
-    for i, removal in enumerate(singles):
-        start = time.perf_counter()
-        playground.evaluate(removal, memo=False)
-        toggles.append(time.perf_counter() - start)
-        if i % full_every == 0:
-            start = time.perf_counter()
-            full_forward()
-            full.append(time.perf_counter() - start)
-    return statistics.median(toggles), statistics.median(full)
-
-
-def bench_exact(model, windows: torch.Tensor, toggles: int = 10, seed: int = 0) -> dict:
-    """Medians over `toggles` single removals at varied layers, on a playground laid out
-    as the app's shared one: seconds from a request to the first estimate ("first"), to
-    the exact number ("exact"), and of its floor ("floor": the removal's suffix of blocks
-    and the readout over all windows in one batch, from the same restart point); and the
-    first estimate's 95% interval against the exact number: "width" (the median of the
-    larger of low/exact and high/exact off 1, a fraction), "widest" and "covered" (how
-    many intervals held the exact number). Both sides alternate per removal; timing is
-    printed, never tested."""
-    playground = Playground(model, windows).build()  # laid out as the shared one, with a private memo
-    floor = Playground(model, windows, batch_tokens=windows.numel(), sample_size=windows.shape[0]).build()
-    L = model.n_layers
-    singles = [Removal.of(**{kind: [l]}) for kind in KINDS for l in range(L)]
-    chosen = random.Random(seed).sample(singles, min(toggles + 1, len(singles)))
-    firsts, exacts, floors, widths, covered = [], [], [], [], 0
-    for i, removal in enumerate(chosen):  # the first is a warm-up
-        start = time.perf_counter()
-        job = playground.request(removal)
-        job.wait(windows=1)
-        first = time.perf_counter() - start
-        estimate = job.snapshot()
-        job.wait(windows=job.n_windows)
-        exact = time.perf_counter() - start
-        start = time.perf_counter()
-        floor.group_nll(0, removal, lambda *a: None)
-        if i:
-            firsts.append(first), exacts.append(exact), floors.append(time.perf_counter() - start)
-            value = job.snapshot().perplexity
-            widths.append(max(1 - estimate.low / value, estimate.high / value - 1))
-            covered += estimate.low <= value <= estimate.high
-    return {"first": statistics.median(firsts), "exact": statistics.median(exacts),
-            "floor": statistics.median(floors), "width": statistics.median(widths), "widest": max(widths),
-            "covered": covered, "toggles": len(widths), "sample": len(playground.groups[0])}

@@ -86,6 +86,7 @@ def test_groups_are_a_stratified_sample_then_the_rest_spread_over_the_corpus():
     assert all(np.ptp(g) >= 18 for g in groups)  # every group reaches across the corpus
     assert [g.tolist() for g in group_windows("b", 36, 4, 12)] != [g.tolist() for g in groups]  # fixed per key
     assert [len(g) for g in group_windows(None, 3, 4, 2)] == [3]
+    assert [len(g) for g in group_windows(None, 6, 6, 6)] == [6]  # a sample of every window is one group
 
 
 def test_most_recent_request_is_served_first(pg):

@@ -16,7 +16,8 @@ from analysis.ablate.replay import naive_logits
 from analysis.measure.collect import batches, token_nll
 from analysis.data.corpus import make_windows
 from analysis.ablate.costs import component_costs, removed_fractions
-from analysis.playground.live import Playground, bench_toggles, describe
+from analysis.playground.bench import bench_toggles
+from analysis.playground.live import Playground, describe
 from analysis.playground.prompts import prompt_tokens, run_prompt
 
 SEQ = 32
@@ -258,3 +259,19 @@ st.write(f"built {{len(pg.states)}} batches, full {{pg.full.perplexity:.4f}}")
     from analysis.playground.live import get_playground
     full = get_playground(tiny, Corpus("join", TEXT), SEQ, 3).full.perplexity
     assert at.markdown[0].value.endswith(f"full {full:.4f}")
+
+
+def test_a_toggle_after_the_ones_removed_restarts_from_their_stream(tiny, windows, playground, monkeypatch):
+    """Issue 30: adding a layer after the ones already removed runs only the blocks from that
+    layer on, from the stream of the removal before it; removing an earlier one restarts
+    where the two first differ. The numbers equal full forwards with hooks bit for bit."""
+    pg = Playground(tiny, windows, batch_tokens=BATCH_TOKENS).build()
+    starts = []
+    real = Playground._restart
+    monkeypatch.setattr(Playground, "_restart", lambda self, g, r: starts.append(real(self, g, r)[0]) or real(self, g, r))
+    steps = [(Removal.of(attn=[0]), 0), (Removal.of(attn=[0], mlp=[2]), 2), (Removal.of(attn=[0], mlp=[2], blocks=[3]), 3),
+             (Removal.of(attn=[0], blocks=[1]), 1)]
+    for removal, start in steps:
+        starts.clear()
+        assert np.array_equal(pg.evaluate(removal).nll, naive_nll(tiny, windows, removal))
+        assert set(starts) == {start}, (removal, starts)
