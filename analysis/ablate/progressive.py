@@ -178,7 +178,7 @@ class Scheduler:
             job = next((j for j in self._recent if j.removal == removal), None)
             if job is None:
                 job = Progressive(removal, self.playground.windows.shape[0], self.playground.window_loss)
-            if self._latest.get(owner) is not job or not self._recent or self._recent[-1] is not job:
+            if self._latest.get(owner) is not job:  # a new click (a rerun asking again for the same does not preempt)
                 self._changes += 1
             if job in self._recent:
                 self._recent.remove(job)

@@ -159,7 +159,37 @@ def test_sessions_take_turns_so_a_busy_one_cannot_starve_another(tiny):
     assert waiting.wait(windows=waiting.n_windows, timeout=120) and waiting.complete
     last_a = max(i for i, r in enumerate(served) if r == a)
     before = served[:last_a + 1]
-    assert before.count(a) == len(pg.groups)
+    # a's first group may be stopped once by b's requests arriving while it runs (issue 30's preemption)
+    assert len(pg.groups) <= before.count(a) <= len(pg.groups) + 1
     assert set(before) <= {a, busy[-1].removal}  # b's replaced requests wait; b's latest only had its turns
-    assert before.count(busy[-1].removal) <= len(pg.groups)
+    assert before.count(busy[-1].removal) <= len(pg.groups) + 1
     assert np.allclose(waiting.nll(), pg.evaluate(Removal.of(blocks=[1]), memo=False).nll, rtol=1e-6, atol=1e-7)
+
+
+def test_a_rerun_asking_again_for_the_same_removal_does_not_stop_it(tiny):
+    """A page asks for its removal on every run: asking again for the owner's current
+    removal must not restart the group under way (four sessions rerunning would otherwise
+    stop every group before it ends)."""
+    windows = make_windows(tiny.tokenizer, TEXT * 3, 16)
+    pg = Playground(tiny, windows, batch_tokens=windows.numel(), sample_size=1).build()
+    removal = Removal.of(attn=[1])
+    entered, release, calls = threading.Event(), threading.Event(), []
+    real = pg.group_nll
+
+    def held(group, removal, add, done=None, check=None):
+        calls.append(group)
+
+        def slow_add(idx, nll):
+            add(idx, nll)
+            if group == 1:
+                entered.set()
+                release.wait(60)
+        return real(group, removal, slow_add, done, check)
+
+    pg.group_nll = held
+    job = pg.request(removal, owner="s")
+    assert entered.wait(60)
+    assert pg.request(removal, owner="s") is job
+    release.set()
+    assert job.wait(windows=job.n_windows, timeout=120) and job.complete
+    assert calls == [0, 1]
