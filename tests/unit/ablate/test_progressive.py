@@ -109,26 +109,36 @@ def test_a_failing_evaluation_reports_its_error(pg, monkeypatch):
         job.snapshot()
 
 
-def test_a_new_request_stops_the_running_group_and_keeps_what_is_done(tiny):
-    """Issue 30 (3): a group under way stops at the next block or readout chunk when a new
-    request comes; its chunks already read out stay, and the removal, asked again, resumes
-    and ends with the exact numbers."""
+def paused_after_first_chunk(tiny, paused: Removal):
+    """A playground of a 1-window sample and one big group, whose big group pauses after
+    its first readout chunk when it evaluates `paused`, until `release` is set:
+    (playground, its own group_nll, entered, release, the groups evaluated in order)."""
     windows = make_windows(tiny.tokenizer, TEXT * 3, 16)
     pg = Playground(tiny, windows, batch_tokens=windows.numel(), sample_size=1).build()
     assert len(pg.groups) == 2 and len(pg.groups[1]) > 4, [len(g) for g in pg.groups]
-    first, other = Removal.of(blocks=[0]), Removal.of(mlp=[3])
-    entered, release = threading.Event(), threading.Event()
+    entered, release, calls = threading.Event(), threading.Event(), []
     real = pg.group_nll
 
     def held(group, removal, add, done=None, check=None):
-        def slow_add(idx, nll):  # the big group of `first` pauses after its first chunk
+        calls.append(group)
+
+        def slow_add(idx, nll):
             add(idx, nll)
-            if removal == first and group == 1:
+            if removal == paused and group == 1:
                 entered.set()
                 release.wait(60)
         return real(group, removal, slow_add, done, check)
 
     pg.group_nll = held
+    return pg, real, entered, release, calls
+
+
+def test_a_new_request_stops_the_running_group_and_keeps_what_is_done(tiny):
+    """Issue 30 (3): a group under way stops at the next block or readout chunk when a new
+    request comes; its chunks already read out stay, and the removal, asked again, resumes
+    and ends with the exact numbers."""
+    first, other = Removal.of(blocks=[0]), Removal.of(mlp=[3])
+    pg, real, entered, release, _ = paused_after_first_chunk(tiny, first)
     a = pg.request(first, owner="s")
     assert entered.wait(60)
     done_before = a.windows_done
@@ -170,23 +180,8 @@ def test_a_rerun_asking_again_for_the_same_removal_does_not_stop_it(tiny):
     """A page asks for its removal on every run: asking again for the owner's current
     removal must not restart the group under way (four sessions rerunning would otherwise
     stop every group before it ends)."""
-    windows = make_windows(tiny.tokenizer, TEXT * 3, 16)
-    pg = Playground(tiny, windows, batch_tokens=windows.numel(), sample_size=1).build()
     removal = Removal.of(attn=[1])
-    entered, release, calls = threading.Event(), threading.Event(), []
-    real = pg.group_nll
-
-    def held(group, removal, add, done=None, check=None):
-        calls.append(group)
-
-        def slow_add(idx, nll):
-            add(idx, nll)
-            if group == 1:
-                entered.set()
-                release.wait(60)
-        return real(group, removal, slow_add, done, check)
-
-    pg.group_nll = held
+    pg, _, entered, release, calls = paused_after_first_chunk(tiny, removal)
     job = pg.request(removal, owner="s")
     assert entered.wait(60)
     assert pg.request(removal, owner="s") is job
