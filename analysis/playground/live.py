@@ -164,7 +164,7 @@ class Playground:
             kept: dict = {}
             h = run_blocks(model, h.to(device), start, state.inputs, removal, check=check, keep=kept,
                            keep_every=self.stride)
-            self._streams.put((removal, group), stream | {l: t.cpu() for l, t in kept.items()})
+            self._keep_stream(removal, group, stream | kept)
             tokens = state.tokens.to(device)
             for chunk in np.array_split(rows, math.ceil(rows.size / READOUT_WINDOWS)):
                 if check is not None:
@@ -172,6 +172,10 @@ class Playground:
                 index = torch.as_tensor(chunk, device=h.device)
                 nll = token_nll(readout(model, h[index]), tokens[index])
                 add(windows[chunk], nll.cpu().numpy())
+
+    def _keep_stream(self, removal: Removal, group: int, stream: dict) -> None:
+        """Keep a removal's residual stream of one group on the CPU, like the clean residuals."""
+        self._streams.put((removal, group), {layer: t.cpu() for layer, t in stream.items()})
 
     def _restart(self, group: int, removal: Removal) -> tuple[int, torch.Tensor, dict]:
         """(first block to run, the residual entering it, {layer: residual entering it} of

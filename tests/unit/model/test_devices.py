@@ -29,6 +29,7 @@ from tiny import TEXT
 ROOT = Path(__file__).resolve().parents[3]
 ANALYSIS = ROOT / "analysis"
 STORES = {"Playground.build",  # keeps the clean residuals on the CPU on purpose (its memory budget)
+          "Playground._keep_stream.<locals>.<dictcomp>",  # and the last removals' streams, the same way
           "SimilarityReducer._fold"}  # the CKA sample: at most 1,024 positions, kept for the result
 
 
