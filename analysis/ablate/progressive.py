@@ -143,10 +143,10 @@ def sample_windows(key, n_windows: int, size: int) -> np.ndarray:
 
 def group_windows(key, n_windows: int, sample_size: int, group_size: int) -> list[np.ndarray]:
     """Window indices of each group of clean states: the stratified sample first (in two
-    halves when it has 4 windows or more and is not every window: every other stretch, so the first estimate comes
-    from half the windows, spread over the whole corpus), then the other windows in groups
-    of at most `group_size`, each group every n-th of them (spread over the corpus), the
-    groups in an order fixed per key."""
+    halves, every other stretch, when it has 4 windows or more and is not every window: the
+    first estimate then comes from half of it, still spread over the whole corpus), then
+    the other windows in groups of at most `group_size`, each group every n-th of them
+    (spread over the corpus), the groups in an order fixed per key."""
     sample = sample_windows(key, n_windows, sample_size)
     rest = np.setdiff1d(np.arange(n_windows), sample)
     n_groups = math.ceil(rest.size / max(1, group_size))

@@ -102,11 +102,10 @@ def run_bench(args) -> int:
         print(f"removal sweep, prefix re-use     {fast:8.2f} s")
         print(f"removal sweep, naive             {naive:8.2f} s   ratio {fast / naive:.2f}  (target <= 0.6)")
     if "toggle" in parts:
-        from analysis.playground.bench import bench_toggles
+        from analysis.playground.bench import bench_exact, bench_toggles
         toggle, full = bench_toggles(model, windows)
         print(f"single toggle (median, all {3 * model.n_layers}) {toggle:8.2f} s")
         print(f"full forward over the corpus     {full:8.2f} s   ratio {toggle / full:.2f}  (target <= 0.6)")
-        from analysis.playground.bench import bench_exact
         shown = windows_for(model, corpus, args.seq_len, args.max_windows, "calibration")
         got = bench_exact(model, shown)
         print(f"playground at the app's default windows ({shown.shape[0]} x {shown.shape[1]}), "

@@ -195,10 +195,11 @@ class Playground:
             h = state.resid[start]
         best = (start, h, {l: r for l, r in enumerate(state.resid[:start]) if r is not None} | {start: h})
         for (other, g), stream in self._streams.items():
-            agree = other.first_difference(removal)
-            later = [l for l in stream if g == group and agree is not None and best[0] < l <= agree]
-            if later:
-                at = max(later)
+            agree = other.first_difference(removal)  # both run the same blocks before this layer
+            if g != group or agree is None:
+                continue
+            at = max((l for l in stream if best[0] < l <= agree), default=None)
+            if at is not None:
                 best = (at, stream[at], {l: r for l, r in stream.items() if l <= at})
         return best
 
