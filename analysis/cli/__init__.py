@@ -1,4 +1,4 @@
-"""Headless command line: `python -m analysis {prepare,report,bench,plan,evaluate,apply,heal,curves} ...`.
+"""Headless command line: `python -m analysis {prepare,report,bench,plan,evaluate,apply,heal,curves,tasks} ...`.
 
 Each subcommand lives in its own module exposing `add_command(sub)` (which registers its
 parser and handler); bad arguments or input exit non-zero with one clear line on stderr.
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from analysis.cli import bench, curves, heal, plans, report
+from analysis.cli import bench, curves, heal, plans, report, tasks
 from analysis.cli.args import Parser, UsageError
 
-COMMANDS = (report, plans, heal, curves, bench)
+COMMANDS = (report, plans, heal, curves, tasks, bench)
 
 
 def build_parser() -> Parser:

@@ -206,7 +206,14 @@ def _object_with(value, where: str, fields, errors: list) -> bool:
 def _check_evaluation(ev, errors: list) -> None:
     """The required fields, and the optional split fields a plan may carry:
     `eval` (EvalSpec string), `windows` (which windows the perplexities are on) and
-    `calibration` (the same removal on the calibration windows)."""
+    `calibration` (the same removal on the calibration windows) and `tasks` (task
+    accuracy by lm-eval, `tasks` command). An evaluation with only `tasks` has no
+    perplexity fields."""
+    if isinstance(ev, dict) and "tasks" in ev:
+        if not isinstance(ev["tasks"], dict) or not all(isinstance(v, dict) for v in ev["tasks"].values()):
+            errors.append("'evaluation.tasks' must be an object of task name -> object")
+        if set(ev) == {"tasks"}:
+            return
     if not _object_with(ev, "evaluation", EVALUATION_FIELDS, errors):
         return
     _check_numbers(ev, "evaluation", errors)

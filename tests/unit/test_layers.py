@@ -22,6 +22,7 @@ LAYERS = (
     "analysis.ablate",      # removals measured: block replay, the exact sweep, costs, bounds, progressive
     "analysis.playground",  # live toggles from cached clean residuals, generation
     "analysis.plans",       # plan schema and checks, apply (a real checkpoint), MergeKit
+    "analysis.tasks",       # task accuracy by lm-eval: the offline suite, task files, in-process and by path
     "analysis.search",      # presets, greedy, pruning curves, dynamic depth
     "analysis.heal",        # LoRA healing of a pruned model
     "analysis.reporting",   # report.json, the HTML report, comparisons, figures
