@@ -17,7 +17,7 @@ from analysis.plans import mergekit, schema as plans, check as plan_check
 from analysis.playground import live as playground, prompts
 from analysis.search import presets
 from analysis.model.removal import KINDS, Removal
-from ui import context, internals, results, toggles, urlstate
+from ui import context, internals, results, tasks_panel, toggles, urlstate
 from ui.sidebar import plain
 
 LABELS = {"blocks": "Remove blocks", "attn": "Remove attention sublayers", "mlp": "Remove MLP sublayers"}
@@ -38,6 +38,9 @@ def main() -> None:
     for message in st.session_state.get("_pg_notices", []):
         st.warning(f"From the link: {message}")
     st.fragment(live)(ctx, pg, analysis, removal_cost, greedy, show_on)
+    with st.expander("Tasks (lm-eval): does the pruned model still answer?"):
+        removal = toggles.current(ctx.model.fingerprint, ctx.model.n_layers)
+        tasks_panel.panel(ctx.model, removal, playground.describe(removal, ctx.model.n_layers))
 
 
 def show_on_choice(ctx) -> str:

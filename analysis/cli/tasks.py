@@ -68,7 +68,7 @@ def _section(scores: dict) -> dict:
 
 
 def cmd_tasks(args) -> int:
-    from analysis.tasks.engine import TaskError, evaluate_checkpoint, evaluate_tasks, resolve_tasks
+    from analysis.tasks.engine import TaskError, evaluate_checkpoint, resolve_tasks
     from analysis.tasks.files import TaskFileError
 
     if bool(args.plan) == bool(args.checkpoint):
@@ -86,7 +86,7 @@ def cmd_tasks(args) -> int:
                 results[name]["checkpoint"] = score
             payload["checkpoint"] = str(args.checkpoint)
         else:
-            payload |= _with_plan(args, taskset, settings, results, evaluate_tasks, evaluate_checkpoint)
+            payload |= _with_plan(args, taskset, settings, results)
     except TaskError as err:
         raise ValueError(str(err)) from err
     payload["tasks"] = {name: _section(scores) for name, scores in results.items() if scores}
@@ -104,19 +104,15 @@ def cmd_tasks(args) -> int:
     return 0
 
 
-def _with_plan(args, taskset, settings, results, evaluate_tasks, evaluate_checkpoint) -> dict:
+def _with_plan(args, taskset, settings, results) -> dict:
     """Full, pruned (and healed) scores for a plan; the plan with `evaluation.tasks` when asked."""
     from analysis.cli.plans import read_plan, _model_for
-    from analysis.model.removal import Removal
-
+    from analysis.tasks.engine import compare, evaluate_checkpoint
     plan = read_plan(args.plan, show_warnings=False)
     model = _model_for(args, plan)
-    sides = {"full": Removal(), "pruned": plan.removal()}
-    for side, removal in sides.items():
-        def step(frac, message, side=side):
-            progress(frac, f"{side}: {message}")
-        for name, score in evaluate_tasks(model, removal, taskset, progress=step, **settings).items():
-            results[name][side] = score
+    comparison = compare(model, plan.removal(), taskset, progress=progress, **settings)
+    for name in taskset.names:
+        results[name] |= {"full": comparison.full[name], "pruned": comparison.pruned[name]}
     healed = healed_dir(args.plan, plan, args.healed)
     if healed is not None:
         progress(0.0, f"healed checkpoint {healed}")

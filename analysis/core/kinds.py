@@ -7,7 +7,7 @@ from typing import Literal, get_args
 Kind = Literal["blocks", "attn", "mlp"]  # what a removal removes: whole blocks, attention or MLP sublayers
 Part = Literal["all", "calibration", "evaluation"]  # which of a corpus's windows (data.evaluation.part_windows)
 ShowOn = Literal["calibration", "evaluation"]  # which windows the playground's perplexity is measured on
-Lane = Literal["default", "pass", "sweep", "playground", "heal"]  # background job lanes (core.jobs.LANE_LIMITS)
+Lane = Literal["default", "pass", "sweep", "playground", "heal", "tasks"]  # background job lanes (core.jobs.LANE_LIMITS)
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 PARTS: tuple[Part, ...] = get_args(Part)

@@ -21,7 +21,7 @@ import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 from analysis.core import caches, settings, store
 from analysis.core.results import Result
@@ -80,7 +80,7 @@ class TaskScore(store.Record):
                 "metrics": self.metrics}
 
 
-TASK_RESULT = Result("tasks", 1, TaskScore, lane="default")
+TASK_RESULT = Result("tasks", 1, TaskScore, lane="tasks")
 
 
 # ---------------------------------------------------------------- which tasks
@@ -316,6 +316,48 @@ def evaluate_checkpoint(path: str, taskset: TaskSet, *, tokenizer=None, limit: i
                         num_fewshot: int | None = None) -> dict[str, TaskScore]:
     """Each task's score of the checkpoint at `path`, by lm-eval's HFLM on its own."""
     return run_lm(checkpoint_lm(path, tokenizer), taskset, limit=limit, num_fewshot=num_fewshot)
+
+
+@dataclass(frozen=True)
+class TaskComparison(store.Record):
+    """The full model's and the pruned model's scores on the same tasks and settings."""
+
+    full: dict  # task name -> TaskScore
+    pruned: dict
+    NESTED_MAPS: ClassVar[dict] = {"full": TaskScore, "pruned": TaskScore}
+
+
+COMPARISON = Result("task-comparison", 1, TaskComparison, lane="tasks")
+
+
+def comparison_key(model, removal: Removal, taskset: TaskSet, limit, num_fewshot) -> str:
+    return store.make_key(fingerprint=model.fingerprint, dtype=model.dtype, removal=removal.to_dict(),
+                          tasks={n: taskset.version_of(n) for n in taskset.names}, limit=limit,
+                          num_fewshot=num_fewshot)
+
+
+def compare(model, removal: Removal, taskset: TaskSet, *, limit: int | None = None, num_fewshot: int | None = None,
+            progress: Callable | None = None, check: Callable | None = None) -> TaskComparison:
+    """Full and pruned scores (each task cached on its own: a full model's run serves every removal)."""
+    def half(offset: float, side: str):
+        return None if progress is None else (lambda f, m: progress(offset + f / 2, f"{side}: {m}"))
+    full = evaluate_tasks(model, Removal(), taskset, limit=limit, num_fewshot=num_fewshot, progress=half(0, "full"),
+                          check=check)
+    pruned = evaluate_tasks(model, removal, taskset, limit=limit, num_fewshot=num_fewshot,
+                            progress=half(0.5, "pruned"), check=check)
+    return TaskComparison(full, pruned)
+
+
+def submit_comparison(model, removal: Removal, taskset: TaskSet, *, limit: int | None = None,
+                      num_fewshot: int | None = None):
+    """`compare` as a background job (progress per task, Cancel between batches)."""
+    key = comparison_key(model, removal, taskset, limit, num_fewshot)
+
+    def run(ctx):
+        return compare(model, removal, taskset, limit=limit, num_fewshot=num_fewshot, progress=ctx.progress,
+                       check=ctx.check_cancelled)
+    return COMPARISON.submit(key, run, label=f"Tasks: {', '.join(taskset.names)}",
+                             details={"removal": removal.to_dict(), "tasks": list(taskset.names)})
 
 
 # ---------------------------------------------------------------- what changed
