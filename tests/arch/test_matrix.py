@@ -274,3 +274,17 @@ def test_playground_toggles_restarting_from_the_last_stream_equal_a_fresh_evalua
             reference.without_layers(reference.with_zeroed(hf, attn={1}), {2})]
     for removal, plain in zip(steps, want):
         assert rel(pg.evaluate(removal).perplexity, reference.perplexity(plain, windows)) < TOL, removal
+
+
+def test_tasks_in_process_equal_lm_eval_on_the_checkpoints(fam, pruned, tmp_path, isolated_cache):
+    """lm-eval's HFLM over the shared model with the removals applied gives, item by item,
+    what lm-eval on its own gives on the family's directory and on the `apply` checkpoint
+    (log-likelihoods within 1e-4, the same greedy outputs)."""
+    from analysis.model.removal import Removal
+    from analysis.tasks import engine
+    from unit.tasks.test_tasks import GEN, MC, assert_same_items, write_jsonl
+    plan, out = pruned
+    taskset = engine.resolve_tasks([], [write_jsonl(tmp_path / "mc.jsonl", MC), write_jsonl(tmp_path / "gen.jsonl", GEN)])
+    for removal, directory in ((Removal(), fam["dir"]), (plan.removal(), out)):
+        ours = engine.run_lm(engine.removal_lm(fam["model"], removal), taskset)
+        assert_same_items(ours, engine.evaluate_checkpoint(str(directory), taskset))
