@@ -1,5 +1,5 @@
 """Layer Lab's computation (never imports streamlit), in packages by layer, bottom to top:
-core, model, data, measure, ablate, playground, plans, search, heal, reporting, cli. A
+core, model, data, measure, ablate, playground, plans, tasks, search, heal, reporting, cli. A
 module imports its own package and the ones below it (tests/unit/test_layers.py).
 
 Where each number of report.json is computed:
@@ -45,6 +45,7 @@ Removals (ablate/): replay keeps one clean forward's residuals and replays block
 the arguments the model's forward gave them; sweep measures every single removal
 exactly; memo shares measured removals across sessions; progressive gives an estimate
 first. On top: playground/ (live toggles, generation, their bench), plans/ (JSON, checks, apply,
-MergeKit), search/ (presets, greedy, curves, dynamic depth), heal/ (LoRA healing).
+MergeKit), tasks/ (task accuracy by lm-eval, in-process with removals or by path), search/
+(presets, greedy, curves, dynamic depth), heal/ (LoRA healing).
 Command line: analysis/cli/ (`python -m analysis ...`).
 """

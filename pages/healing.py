@@ -14,7 +14,8 @@ from analysis.plans import schema as plans, check as plan_check
 from analysis.playground import live as playground, prompts
 from analysis.model.removal import Removal
 from analysis.heal.train import HealSettings
-from ui import context, jobs as jobs_ui, toggles
+from analysis.tasks.engine import Healed
+from ui import context, jobs as jobs_ui, tasks_panel, toggles
 from ui.sidebar import plain
 
 DEFAULTS = HealSettings()
@@ -107,6 +108,13 @@ def show_result(ctx, key: str, removal: Removal, result) -> None:
         spread = f" (95% interval {intervals['recovery'].text('{:.1%}')})" if "recovery" in intervals else ""
         st.info(f"Healing recovered {100 * back / gap:.1f}%{spread} of the evaluation perplexity lost by pruning.")
     show_generation(ctx, key, removal)
+    st.subheader("Tasks before and after healing (lm-eval)")
+    healed = heal_run.checkpoint_dir(key)
+    if (healed / "config.json").is_file():
+        tasks_panel.panel(ctx.model, removal, playground.describe(removal, ctx.model.n_layers), key="heal_tasks",
+                          healed=Healed(str(healed), key))
+    else:
+        st.info("The healed checkpoint is no longer in the cache; heal again to judge it on tasks.")
 
 
 def show_generation(ctx, key: str, removal: Removal) -> None:

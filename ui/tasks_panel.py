@@ -56,12 +56,13 @@ def _choices(key: str):
     return taskset, int(limit) or None
 
 
-def _table(comparison: engine.TaskComparison, healed: dict | None = None) -> list[dict]:
+def _table(comparison: engine.TaskComparison) -> list[dict]:
     rows = []
     for name, full in comparison.full.items():
         for metric in full.metrics:
             row = {"task": name, "metric": metric, "items": full.n}
-            sides = {"full": full, "pruned": comparison.pruned[name]} | ({"healed": healed[name]} if healed else {})
+            sides = {"full": full, "pruned": comparison.pruned[name]} | (
+                {"healed": comparison.healed[name]} if name in comparison.healed else {})
             for side, score in sides.items():
                 m = score.metrics[metric]
                 row[side] = round(m["value"], 4)
@@ -70,9 +71,9 @@ def _table(comparison: engine.TaskComparison, healed: dict | None = None) -> lis
     return rows
 
 
-def show_comparison(comparison: engine.TaskComparison, healed: dict | None = None, key: str = "tasks") -> None:
+def show_comparison(comparison: engine.TaskComparison, key: str = "tasks") -> None:
     """Scores side by side, then per task the items that flip from full to pruned."""
-    st.dataframe(_table(comparison, healed), hide_index=True)
+    st.dataframe(_table(comparison), hide_index=True, key=f"{key}_scores")
     for name, full in comparison.full.items():
         changed = engine.flips(full, comparison.pruned[name])
         down = sum(f.direction == "right to wrong" for f in changed)
@@ -93,20 +94,21 @@ def _short(value) -> str:
     return repr(value)
 
 
-def panel(model, removal: Removal, describe: str, key: str = "pg_tasks") -> None:
-    """The panel for `removal` (its words: `describe`)."""
-    st.caption(f"lm-eval runs the full model and this removal ({describe}) in the background, batch by batch "
-               "between other work; each task's result is cached.")
+def panel(model, removal: Removal, describe: str, key: str = "pg_tasks", healed: engine.Healed | None = None) -> None:
+    """The panel for `removal` (its words: `describe`), and the healed checkpoint when given."""
+    st.caption(f"lm-eval runs the full model and this removal ({describe})"
+               + (" and the healed checkpoint" if healed else "")
+               + " in the background, batch by batch between other work; each task's result is cached.")
     chosen = _choices(key)
     if chosen is None:
         return
     taskset, limit = chosen
-    job = engine.COMPARISON.lookup(engine.comparison_key(model, removal, taskset, limit, None))
+    job = engine.COMPARISON.lookup(engine.comparison_key(model, removal, taskset, limit, None, healed))
     if job is None or job.state in (jobs.FAILED, jobs.CANCELLED):
         if job is not None and job.state == jobs.FAILED:
             st.error(plain(f"The last run failed: {job.error}"))
         if st.button("Run tasks", key=f"{key}_run"):
-            job_ui.start(lambda: engine.submit_comparison(model, removal, taskset, limit=limit))
+            job_ui.start(lambda: engine.submit_comparison(model, removal, taskset, limit=limit, healed=healed))
         return
     if not job.done:
         job_ui.watch(job)

@@ -13,7 +13,9 @@
   windows x 100 configurations / one second;
 - generate: seconds per token of the playground's streamed greedy generation (full model,
   and with one block removed) / a bare `transformers` `generate` of the same length from
-  the same prompt on a separately loaded plain copy of the model.
+  the same prompt on a separately loaded plain copy of the model;
+- tasks: lm-eval in-process with the removals applied / lm-eval on its own on the
+  checkpoint (analysis/tasks/bench.py).
 Every line ends `ratio X (target <= Y)`. Timing never decides a test; this prints figures
 for the closing notes and README.
 """
@@ -56,7 +58,7 @@ def paired(fns: list, repeats: int) -> list[float]:
 
 
 PARTS = ("pass", "sweep", "toggle", "memory", "generate")
-EXTRA_PARTS = ("scale", "dtype", "curves")  # only when asked for: minutes each
+EXTRA_PARTS = ("scale", "dtype", "curves", "tasks")  # only when asked for: minutes each
 
 
 def add_command(sub) -> None:
@@ -122,6 +124,9 @@ def run_bench(args) -> int:
         bench_memory(args)
     if "curves" in parts:
         bench_curves(model, windows, args.repeats)
+    if "tasks" in parts:
+        from analysis.tasks.bench import bench_tasks, print_bench
+        print_bench(bench_tasks(model, paired, args.repeats))
     if "generate" in parts:
         if model.source_dir is None:
             print("bare-generate baseline needs a local model directory; skipped")

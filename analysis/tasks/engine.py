@@ -320,42 +320,64 @@ def evaluate_checkpoint(path: str, taskset: TaskSet, *, tokenizer=None, limit: i
 
 @dataclass(frozen=True)
 class TaskComparison(store.Record):
-    """The full model's and the pruned model's scores on the same tasks and settings."""
+    """The full model's and the pruned model's scores on the same tasks and settings, and
+    a healed checkpoint's when one was given ({} otherwise)."""
 
     full: dict  # task name -> TaskScore
     pruned: dict
-    NESTED_MAPS: ClassVar[dict] = {"full": TaskScore, "pruned": TaskScore}
+    healed: dict
+    NESTED_MAPS: ClassVar[dict] = {"full": TaskScore, "pruned": TaskScore, "healed": TaskScore}
 
 
 COMPARISON = Result("task-comparison", 1, TaskComparison, lane="tasks")
 
 
-def comparison_key(model, removal: Removal, taskset: TaskSet, limit, num_fewshot) -> str:
+@dataclass(frozen=True)
+class Healed:
+    """A healed checkpoint to evaluate by path, and what identifies it in cache keys."""
+
+    path: str
+    key: str
+
+
+def comparison_key(model, removal: Removal, taskset: TaskSet, limit, num_fewshot, healed: Healed | None = None) -> str:
     return store.make_key(fingerprint=model.fingerprint, dtype=model.dtype, removal=removal.to_dict(),
                           tasks={n: taskset.version_of(n) for n in taskset.names}, limit=limit,
-                          num_fewshot=num_fewshot)
+                          num_fewshot=num_fewshot, healed=healed and healed.key)
 
 
 def compare(model, removal: Removal, taskset: TaskSet, *, limit: int | None = None, num_fewshot: int | None = None,
-            progress: Callable | None = None, check: Callable | None = None) -> TaskComparison:
-    """Full and pruned scores (each task cached on its own: a full model's run serves every removal)."""
-    def half(offset: float, side: str):
-        return None if progress is None else (lambda f, m: progress(offset + f / 2, f"{side}: {m}"))
-    full = evaluate_tasks(model, Removal(), taskset, limit=limit, num_fewshot=num_fewshot, progress=half(0, "full"),
-                          check=check)
-    pruned = evaluate_tasks(model, removal, taskset, limit=limit, num_fewshot=num_fewshot,
-                            progress=half(0.5, "pruned"), check=check)
-    return TaskComparison(full, pruned)
+            healed: Healed | None = None, progress: Callable | None = None,
+            check: Callable | None = None) -> TaskComparison:
+    """Full, pruned (and healed) scores; each task is cached on its own, so a full model's
+    run serves every removal."""
+    parts = 3 if healed else 2
+
+    def part(i: int, side: str):
+        return None if progress is None else (lambda f, m: progress((i + f) / parts, f"{side}: {m}"))
+    settings = {"limit": limit, "num_fewshot": num_fewshot}
+    full = evaluate_tasks(model, Removal(), taskset, progress=part(0, "full"), check=check, **settings)
+    pruned = evaluate_tasks(model, removal, taskset, progress=part(1, "pruned"), check=check, **settings)
+    done = {}
+    if healed is not None:
+        if check is not None:
+            check()
+        for name in taskset.names:
+            key = store.make_key(checkpoint=healed.key, task=name, version=taskset.version_of(name), **settings)
+            one = TaskSet((name,), taskset.file_tasks, taskset.include_dir, taskset.defaults)
+            done[name] = TASK_RESULT.cached(key, lambda one=one, name=name: evaluate_checkpoint(
+                healed.path, one, tokenizer=model.tokenizer, **settings)[name])
+    return TaskComparison(full, pruned, done)
 
 
 def submit_comparison(model, removal: Removal, taskset: TaskSet, *, limit: int | None = None,
-                      num_fewshot: int | None = None):
+                      num_fewshot: int | None = None, healed: Healed | None = None):
     """`compare` as a background job (progress per task, Cancel between batches)."""
-    key = comparison_key(model, removal, taskset, limit, num_fewshot)
+    key = comparison_key(model, removal, taskset, limit, num_fewshot, healed)
 
     def run(ctx):
-        return compare(model, removal, taskset, limit=limit, num_fewshot=num_fewshot, progress=ctx.progress,
-                       check=ctx.check_cancelled)
+        return compare(model, removal, taskset, limit=limit, num_fewshot=num_fewshot, healed=healed,
+                       progress=ctx.progress, check=ctx.check_cancelled)
     return COMPARISON.submit(key, run, label=f"Tasks: {', '.join(taskset.names)}",
                              details={"removal": removal.to_dict(), "tasks": list(taskset.names)})
 

@@ -39,3 +39,31 @@ def test_an_unknown_task_name_is_refused_and_the_page_works(tiny, tiny_dir, isol
         [e.value for e in at.error]
     assert not [b for b in at.button if b.key == "pg_tasks_run"]
     assert any(m.label == "Pruned perplexity" for m in at.metric)
+
+
+def test_healing_page_judges_full_pruned_and_healed_on_tasks(tiny, tiny_dir, isolated_cache):
+    from analysis.core import jobs
+    from analysis.heal import run as heal_run
+    from analysis.heal.train import HealSettings
+    state = {"_pg_toggles": {tiny.fingerprint: {"blocks": [1], "attn": [], "mlp": []}}, "heal_steps": 8,
+             "heal_batch": 2, "heal_rank": 2}
+    at = open_app("healing", model=str(tiny_dir), seq_len=16, state=state)
+    ctx = at.session_state["_ctx"]
+    removal = Removal.of(blocks=[1])
+    heal = heal_run.submit_healing(tiny, removal, HealSettings(steps=8, batch_size=2, rank=2), ctx.corpus, 16, None)
+    assert heal.wait(600) and heal.state == jobs.DONE, heal.error
+    at.run()
+    assert any(s.value == "Tasks before and after healing (lm-eval)" for s in at.subheader)
+    at.number_input(key="heal_tasks_limit").set_value(3).run()
+    at.button(key="heal_tasks_run").click().run()
+    no_traceback(at)
+    taskset = engine.resolve_tasks(list(suite.TASKS))
+    healed = engine.Healed(str(heal_run.checkpoint_dir(heal.key)), heal.key)
+    job = engine.COMPARISON.lookup(engine.comparison_key(tiny, removal, taskset, 3, None, healed))
+    assert job is not None and job.wait(timeout=600) and job.error is None, job and job.error
+    at.run()
+    no_traceback(at)
+    by_path = engine.evaluate_checkpoint(healed.path, taskset, limit=3)
+    table = next(df.value for df in at.dataframe if "healed" in df.value.columns)
+    for _, row in table.iterrows():
+        assert row["healed"] == round(by_path[row["task"]].metrics[row["metric"]]["value"], 4)
