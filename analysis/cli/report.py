@@ -20,6 +20,10 @@ def add_command(sub) -> None:
     rep.add_argument("--curves", action="store_true",
                      help="add the pruning curves and the dynamic-depth oracle (long: see `curves`)")
     rep.add_argument("--seeds", type=positive_int, default=5, help="with --curves: random-baseline seeds (>= 5)")
+    rep.add_argument("--tasks", default="", help="also judge the model on these lm-eval tasks (comma-separated; "
+                                                  "offline: layerlab_agreement, layerlab_sequences)")
+    rep.add_argument("--task-file", action="append", default=None, metavar="JSONL", help="a task file (see `tasks`)")
+    rep.add_argument("--task-limit", type=positive_int, default=None, help="only the first N items of each task")
     rep.add_argument("--out", required=True)
     rep.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     rep.set_defaults(handler=cmd_report)
@@ -41,6 +45,7 @@ def cmd_report(args) -> int:
     if args.curves and args.seeds < 5:
         raise UsageError("--seeds must be at least 5")
     corpus = load_file(args.corpus)
+    taskset = _taskset(args)  # a bad task name or file fails before the long work
     model = load_model(args)
     split = split_for(model, args, corpus)
     if args.curves and not split.available:
@@ -54,10 +59,15 @@ def cmd_report(args) -> int:
     if args.curves:
         from analysis.search.curves_run import pruning_curves
         curves = pruning_curves(model, split, args.seq_len, args.max_windows, seeds=args.seeds, progress=progress)
+    tasks = None
+    if taskset is not None:
+        from analysis.model.removal import Removal
+        from analysis.tasks.engine import evaluate_tasks
+        tasks = evaluate_tasks(model, Removal(), taskset, limit=args.task_limit, progress=progress)
     calibration, evaluation = split_windows_of(model, split, args.seq_len, args.max_windows)
     info = split.info(calibration.shape[0], None if evaluation is None else evaluation.shape[0])
     report = build_report(analysis, removal, eps=args.eps, split=info, curves=curves,
-                          plan=checkpoint_plan(model.source_dir))
+                          plan=checkpoint_plan(model.source_dir), tasks=tasks)
     store.write_json_atomic(Path(args.out), report)
     print(f"perplexity {report['perplexity']:.4f} over {report['corpus']['n_predicted_tokens']} tokens -> {args.out}")
     if args.html:
@@ -65,6 +75,18 @@ def cmd_report(args) -> int:
         store.write_text_atomic(Path(args.html), html_report(report))
         print(f"HTML report ({Path(args.html).stat().st_size / 1e6:.2f} MB, opens offline) -> {args.html}")
     return 0
+
+
+def _taskset(args):
+    """The tasks of --tasks / --task-file (None when neither is given)."""
+    if not args.tasks.strip() and not args.task_file:
+        return None
+    from analysis.tasks.engine import TaskError, resolve_tasks
+    from analysis.tasks.files import TaskFileError
+    try:
+        return resolve_tasks(args.tasks.split(","), args.task_file or ())
+    except (TaskError, TaskFileError) as err:
+        raise ValueError(str(err)) from err
 
 
 def cmd_prepare(args) -> int:

@@ -236,6 +236,12 @@ def html_report(report: dict) -> str:
     if opened.plan is not None:
         doc.heading("Pruning plan of this checkpoint")
         doc.add(table(plan_rows(opened.plan)))
+    if report.get("tasks"):
+        doc.heading("Tasks (lm-eval)")
+        doc.para("Accuracy of this model on each task, by lm-eval, with its standard error.", "caption")
+        doc.add(table([{"task": name, "items": entry.get("n"), "few-shot": entry.get("num_fewshot"),
+                        "metric": metric, "value": value.get("value"), "stderr": value.get("stderr")}
+                       for name, entry in report["tasks"].items() for metric, value in entry.get("metrics", {}).items()]))
     if report.get("curves"):
         _curves(doc, report["curves"], report.get("dynamic_depth"))
     doc.heading("Definitions")

@@ -33,7 +33,7 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: float = 10.0, plan=None,
-                 split: dict | None = None, curves=None) -> dict:
+                 split: dict | None = None, curves=None, tasks: dict | None = None) -> dict:
     """report.json (README, "report.json") from a frozen Analysis, an optional RemovalCost,
     for a pruned checkpoint the PruningPlan that made it, and optionally the calibration /
     evaluation split (evaluation.Split.info) and the PruningCurves."""
@@ -84,11 +84,20 @@ def build_report(analysis, removal=None, *, eps: float = 0.01, seq_oracle_pct: f
         report["plan"] = plan.to_dict()
     if split is not None:
         report["evaluation"] = split
+    if tasks:
+        report["tasks"] = tasks_section(tasks)
     if curves is not None:
         report["curves"] = curves_section(curves)
         report["dynamic_depth"] = curves.dynamic_depth.to_dict()
     report["results"] = {"analysis": _pack(analysis), "removal": None if removal is None else removal.to_dict()}
     return store.jsonable(report)
+
+
+def tasks_section(scores: dict) -> dict:
+    """report.json's optional `tasks`: per task (lm-eval, this model as loaded) its version,
+    item count, few-shot, main metric and every metric with lm-eval's standard error."""
+    return {name: score.summary() | {"output_type": score.output_type, "main_metric": score.main_metric}
+            for name, score in scores.items()}
 
 
 def curves_section(curves) -> dict:

@@ -84,3 +84,29 @@ def test_bad_input_exits_nonzero_with_one_line(tiny_dir, inputs, tmp_path, capsy
 def test_plan_or_checkpoint_is_required(tmp_path, capsys):
     assert main(["tasks", "--tasks", "layerlab_agreement", "--out", str(tmp_path / "t.json")]) == 2
     assert "give --plan plan.json or --checkpoint DIR" in capsys.readouterr().err
+
+
+def test_report_has_a_tasks_section_and_the_html_report_shows_it(tiny_dir, inputs, tmp_path):
+    _, mc, _ = inputs
+    out, page = tmp_path / "report.json", tmp_path / "report.html"
+    assert main(["report", "--model", str(tiny_dir), "--device", "cpu", "--corpus", "builtin:all", "--seq-len", "24",
+                 "--max-windows", "4", "--skip-removal", "--skip-lens", "--task-file", str(mc), "--task-limit", "5",
+                 "--out", str(out), "--html", str(page)]) == 0
+    section = json.loads(out.read_text())["tasks"]
+    taskset = engine.resolve_tasks([], [mc])
+    by_path = engine.evaluate_checkpoint(str(tiny_dir), taskset, limit=5)
+    assert set(section) == set(by_path)
+    for name, score in by_path.items():
+        assert section[name]["n"] == 5 and section[name]["main_metric"] == "acc"
+        for metric, value in score.metrics.items():
+            assert section[name]["metrics"][metric]["value"] == pytest.approx(value["value"])
+    assert "Tasks (lm-eval)" in page.read_text()
+
+
+def test_report_refuses_a_bad_task_file_before_the_long_work(tiny_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "choices": ["a", "b"], "answer": 5}\n')
+    assert main(["report", "--model", str(tiny_dir), "--corpus", "builtin:all", "--seq-len", "24", "--task-file",
+                 str(bad), "--out", str(tmp_path / "r.json")]) == 1
+    assert "bad.jsonl line 1: field 'answer' must be an index" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
