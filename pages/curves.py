@@ -14,7 +14,7 @@ from analysis.core import jobs
 from analysis.reporting.figures import curves as figs
 from analysis.search import curves as cv
 from analysis.search import curves_run
-from ui import context, results, toggles, urlstate
+from ui import context, results, tasks_panel, toggles, urlstate
 from ui import jobs as jobs_ui
 from ui.context import plain
 
@@ -135,6 +135,8 @@ def show_kind(kind: Kind, c: cv.PruningCurves) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     method, k = chosen_point(kind, c)
     show_point(kind, method, k, c)
+    with st.expander("Task accuracy along the curves (lm-eval)"):
+        tasks_panel.curves_panel(ctx.model, c, kind, key=f"curves_tasks_{kind}")
 
 
 if few := evaluation.too_few_evaluation(result.split["n_evaluation_windows"], result.split["n_evaluation_tokens"]):

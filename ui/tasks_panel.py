@@ -35,7 +35,7 @@ def _uploaded_file(upload) -> str | None:
     return str(path)
 
 
-def _choices(key: str):
+def choices(key: str):
     """(task names, task files, limit) chosen in the panel, or None with the problem shown."""
     names = st.multiselect("Offline tasks", list(suite.TASKS), default=list(suite.TASKS), key=f"{key}_names",
                            help="Written for Layer Lab (README, Tasks). Any lm-eval task name works where its dataset "
@@ -99,7 +99,7 @@ def panel(model, removal: Removal, describe: str, key: str = "pg_tasks", healed:
     st.caption(f"lm-eval runs the full model and this removal ({describe})"
                + (" and the healed checkpoint" if healed else "")
                + " in the background, batch by batch between other work; each task's result is cached.")
-    chosen = _choices(key)
+    chosen = choices(key)
     if chosen is None:
         return
     taskset, limit = chosen
@@ -114,3 +114,35 @@ def panel(model, removal: Removal, describe: str, key: str = "pg_tasks", healed:
         job_ui.watch(job)
         return
     show_comparison(job.result, key=key)
+
+
+def curves_panel(model, result, kind: str, key: str) -> None:
+    """Task accuracy at chosen k along each method's curve (a background job), drawn under
+    the perplexity of the same points on one x axis."""
+    from analysis.reporting.figures import curves as curve_figs
+    from analysis.search import curve_tasks as ct
+
+    ks = ct.chosen_ks(result, kind)
+    doubled = ct.doubling_k(result, kind)
+    why = (f"k = {doubled}: where the best method first doubles the full perplexity" if doubled
+           else "perplexity never doubles in this range")
+    st.caption(f"At k = {', '.join(map(str, ks))} ({why}), every method's removal is run on the tasks by lm-eval "
+               "in the background; each (removal, task) is cached.")
+    chosen = choices(key)
+    if chosen is None:
+        return
+    taskset, limit = chosen
+    job = ct.CURVE_TASKS.lookup(ct.curve_tasks_key(model, result, kind, taskset, limit))
+    if job is None or job.state in (jobs.FAILED, jobs.CANCELLED):
+        if job is not None and job.state == jobs.FAILED:
+            st.error(plain(f"The last run failed: {job.error}"))
+        if st.button("Run tasks along the curves", key=f"{key}_run"):
+            job_ui.start(lambda: ct.submit_curve_tasks(model, result, kind, taskset, limit))
+        return
+    if not job.done:
+        job_ui.watch(job)
+        return
+    found = job.result
+    for task in taskset.names:
+        st.plotly_chart(curve_figs.task_curves(found.points, found.full_ppl, found.full, task, kind),
+                        key=f"{key}_{task}_fig")

@@ -53,6 +53,7 @@ def test_curves_job_then_points_open_the_playground_and_export_plans(tiny, tiny_
     assert plan.plan.evaluation["windows"] == "evaluation"
     assert plan.plan.evaluation["perplexity_pruned"] == pytest.approx(curve.eval_ppl[1])
 
+    check_tasks_along_the_curves(at, tiny, result)
     at.button(key="curves_open_blocks").click().run()
     no_traceback(at)
     fp = tiny.fingerprint
@@ -179,3 +180,36 @@ def test_page_reads_a_cli_run_of_the_chosen_or_more_kinds(tiny, tiny_dir, isolat
     assert any("From a stored run of blocks, mlp up to k = 2" in c.value for c in at.caption)
     at.multiselect(key="curves_kinds").set_value(["attn"]).run()
     assert any("Not computed yet" in i.value for i in at.info) and not _curves_jobs()
+
+
+def check_tasks_along_the_curves(at, tiny, result):
+    """Issue 25: each method's accuracy at the chosen k (here k = 3, the tiny model having
+    4 blocks, and the k where perplexity doubles), from lm-eval on that removal, drawn
+    under the perplexity of the same points."""
+    import json
+
+    from analysis.search import curve_tasks as ct
+    from analysis.tasks import engine, suite
+    from plotly_json import array
+
+    at.number_input(key="curves_tasks_blocks_limit").set_value(3).run()
+    at.button(key="curves_tasks_blocks_run").click().run()
+    no_traceback(at)
+    taskset = engine.resolve_tasks(list(suite.TASKS))
+    job = ct.CURVE_TASKS.lookup(ct.curve_tasks_key(tiny, result, "blocks", taskset, 3))
+    assert job is not None and job.wait(TIMEOUT) and job.state == jobs.DONE, job and job.error
+    at.run()
+    no_traceback(at)
+    found = job.result
+    assert found.ks == ct.chosen_ks(result, "blocks") and 3 in found.ks
+    curve = result.curve("blocks", "reverse_order")
+    for point in found.points["reverse_order"]:
+        scores = engine.evaluate_tasks(tiny, curve.removal(point["k"]), taskset, limit=3)
+        assert point["tasks"]["layerlab_agreement"]["value"] == scores["layerlab_agreement"].accuracy
+        assert point["eval_ppl"] == curve.eval_ppl[curve.k.index(point["k"])]
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    figure = next(c for c in charts if any("layerlab_agreement" in a.get("text", "")
+                                            for a in c["layout"].get("annotations", [])))
+    lines = [t for t in figure["data"] if t["name"] == "reverse_order"]
+    assert list(array(lines[1]["y"])) == [p["tasks"]["layerlab_agreement"]["value"]
+                                          for p in found.points["reverse_order"]]

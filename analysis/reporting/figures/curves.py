@@ -124,3 +124,28 @@ def oracle_fractions(skipping: list | None, early_exit: list | None, n_layers: i
                                  dtick=1 if most <= 10 else None, rangemode="tozero"),
                       legend=dict(orientation="h", y=1.18))
     return fig
+
+
+def task_curves(points: dict, full_ppl: float, full_acc: dict, task: str, kind: str) -> go.Figure:
+    """Evaluation perplexity (top, log) and `task`'s accuracy (bottom) of each method at the
+    same k, on one shared x axis, so the k where they part is visible; dashed: the full model."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Evaluation perplexity", f"{task}: accuracy (lm-eval, ±1 stderr)"))
+    for method, pts in points.items():
+        color = COLOURS.get(method, "#202124")
+        ks = [p["k"] for p in pts]
+        fig.add_trace(go.Scatter(x=ks, y=[p["eval_ppl"] for p in pts], name=method, mode="lines+markers",
+                                 line=dict(color=color), legendgroup=method), row=1, col=1)
+        acc = [p["tasks"][task] for p in pts]
+        fig.add_trace(go.Scatter(x=ks, y=[a["value"] for a in acc], name=method, mode="lines+markers",
+                                 line=dict(color=color), legendgroup=method, showlegend=False,
+                                 error_y=dict(type="data", array=[a["stderr"] or 0 for a in acc])), row=2, col=1)
+    fig.add_hline(y=full_ppl, line_dash="dash", row=1, col=1, annotation_text="full")
+    fig.add_hline(y=full_acc[task]["value"], line_dash="dash", row=2, col=1, annotation_text="full")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(title_text=f"{kind} removed (k)", row=2, col=1)
+    fig.update_layout(height=560, margin=dict(t=40))
+    return fig
+
