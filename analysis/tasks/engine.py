@@ -236,8 +236,11 @@ def run_lm(lm, taskset: TaskSet, *, limit: int | None = None, num_fewshot: int |
     manager = task_manager(taskset.include_dir, taskset.defaults)
     try:
         with _Quiet():
+            # No global reseeding (random, numpy, torch): the server's other threads (a healing
+            # run) keep their random state. Few-shot sampling keeps lm-eval's own seeded sampler.
             out = lm_eval.simple_evaluate(model=lm, tasks=list(taskset.names), num_fewshot=num_fewshot, limit=limit,
-                                          task_manager=manager, log_samples=True, verbosity="ERROR")
+                                          task_manager=manager, log_samples=True, random_seed=None,
+                                          numpy_random_seed=None, torch_random_seed=None)
     except (ConnectionError, OSError) as err:
         raise TaskError(f"a task's dataset cannot be reached ({_first_line(err)}); offline, use the suite "
                         f"({', '.join(suite.TASKS)}) or a task file") from err

@@ -133,3 +133,18 @@ def test_an_unknown_task_lists_the_available_ones(isolated_cache):
         engine.resolve_tasks(["no_such_task"])
     with pytest.raises(engine.TaskError, match="no task given"):
         engine.resolve_tasks([" "])
+
+
+def test_few_shot_in_process_equals_lm_eval_on_the_checkpoint_and_leaves_global_seeds_alone(tiny, tiny_dir, taskset):
+    import numpy as np
+    import torch
+    np.random.seed(7)
+    torch.manual_seed(7)
+    expected = (np.random.rand(), torch.rand(1).item())
+    np.random.seed(7)
+    torch.manual_seed(7)
+    ours = engine.evaluate_tasks(tiny, Removal(), taskset, num_fewshot=2, limit=4)
+    assert (np.random.rand(), torch.rand(1).item()) == expected  # lm-eval did not reseed numpy or torch
+    assert_same_items(ours, engine.evaluate_checkpoint(str(tiny_dir), taskset, num_fewshot=2, limit=4))
+    assert all(s.num_fewshot == 2 for s in ours.values())
+    assert any("\n\n" in item.prompt for s in ours.values() for item in s.items)  # the shots are in the prompt
