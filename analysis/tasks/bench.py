@@ -24,6 +24,10 @@ def bench_tasks(model, paired, repeats: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         pruned_dir = apply_plan(make_plan(model, removal, "manual", {}), model.source_dir, f"{tmp}/pruned")
         for side, r, directory in (("full", Removal(), model.source_dir), ("pruned", removal, pruned_dir)):
+            for warm_up in (lambda: engine.run_lm(engine.removal_lm(model, r), taskset, limit=2),
+                            lambda: engine.evaluate_checkpoint(str(directory), taskset, tokenizer=model.tokenizer,
+                                                               limit=2)):
+                warm_up()  # first calls (generate's set-up, lazy imports) are not what is compared
             ours, theirs = paired([
                 lambda: engine.run_lm(engine.removal_lm(model, r), taskset, limit=BENCH_LIMIT),
                 lambda: engine.evaluate_checkpoint(str(directory), taskset, tokenizer=model.tokenizer,
