@@ -148,3 +148,22 @@ def test_few_shot_in_process_equals_lm_eval_on_the_checkpoint_and_leaves_global_
     assert_same_items(ours, engine.evaluate_checkpoint(str(tiny_dir), taskset, num_fewshot=2, limit=4))
     assert all(s.num_fewshot == 2 for s in ours.values())
     assert any("\n\n" in item.prompt for s in ours.values() for item in s.items)  # the shots are in the prompt
+
+
+def test_cancel_stops_a_run_between_batches_and_keeps_nothing(tiny, taskset, monkeypatch):
+    from analysis.core import jobs
+    from analysis.model import unwrapped as unwrapped_module
+    calls = []
+
+    def stop():
+        calls.append(1)
+        if len(calls) > 1:
+            raise jobs.Cancelled("cancelled")
+    with pytest.raises(jobs.Cancelled):
+        engine.compare(tiny, REMOVAL, taskset, limit=4, check=stop)
+    assert len(calls) == 2  # the first batch ran, the second stopped
+    assert unwrapped_module.unwrapped(tiny).removal == Removal()  # the shared decoder is back to the full model
+    def stored(name):
+        return engine.TASK_RESULT.load(engine.task_key(tiny, Removal(), name, taskset.version_of(name), None, 4))
+    assert stored(taskset.names[0]) is not None  # the task that finished (one batch) is kept
+    assert stored(taskset.names[1]) is None  # the stopped one is not
