@@ -10,7 +10,7 @@ import streamlit as st
 
 from analysis.core import jobs, settings
 from analysis.model.removal import Removal
-from analysis.tasks import engine, files, suite
+from analysis.tasks import engine, files, scores, suite
 from ui import jobs as job_ui
 from ui.context import plain
 
@@ -56,7 +56,7 @@ def choices(key: str):
     return taskset, int(limit) or None
 
 
-def _table(comparison: engine.TaskComparison) -> list[dict]:
+def _table(comparison: scores.TaskComparison) -> list[dict]:
     rows = []
     for name, full in comparison.full.items():
         for metric in full.metrics:
@@ -71,11 +71,11 @@ def _table(comparison: engine.TaskComparison) -> list[dict]:
     return rows
 
 
-def show_comparison(comparison: engine.TaskComparison, key: str = "tasks") -> None:
+def show_comparison(comparison: scores.TaskComparison, key: str = "tasks") -> None:
     """Scores side by side, then per task the items that flip from full to pruned."""
     st.dataframe(_table(comparison), hide_index=True, key=f"{key}_scores")
     for name, full in comparison.full.items():
-        changed = engine.flips(full, comparison.pruned[name])
+        changed = scores.flips(full, comparison.pruned[name])
         down = sum(f.direction == "right to wrong" for f in changed)
         st.markdown(f"**{name}**: {down} items right → wrong, {len(changed) - down} wrong → right (full → pruned)")
         if not changed:
@@ -103,7 +103,7 @@ def panel(model, removal: Removal, describe: str, key: str = "pg_tasks", healed:
     if chosen is None:
         return
     taskset, limit = chosen
-    job = engine.COMPARISON.lookup(engine.comparison_key(model, removal, taskset, limit, None, healed))
+    job = scores.COMPARISON.lookup(engine.comparison_key(model, removal, taskset, limit, None, healed))
     if job is None or job.state in (jobs.FAILED, jobs.CANCELLED):
         if job is not None and job.state == jobs.FAILED:
             st.error(plain(f"The last run failed: {job.error}"))

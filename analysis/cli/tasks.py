@@ -52,7 +52,7 @@ def _row(name: str, metric: str, scores: dict) -> str:
 
 def _section(scores: dict) -> dict:
     """One task's entry of tasks.json (and of a plan's evaluation.tasks)."""
-    from analysis.tasks.engine import flips
+    from analysis.tasks.scores import flips
 
     any_score = next(iter(scores.values()))
     out = {"version": any_score.version, "output_type": any_score.output_type, "n": any_score.n,

@@ -11,6 +11,7 @@ from typing import Callable
 from analysis.core import store
 from analysis.core.kinds import Kind
 from analysis.core.results import Result
+from analysis.model.removal import Removal
 from analysis.search import curves as cv
 from analysis.tasks import engine
 
@@ -63,7 +64,7 @@ def curve_tasks(model, result: cv.PruningCurves, kind: Kind, taskset: engine.Tas
     points_k = chosen_ks(result, kind, ks)
     methods = _methods(kind)
     total, done = len(points_k) * len(methods), 0
-    full = engine.evaluate_tasks(model, engine.Removal(), taskset, limit=limit, check=check)
+    full = engine.evaluate_tasks(model, Removal(), taskset, limit=limit, check=check)
     points: dict = {}
     for method in methods:
         curve = result.curve(kind, method)

@@ -3,7 +3,7 @@ for the current toggles; once done, the scores equal lm-eval's on the same remov
 the flips are listed; an unknown task name is refused with the list of offline tasks and
 the page keeps working."""
 from analysis.model.removal import Removal
-from analysis.tasks import engine, suite
+from analysis.tasks import engine, scores, suite
 from apptest import no_traceback, open_app
 
 
@@ -18,7 +18,7 @@ def test_tasks_panel_runs_the_current_removal_in_the_background(tiny, tiny_dir, 
     no_traceback(at)
     taskset = engine.resolve_tasks(list(suite.TASKS))
     removal = Removal.of(blocks=[1])
-    job = engine.COMPARISON.lookup(engine.comparison_key(tiny, removal, taskset, 4, None))
+    job = scores.COMPARISON.lookup(engine.comparison_key(tiny, removal, taskset, 4, None))
     assert job is not None and job.wait(timeout=600) and job.error is None, job and job.error
     at.run()
     no_traceback(at)
@@ -59,7 +59,7 @@ def test_healing_page_judges_full_pruned_and_healed_on_tasks(tiny, tiny_dir, iso
     no_traceback(at)
     taskset = engine.resolve_tasks(list(suite.TASKS))
     healed = engine.Healed(str(heal_run.checkpoint_dir(heal.key)), heal.key)
-    job = engine.COMPARISON.lookup(engine.comparison_key(tiny, removal, taskset, 3, None, healed))
+    job = scores.COMPARISON.lookup(engine.comparison_key(tiny, removal, taskset, 3, None, healed))
     assert job is not None and job.wait(timeout=600) and job.error is None, job and job.error
     at.run()
     no_traceback(at)

@@ -10,7 +10,7 @@ from analysis.model.removal import Removal
 from analysis.plans.apply import apply_plan
 from analysis.plans.check import parse_plan
 from analysis.plans.schema import make_plan
-from analysis.tasks import engine
+from analysis.tasks import engine, scores
 from unit.tasks.test_tasks import GEN, MC, write_jsonl
 
 REMOVAL = Removal.of(blocks=[2], mlp=[0])
@@ -38,11 +38,11 @@ def test_tasks_full_pruned_and_healed_side_by_side(tiny, tiny_dir, inputs, tmp_p
                 "healed": engine.evaluate_checkpoint(str(healed), taskset)}
     assert set(report["tasks"]) == set(taskset.names)
     for name, entry in report["tasks"].items():
-        for side, scores in expected.items():
-            for metric, value in scores[name].metrics.items():
+        for side, by_task in expected.items():
+            for metric, value in by_task[name].metrics.items():
                 assert entry[side][metric]["value"] == pytest.approx(value["value"])
                 assert entry[side][metric]["stderr"] == pytest.approx(value["stderr"])
-        flips = engine.flips(expected["full"][name], expected["pruned"][name])
+        flips = scores.flips(expected["full"][name], expected["pruned"][name])
         assert entry["flips"]["right_to_wrong"] + entry["flips"]["wrong_to_right"] == len(flips)
         assert [f["doc_id"] for f in entry["flips"]["items"]] == [f.doc_id for f in flips]
         assert f"{name} {entry['main_metric']}: full " in printed

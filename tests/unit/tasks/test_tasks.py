@@ -9,7 +9,7 @@ import pytest
 from analysis.model.removal import Removal
 from analysis.plans.apply import apply_plan
 from analysis.plans.schema import make_plan
-from analysis.tasks import engine, files, suite
+from analysis.tasks import engine, files, scores, suite
 
 MC = [{"question": q, "choices": c, "answer": a} for q, c, a in [
     ("The cat sat on the", ["mat.", "moon.", "river."], 0), ("A dog barked at the", ["moon", "mill"], 1),
@@ -72,10 +72,10 @@ def test_results_are_cached_by_removal_task_and_settings(tiny, taskset, monkeypa
 
 
 def test_flips_are_the_items_whose_score_changed():
-    def score(scores):
-        items = [engine.TaskItem(i, s, "0", [-1.0, -2.0]) for i, s in enumerate(scores)]
-        return engine.TaskScore("t", "v", "multiple_choice", len(items), 0, {"acc": {"value": 0, "stderr": 0}}, items)
-    changed = engine.flips(score([1, 0, 1, 0]), score([1, 1, 0, 0]))
+    def score(values):
+        items = [scores.TaskItem(i, s, "0", [-1.0, -2.0]) for i, s in enumerate(values)]
+        return scores.TaskScore("t", "v", "multiple_choice", len(items), 0, {"acc": {"value": 0, "stderr": 0}}, items)
+    changed = scores.flips(score([1, 0, 1, 0]), score([1, 1, 0, 0]))
     assert [(f.doc_id, f.direction) for f in changed] == [(1, "wrong to right"), (2, "right to wrong")]
 
 
@@ -164,6 +164,6 @@ def test_cancel_stops_a_run_between_batches_and_keeps_nothing(tiny, taskset, mon
     assert len(calls) == 2  # the first batch ran, the second stopped
     assert unwrapped_module.unwrapped(tiny).removal == Removal()  # the shared decoder is back to the full model
     def stored(name):
-        return engine.TASK_RESULT.load(engine.task_key(tiny, Removal(), name, taskset.version_of(name), None, 4))
+        return scores.TASK_RESULT.load(engine.task_key(tiny, Removal(), name, taskset.version_of(name), None, 4))
     assert stored(taskset.names[0]) is not None  # the task that finished (one batch) is kept
     assert stored(taskset.names[1]) is None  # the stopped one is not
