@@ -23,22 +23,24 @@ def taskset(tmp_path_factory):
 
 def test_in_process_equals_lm_eval_on_the_directory_and_the_apply_checkpoint(default_model, default_dir, taskset,
                                                                              tmp_path):
-    full = engine.run_lm(engine.removal_lm(default_model, Removal()), taskset, limit=24)
-    assert_same_items(full, engine.evaluate_checkpoint(str(default_dir), taskset, limit=24))
+    full = engine.run_lm(engine.removal_lm(default_model, Removal()), taskset, limit=16)
+    assert_same_items(full, engine.evaluate_checkpoint(str(default_dir), taskset, limit=16))
     out = apply_plan(make_plan(default_model, MIXED, "manual", {}), default_dir, tmp_path / "pruned")
-    pruned = engine.run_lm(engine.removal_lm(default_model, MIXED), taskset, limit=24)
-    assert_same_items(pruned, engine.evaluate_checkpoint(str(out), taskset, limit=24))
+    pruned = engine.run_lm(engine.removal_lm(default_model, MIXED), taskset, limit=16)
+    assert_same_items(pruned, engine.evaluate_checkpoint(str(out), taskset, limit=16))
     assert any(a.loglikelihoods != pytest.approx(b.loglikelihoods, abs=1e-3)
                for a, b in zip(full["layerlab_agreement"].items, pruned["layerlab_agreement"].items))
 
 
 def test_the_suite_separates_the_full_model_from_a_heavily_pruned_one(default_model, taskset):
-    agreement = engine.resolve_tasks(["layerlab_agreement"])
-    full = engine.run_lm(engine.removal_lm(default_model, Removal()), agreement)["layerlab_agreement"]
-    heavy = engine.run_lm(engine.removal_lm(default_model, HEAVY), agreement)["layerlab_agreement"]
-    assert full.n == heavy.n == 240
-    assert full.accuracy > 0.85 and heavy.accuracy < 0.65  # measured: 0.954 and 0.454
-    counting = engine.resolve_tasks(["layerlab_sequences"])  # the first 60 items count up by one
-    full = engine.run_lm(engine.removal_lm(default_model, Removal()), counting, limit=60)["layerlab_sequences"]
-    heavy = engine.run_lm(engine.removal_lm(default_model, HEAVY), counting, limit=60)["layerlab_sequences"]
-    assert full.accuracy > 0.5 and heavy.accuracy < 0.1
+    """On the first items of each task (agreement across an attractor and demonstrative
+    number; counting up by one); README's table has the whole suite (0.954 and 0.329 for
+    the full model)."""
+    runs = {name: [engine.run_lm(engine.removal_lm(default_model, r), engine.resolve_tasks([name]), limit=limit)[name]
+                   for r in (Removal(), HEAVY)]
+            for name, limit in (("layerlab_agreement", 120), ("layerlab_sequences", 30))}
+    full, heavy = runs["layerlab_agreement"]
+    assert full.n == heavy.n == 120
+    assert full.accuracy > 0.8 and full.accuracy - heavy.accuracy > 0.25
+    full, heavy = runs["layerlab_sequences"]
+    assert full.accuracy > 0.4 and heavy.accuracy < 0.1
