@@ -83,10 +83,9 @@ def _include_dir(ours: list) -> str:
     digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
     directory = settings.cache_dir() / "tasks" / digest
     if not directory.is_dir():
-        tmp = directory.with_name(directory.name + ".tmp")
-        for task in ours:
-            files.write_config(task, tmp)
-        store.replace_dir_atomic(tmp, directory)
+        with store.building_dir(directory, keep_existing=True) as tmp:  # a concurrent build's directory wins
+            for task in ours:
+                files.write_config(task, tmp)
     return str(directory)
 
 
