@@ -111,7 +111,7 @@ def show_result(ctx, key: str, removal: Removal, result) -> None:
     st.subheader("Tasks before and after healing (lm-eval)")
     healed = heal_run.checkpoint_dir(key)
     if (healed / "config.json").is_file():
-        tasks_panel.panel(ctx.model, removal, playground.describe(removal, ctx.model.n_layers), key="heal_tasks",
+        tasks_panel.panel(ctx.model, removal, key="heal_tasks",
                           healed=Healed(str(healed), key))
     else:
         st.info("The healed checkpoint is no longer in the cache; heal again to judge it on tasks.")

@@ -40,7 +40,7 @@ def main() -> None:
     st.fragment(live)(ctx, pg, analysis, removal_cost, greedy, show_on)
     with st.expander("Tasks (lm-eval): does the pruned model still answer?"):
         removal = toggles.current(ctx.model.fingerprint, ctx.model.n_layers)
-        tasks_panel.panel(ctx.model, removal, playground.describe(removal, ctx.model.n_layers))
+        tasks_panel.panel(ctx.model, removal)
 
 
 def show_on_choice(ctx) -> str:

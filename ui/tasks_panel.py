@@ -94,9 +94,16 @@ def _short(value) -> str:
     return repr(value)
 
 
-def panel(model, removal: Removal, describe: str, key: str = "pg_tasks", healed: engine.Healed | None = None) -> None:
-    """The panel for `removal` (its words: `describe`), and the healed checkpoint when given."""
-    st.caption(f"lm-eval runs the full model and this removal ({describe})"
+def _removal_words(removal: Removal) -> str:
+    """The removal in a few words (the page states it in full elsewhere)."""
+    parts = [f"{kind} {', '.join(map(str, sorted(getattr(removal, kind))))}" for kind in ("blocks", "attn", "mlp")
+             if getattr(removal, kind)]
+    return "; ".join(parts) if parts else "nothing removed"
+
+
+def panel(model, removal: Removal, key: str = "pg_tasks", healed: engine.Healed | None = None) -> None:
+    """The panel for `removal`, and the healed checkpoint when given."""
+    st.caption(f"lm-eval runs the full model and the removal ({_removal_words(removal)})"
                + (" and the healed checkpoint" if healed else "")
                + " in the background, batch by batch between other work; each task's result is cached.")
     chosen = choices(key)

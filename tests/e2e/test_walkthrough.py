@@ -133,7 +133,8 @@ def test_playground_toggles_export_and_import_a_plan(page, tmp_path):
     expect(metric(page, "Pruned perplexity")).to_have_text(full, timeout=STEP_MS)
 
     page.get_by_text("Import a pruning plan").click()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    importer = page.get_by_test_id("stExpander").filter(has_text="Import a pruning plan")  # not the Tasks panel's
+    importer.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
     page.get_by_role("button", name="Apply this plan's removals").click()
     expect(metric(page, "Pruned perplexity")).to_have_text(pruned, timeout=STEP_MS)
     assert pressed(page, "Remove blocks") == ["12", "20"]
