@@ -78,15 +78,12 @@ def cmd_report(args) -> int:
 
 
 def _taskset(args):
-    """The tasks of --tasks / --task-file (None when neither is given)."""
+    """The tasks of --tasks / --task-file (None when neither is given); a bad name or file
+    raises TaskError / TaskFileError, ValueErrors the CLI prints as one line."""
     if not args.tasks.strip() and not args.task_file:
         return None
-    from analysis.tasks.engine import TaskError, resolve_tasks
-    from analysis.tasks.files import TaskFileError
-    try:
-        return resolve_tasks(args.tasks.split(","), args.task_file or ())
-    except (TaskError, TaskFileError) as err:
-        raise ValueError(str(err)) from err
+    from analysis.tasks.engine import resolve_tasks
+    return resolve_tasks(args.tasks.split(","), args.task_file or ())
 
 
 def cmd_prepare(args) -> int:

@@ -68,27 +68,20 @@ def _section(scores: dict) -> dict:
 
 
 def cmd_tasks(args) -> int:
-    from analysis.tasks.engine import TaskError, evaluate_checkpoint, resolve_tasks
-    from analysis.tasks.files import TaskFileError
+    from analysis.tasks.engine import evaluate_checkpoint, resolve_tasks
 
     if bool(args.plan) == bool(args.checkpoint):
         raise UsageError("give --plan plan.json or --checkpoint DIR (one of them)")
-    try:
-        taskset = resolve_tasks(_names(args.tasks), args.task_file or ())
-    except (TaskError, TaskFileError) as err:
-        raise ValueError(str(err)) from err
+    taskset = resolve_tasks(_names(args.tasks), args.task_file or ())  # TaskError, TaskFileError: ValueErrors
     settings = {"limit": args.limit, "num_fewshot": args.num_fewshot}
     results: dict[str, dict] = {name: {} for name in taskset.names}
     payload = {"schema": SCHEMA, "version": VERSION, "settings": settings}
-    try:
-        if args.checkpoint:
-            for name, score in evaluate_checkpoint(args.checkpoint, taskset, **settings).items():
-                results[name]["checkpoint"] = score
-            payload["checkpoint"] = str(args.checkpoint)
-        else:
-            payload |= _with_plan(args, taskset, settings, results)
-    except TaskError as err:
-        raise ValueError(str(err)) from err
+    if args.checkpoint:
+        for name, score in evaluate_checkpoint(args.checkpoint, taskset, **settings).items():
+            results[name]["checkpoint"] = score
+        payload["checkpoint"] = str(args.checkpoint)
+    else:
+        payload |= _with_plan(args, taskset, settings, results)
     payload["tasks"] = {name: _section(scores) for name, scores in results.items() if scores}
     store.write_json_atomic(Path(args.out), payload)
     for name, scores in results.items():
