@@ -214,24 +214,28 @@ def task_key(model, removal: Removal, task: str, version: str, num_fewshot, limi
                           version=version, num_fewshot=num_fewshot, limit=limit)
 
 
+def _each_task(taskset: TaskSet, key_of: Callable, run: Callable, progress: Callable | None = None) -> dict:
+    """Each task's TaskScore, cached under `key_of(name)`; `run(one)` runs lm-eval on the
+    one-task TaskSet `one` when the cache has nothing."""
+    out: dict[str, TaskScore] = {}
+    for i, name in enumerate(taskset.names):
+        if progress:
+            progress(i / len(taskset.names), f"task {name} ({i + 1} of {len(taskset.names)})")
+        one = TaskSet((name,), taskset.file_tasks, taskset.include_dir, taskset.defaults)
+        out[name] = TASK_RESULT.cached(key_of(name), lambda one=one, name=name: run(one)[name])
+    if progress:
+        progress(1.0, "tasks done")
+    return out
+
+
 def evaluate_tasks(model, removal: Removal, taskset: TaskSet, *, limit: int | None = None,
                    num_fewshot: int | None = None, progress: Callable | None = None,
                    check: Callable | None = None) -> dict[str, TaskScore]:
     """Each task's score with `removal` applied in-process; cached per (fingerprint,
     removal, task, task version, few-shot, limit)."""
-    out: dict[str, TaskScore] = {}
-    for i, name in enumerate(taskset.names):
-        if progress:
-            progress(i / len(taskset.names), f"task {name} ({i + 1} of {len(taskset.names)})")
-        key = task_key(model, removal, name, taskset.version_of(name), num_fewshot, limit)
-        one = TaskSet((name,), taskset.file_tasks, taskset.include_dir, taskset.defaults)
-
-        def compute(one=one, name=name):
-            return run_lm(removal_lm(model, removal, check=check), one, limit=limit, num_fewshot=num_fewshot)[name]
-        out[name] = TASK_RESULT.cached(key, compute)
-    if progress:
-        progress(1.0, "tasks done")
-    return out
+    return _each_task(taskset, lambda name: task_key(model, removal, name, taskset.version_of(name), num_fewshot, limit),
+                      lambda one: run_lm(removal_lm(model, removal, check=check), one, limit=limit,
+                                         num_fewshot=num_fewshot), progress)
 
 
 def evaluate_checkpoint(path: str, taskset: TaskSet, *, tokenizer=None, limit: int | None = None,
@@ -270,11 +274,9 @@ def compare(model, removal: Removal, taskset: TaskSet, *, limit: int | None = No
     if healed is not None:
         if check is not None:
             check()
-        for name in taskset.names:
-            key = store.make_key(checkpoint=healed.key, task=name, version=taskset.version_of(name), **settings)
-            one = TaskSet((name,), taskset.file_tasks, taskset.include_dir, taskset.defaults)
-            done[name] = TASK_RESULT.cached(key, lambda one=one, name=name: evaluate_checkpoint(
-                healed.path, one, tokenizer=model.tokenizer, **settings)[name])
+        done = _each_task(taskset, lambda name: store.make_key(checkpoint=healed.key, task=name,
+                                                               version=taskset.version_of(name), **settings),
+                          lambda one: evaluate_checkpoint(healed.path, one, tokenizer=model.tokenizer, **settings))
     return TaskComparison(full, pruned, done)
 
 
